@@ -1,0 +1,197 @@
+/* cx_pool: worker threads behind lock-free queues (see cx_pool.h).
+ * Each worker owns an input queue and a futex word it sleeps on; each polling
+ * core owns a completion queue and an eventfd. Nothing here takes a lock on
+ * the submit or completion path: enqueues are wait-free (cds_wfcq_enqueue),
+ * each queue has a single dequeuer, so the lock-free __cds_wfcq_* dequeue is
+ * used. Threads: submit/poll on polling cores; cx_pool_worker on workers. */
+#include "crypto/cx_pool.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <urcu/arch.h>
+#include <urcu/uatomic.h>
+
+#define CX_SPIN_ROUNDS 256   /* empty polls before a worker sleeps */
+
+typedef struct {
+    struct cds_wfcq_head head;
+    struct cds_wfcq_tail tail;
+    int32_t sleeping;          /* futex word: 1 while the worker sleeps */
+    pthread_t thread;
+    bool started;
+} __attribute__((aligned(64))) cx_worker_t;
+
+typedef struct {
+    struct cds_wfcq_head head;
+    struct cds_wfcq_tail tail;
+    int efd;                   /* eventfd: results arrived */
+    unsigned inflight;         /* touched by the owning core only */
+    unsigned next_worker;      /* round-robin cursor, core only */
+} __attribute__((aligned(64))) cx_done_t;
+
+struct cx_pool {
+    unsigned num_workers, num_cores, bound;
+    int stop;                  /* set at cx_pool_free */
+    void (*worker_init)(unsigned);
+    cx_worker_t *workers;
+    cx_done_t *done;
+};
+
+typedef struct {
+    cx_pool_t *pool;
+    unsigned id;
+} cx_worker_arg_t;
+
+static void cx_futex_wait(int32_t *addr, int32_t val) {
+    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+static void cx_futex_wake(int32_t *addr) {
+    syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+cx_pool_t *cx_pool_new(unsigned num_workers, unsigned num_cores, unsigned per_core_bound) {
+    if (num_workers == 0 || num_cores == 0) return NULL;
+    cx_pool_t *p = calloc(1, sizeof(*p));
+    if (!p) return NULL;
+    p->num_workers = num_workers;
+    p->num_cores = num_cores;
+    p->bound = per_core_bound ? per_core_bound : 1;
+    if (posix_memalign((void **)&p->workers, 64, num_workers * sizeof(cx_worker_t)) ||
+        posix_memalign((void **)&p->done, 64, num_cores * sizeof(cx_done_t)))
+        goto fail;
+    memset(p->workers, 0, num_workers * sizeof(cx_worker_t));
+    memset(p->done, 0, num_cores * sizeof(cx_done_t));
+    for (unsigned i = 0; i < num_workers; i++)
+        cds_wfcq_init(&p->workers[i].head, &p->workers[i].tail);
+    for (unsigned i = 0; i < num_cores; i++) {
+        cds_wfcq_init(&p->done[i].head, &p->done[i].tail);
+        p->done[i].efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        p->done[i].next_worker = i % num_workers;
+        if (p->done[i].efd < 0) goto fail;
+    }
+    return p;
+fail:
+    if (p->done)
+        for (unsigned i = 0; i < num_cores; i++)
+            if (p->done[i].efd > 0) close(p->done[i].efd);
+    free(p->workers);
+    free(p->done);
+    free(p);
+    return NULL;
+}
+
+/* cx_pool_take dequeues one job for worker `w`, sleeping when idle.
+ * Returns NULL when the pool stops and the queue is empty. */
+static cx_job_t *cx_pool_take(cx_pool_t *p, cx_worker_t *w) {
+    for (;;) {
+        for (int spin = 0; spin < CX_SPIN_ROUNDS; spin++) {
+            struct cds_wfcq_node *n = __cds_wfcq_dequeue_blocking(&w->head, &w->tail);
+            if (n) return caa_container_of(n, cx_job_t, _node);
+            if (uatomic_read(&p->stop)) return NULL;
+            caa_cpu_relax();
+        }
+        uatomic_set(&w->sleeping, 1);
+        cmm_smp_mb();
+        if (cds_wfcq_empty(&w->head, &w->tail) && !uatomic_read(&p->stop))
+            cx_futex_wait(&w->sleeping, 1);
+        uatomic_set(&w->sleeping, 0);
+    }
+}
+
+static void *cx_pool_worker(void *arg) {
+    cx_worker_arg_t a = *(cx_worker_arg_t *)arg;
+    free(arg);
+    cx_pool_t *p = a.pool;
+    cx_worker_t *w = &p->workers[a.id];
+    if (p->worker_init) p->worker_init(a.id);
+    cx_job_t *job;
+    while ((job = cx_pool_take(p, w)) != NULL) {
+        job->fn(job, a.id);
+        cx_done_t *d = &p->done[job->core];
+        /* cds_wfcq_enqueue returns false when the queue was empty before:
+         * only then does the core need a wake-up. */
+        if (!cds_wfcq_enqueue(&d->head, &d->tail, &job->_node)) {
+            uint64_t one = 1;
+            ssize_t r = write(d->efd, &one, sizeof(one));
+            (void)r;
+        }
+    }
+    return NULL;
+}
+
+cx_err_t cx_pool_start(cx_pool_t *p, void (*worker_init)(unsigned)) {
+    p->worker_init = worker_init;
+    for (unsigned i = 0; i < p->num_workers; i++) {
+        cx_worker_arg_t *a = malloc(sizeof(*a));
+        if (!a) return CX_E_NOMEM;
+        a->pool = p;
+        a->id = i;
+        if (pthread_create(&p->workers[i].thread, NULL, cx_pool_worker, a) != 0) {
+            free(a);
+            return CX_E_NOMEM;
+        }
+        p->workers[i].started = true;
+    }
+    return CX_OK;
+}
+
+cx_err_t cx_pool_submit(cx_pool_t *p, unsigned core, cx_job_t *job, bool force) {
+    cx_done_t *d = &p->done[core];
+    if (!force && d->inflight >= p->bound) return CX_E_BUSY;
+    d->inflight++;
+    job->core = (uint16_t)core;
+    cds_wfcq_node_init(&job->_node);
+    cx_worker_t *w = &p->workers[d->next_worker];
+    if (++d->next_worker == p->num_workers) d->next_worker = 0;
+    cds_wfcq_enqueue(&w->head, &w->tail, &job->_node);
+    cmm_smp_mb();
+    if (uatomic_read(&w->sleeping)) {
+        uatomic_set(&w->sleeping, 0);
+        cx_futex_wake(&w->sleeping);
+    }
+    return CX_OK;
+}
+
+cx_job_t *cx_pool_poll(cx_pool_t *p, unsigned core) {
+    cx_done_t *d = &p->done[core];
+    struct cds_wfcq_node *n = __cds_wfcq_dequeue_blocking(&d->head, &d->tail);
+    if (!n) return NULL;
+    d->inflight--;
+    return caa_container_of(n, cx_job_t, _node);
+}
+
+int cx_pool_core_fd(const cx_pool_t *p, unsigned core) { return p->done[core].efd; }
+
+void cx_pool_core_ack(cx_pool_t *p, unsigned core) {
+    uint64_t v;
+    ssize_t r = read(p->done[core].efd, &v, sizeof(v));
+    (void)r;
+}
+
+unsigned cx_pool_inflight(const cx_pool_t *p, unsigned core) { return p->done[core].inflight; }
+
+void cx_pool_free(cx_pool_t *p) {
+    if (!p) return;
+    uatomic_set(&p->stop, 1);
+    cmm_smp_mb();
+    for (unsigned i = 0; i < p->num_workers; i++) {
+        if (!p->workers[i].started) continue;
+        uatomic_set(&p->workers[i].sleeping, 0);
+        cx_futex_wake(&p->workers[i].sleeping);
+    }
+    for (unsigned i = 0; i < p->num_workers; i++)
+        if (p->workers[i].started) pthread_join(p->workers[i].thread, NULL);
+    for (unsigned i = 0; i < p->num_cores; i++) close(p->done[i].efd);
+    free(p->workers);
+    free(p->done);
+    free(p);
+}

@@ -1,0 +1,81 @@
+/* dp_config: stampeded's settings. One declarative table (dp_config.c) gives
+ * every setting its name, type, default, bounds and help; the config file
+ * (INI, read with Debian's libinih) and the command-line flags (--name, with
+ * '_' written as '-') are both derived from it, and so is --help.
+ * Precedence: built-in default < config file < flag.
+ * Thread: startup only; the dp_config_t is frozen before cores start. */
+#ifndef DP_CONFIG_H
+#define DP_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct {
+    char *config_file;
+    char *data_dir;
+    char *est_listen;
+    char *capf_listen;
+    char *est_users;
+    uint32_t cores;
+    uint32_t signers;
+    char *ca_key;
+    char *tls_key;
+    char *ca_name;
+    char *org;
+    uint32_t ca_days;
+    uint32_t tls_days;
+    char *tls_names;
+    uint32_t leaf_days;
+    uint32_t leaf_backdate;
+    bool leaf_server_auth;
+    bool leaf_copy_san;
+    char *tls_min;
+    char *tls_max;
+    bool tls_legacy;
+    char *tls_ciphers;
+    char *client_ca;
+    char *client_cert;
+    char *csrattrs;
+    uint32_t max_body;
+    uint32_t max_header;
+    uint32_t handshake_timeout;
+    uint32_t header_timeout;
+    uint32_t body_timeout;
+    uint32_t idle_timeout;
+    uint32_t drain_timeout;
+    uint32_t queue_bound;
+    uint32_t max_sessions;
+    uint32_t retry_after;
+    char *log_level;
+} dp_config_t;
+
+typedef enum {
+    DP_CFG_OK = 0,
+    DP_CFG_EXIT_OK,     /* --help / --version printed: exit 0 */
+    DP_CFG_E_USAGE,     /* unknown flag or missing value */
+    DP_CFG_E_VALUE,     /* value out of bounds or wrong type */
+    DP_CFG_E_FILE,      /* config file unreadable or malformed */
+    DP_CFG__COUNT
+} dp_cfg_err_t;
+
+const char *dp_cfg_err_str(dp_cfg_err_t e);
+
+/* dp_config_load fills `cfg` from defaults, the file named by --config (if
+ * any) and the flags in argv. Writes a one-line cause to `why` on error.
+ * Ownership: strings in `cfg` are heap copies; free with dp_config_free. */
+dp_cfg_err_t dp_config_load(dp_config_t *cfg, int argc, char **argv, char *why, size_t why_len);
+
+/* dp_config_set sets one setting by name from text (file or flag syntax).
+ * Returns DP_CFG_OK, DP_CFG_E_USAGE (unknown name) or DP_CFG_E_VALUE. */
+dp_cfg_err_t dp_config_set(dp_config_t *cfg, const char *name, const char *value,
+                           char *why, size_t why_len);
+
+/* dp_config_help prints the usage text derived from the table to `out`. */
+void dp_config_help(FILE *out, const char *prog);
+
+/* dp_config_free releases the strings of `cfg`. */
+void dp_config_free(dp_config_t *cfg);
+
+#endif

@@ -1,0 +1,206 @@
+/* dp_core: polling-core housekeeping: per-core pools of sessions and
+ * buffers, deadline lists, the completion queue from the signing pool, and
+ * the thread itself (see dp_core.h). The protocol work of a session is in
+ * dp_sess.c; the event loop is the transport's (dp_kernel.c).
+ * Thread: polling core only, except dp_core_init/start/cleanup (startup). */
+#include "dataplane/dp_core.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <urcu/uatomic.h>
+
+#include "dataplane/dp_log.h"
+#include "dataplane/dp_runtime.h"
+
+/* Implemented in dp_sess.c. */
+void dp_sess_job_done(dp_sess_t *s, dp_buf_t *b);
+void dp_sess_timeout(dp_sess_t *s);
+void dp_sess_drain(dp_sess_t *s);
+
+int64_t dp_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int dp_core_init(dp_core_t *c, dp_runtime_t *rt, unsigned id) {
+    memset(c, 0, sizeof(*c));
+    c->id = id;
+    c->rt = rt;
+    c->epfd = -1;
+    c->est_listener.poll_type = DP_POLL_LISTENER;
+    c->est_listener.fd = -1;
+    c->event_poll_type = DP_POLL_EVENT;
+    for (int k = 0; k < DP_T__COUNT; k++) CDS_INIT_LIST_HEAD(&c->timers[k]);
+    const dp_config_t *cfg = &rt->cfg;
+    c->timeout_ms[DP_T_HANDSHAKE] = (int64_t)cfg->handshake_timeout * 1000;
+    c->timeout_ms[DP_T_HEADER] = (int64_t)cfg->header_timeout * 1000;
+    c->timeout_ms[DP_T_BODY] = (int64_t)cfg->body_timeout * 1000;
+    c->timeout_ms[DP_T_IDLE] = (int64_t)cfg->idle_timeout * 1000;
+    c->timeout_ms[DP_T_WRITE] = (int64_t)cfg->body_timeout * 1000;
+    /* request (header + body) + room for the longest response */
+    c->buf_cap = cfg->max_header + cfg->max_body + 16384;
+    c->scratch_cap = c->buf_cap;
+    c->scratch = malloc(c->scratch_cap);
+    return c->scratch ? 0 : -1;
+}
+
+/* ---- timers ---- */
+
+void dp_timer_arm(dp_sess_t *s, dp_timer_kind_t k) {
+    dp_core_t *c = s->core;
+    if (s->timer != DP_T_NONE) cds_list_del(&s->timer_link);
+    s->timer = (uint8_t)k;
+    if (k == DP_T_NONE) return;
+    s->deadline_ms = c->now_ms + c->timeout_ms[k];
+    cds_list_add_tail(&s->timer_link, &c->timers[k]);
+}
+
+static int dp_timers_expire(dp_core_t *c, int max_wait_ms) {
+    int64_t next = c->now_ms + max_wait_ms;
+    for (int k = 0; k < DP_T__COUNT; k++) {
+        while (!cds_list_empty(&c->timers[k])) {
+            dp_sess_t *s = cds_list_first_entry(&c->timers[k], dp_sess_t, timer_link);
+            if (s->deadline_ms > c->now_ms) {
+                if (s->deadline_ms < next) next = s->deadline_ms;
+                break;
+            }
+            c->stats.timeouts++;
+            dp_sess_timeout(s); /* disarms or frees s */
+        }
+    }
+    int64_t wait = next - c->now_ms;
+    return wait < 0 ? 0 : (int)wait;
+}
+
+/* ---- pools ---- */
+
+dp_sess_t *dp_sess_alloc(dp_core_t *c) {
+    if (c->num_sess >= c->rt->cfg.max_sessions) return NULL;
+    dp_sess_t *s = c->free_sess;
+    if (s) c->free_sess = s->next_free;
+    else if (!(s = malloc(sizeof(*s)))) return NULL;
+    memset(s, 0, sizeof(*s));
+    s->poll_type = DP_POLL_SESS;
+    s->timer = DP_T_NONE;
+    s->core = c;
+    c->num_sess++;
+    return s;
+}
+
+void dp_sess_release(dp_sess_t *s) {
+    dp_core_t *c = s->core;
+    s->next_free = c->free_sess;
+    c->free_sess = s;
+    c->num_sess--;
+}
+
+dp_buf_t *dp_buf_get(dp_core_t *c) {
+    dp_buf_t *b = c->free_bufs;
+    if (b) {
+        c->free_bufs = b->next_free;
+    } else {
+        /* Pools grow to the peak number of busy sessions, then recycle. */
+        if (c->num_bufs >= c->rt->cfg.queue_bound + 64) return NULL;
+        if (!(b = malloc(sizeof(*b) + c->buf_cap))) return NULL;
+        c->num_bufs++;
+    }
+    b->next_free = NULL;
+    b->len = b->resp_off = b->resp_len = 0;
+    return b;
+}
+
+void dp_buf_put(dp_core_t *c, dp_buf_t *b) {
+    b->sess = NULL;
+    b->next_free = c->free_bufs;
+    c->free_bufs = b;
+}
+
+/* ---- completions ---- */
+
+void dp_core_on_completions(dp_core_t *c) {
+    cx_pool_core_ack(c->rt->pool, c->id);
+    c->now_ms = dp_now_ms();
+    cx_job_t *j;
+    while ((j = cx_pool_poll(c->rt->pool, c->id)) != NULL) {
+        dp_buf_t *b = caa_container_of(j, dp_buf_t, job);
+        dp_sess_job_done(b->sess, b);
+    }
+}
+
+int dp_core_service(dp_core_t *c, int max_wait_ms) {
+    c->now_ms = dp_now_ms();
+    if (!c->draining && uatomic_read(&c->rt->stop)) {
+        c->draining = true;
+        c->rt->transport->stop_listening(c);
+        for (int k = 0; k < DP_T__COUNT; k++) {
+            dp_sess_t *s, *tmp;
+            cds_list_for_each_entry_safe(s, tmp, &c->timers[k], timer_link) dp_sess_drain(s);
+        }
+        DP_INFO("draining: %u sessions left", c->num_sess);
+    }
+    if (c->draining && c->now_ms >= c->rt->stop_deadline_ms && c->num_sess) {
+        DP_WARN("drain deadline passed with %u sessions open; closing them", c->num_sess);
+        for (int k = 0; k < DP_T__COUNT; k++) {
+            dp_sess_t *s, *tmp;
+            cds_list_for_each_entry_safe(s, tmp, &c->timers[k], timer_link) dp_sess_timeout(s);
+        }
+    }
+    return dp_timers_expire(c, max_wait_ms);
+}
+
+bool dp_core_should_exit(dp_core_t *c) {
+    return c->draining && (c->num_sess == 0 ||
+                           (c->now_ms >= c->rt->stop_deadline_ms + 2000));
+}
+
+/* ---- thread ---- */
+
+static void *dp_core_main(void *arg) {
+    dp_core_t *c = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "core%u", c->id);
+    dp_log_set_thread(name);
+    pthread_setname_np(pthread_self(), name);
+    c->now_ms = dp_now_ms();
+    c->rt->transport->run(c);
+    DP_INFO("stopped: accepted=%llu handshakes=%llu requests=%llu enrolled=%llu denied=%llu "
+            "shed=%llu timeouts=%llu bad_requests=%llu",
+            (unsigned long long)c->stats.accepted, (unsigned long long)c->stats.handshakes,
+            (unsigned long long)c->stats.requests, (unsigned long long)c->stats.enrolled,
+            (unsigned long long)c->stats.denied, (unsigned long long)c->stats.shed,
+            (unsigned long long)c->stats.timeouts, (unsigned long long)c->stats.bad_requests);
+    return NULL;
+}
+
+int dp_core_start(dp_core_t *c) {
+    if (pthread_create(&c->thread, NULL, dp_core_main, c) != 0) return -1;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (ncpu > 1) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(c->id % (unsigned)ncpu, &set);
+        pthread_setaffinity_np(c->thread, sizeof(set), &set);
+    }
+    return 0;
+}
+
+void dp_core_cleanup(dp_core_t *c) {
+    while (c->free_sess) {
+        dp_sess_t *s = c->free_sess;
+        c->free_sess = s->next_free;
+        free(s);
+    }
+    while (c->free_bufs) {
+        dp_buf_t *b = c->free_bufs;
+        c->free_bufs = b->next_free;
+        free(b);
+    }
+    free(c->scratch);
+    c->scratch = NULL;
+}

@@ -1,0 +1,143 @@
+/* dp_core: a polling core and the sessions it owns. One thread per core,
+ * pinned; it owns its listener(s), sessions, timers, buffer pools and its
+ * completion queue from the signing pool, and locks nothing. Sessions never
+ * move between cores.
+ *
+ * Timers: every session deadline of one kind has the same duration, so a
+ * list per kind, appended at the tail, is always sorted: arming, disarming
+ * and expiry are O(1) (liburcu's intrusive cds_list).
+ *
+ * Buffers: a session holds a pooled dp_buf_t only while it has a partial
+ * request, a job in the signing pool or an unsent response; idle keep-alive
+ * sessions hold none, so thousands of them stay small.
+ * Thread: polling core only, except where noted. */
+#ifndef DP_CORE_H
+#define DP_CORE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <openssl/ssl.h>
+#include <urcu/list.h>
+
+#include "crypto/cx_pool.h"
+#include "dataplane/dp_transport.h"
+#include "dataplane/est_server.h"
+
+typedef enum {
+    DP_T_HANDSHAKE = 0,
+    DP_T_HEADER,
+    DP_T_BODY,
+    DP_T_IDLE,
+    DP_T_WRITE,
+    DP_T__COUNT,
+    DP_T_NONE = DP_T__COUNT
+} dp_timer_kind_t;
+
+typedef enum {
+    DP_S_HANDSHAKE = 0,  /* TLS handshake in progress */
+    DP_S_READ,           /* reading a request */
+    DP_S_JOB,            /* request in the signing pool */
+    DP_S_WRITE,          /* response partly sent, waiting for the socket */
+    DP_S_CLOSED,         /* socket gone; freed when its job returns */
+} dp_state_t;
+
+/* Job kinds (cx_job_t.kind). */
+enum { DP_JOB_KEY_SIGN = 1, DP_JOB_KEY_DECRYPT, DP_JOB_ENROLL };
+
+typedef struct dp_sess dp_sess_t;
+
+/* dp_buf_t: a pooled work buffer: the request, the signing job and its
+ * result, and an unsent response. */
+typedef struct dp_buf {
+    struct dp_buf *next_free;
+    cx_job_t job;
+    dp_sess_t *sess;          /* owner (set while in use) */
+    /* TLS private-key operation */
+    uint16_t sigalg;
+    size_t key_in_len, key_out_len;
+    uint8_t key_in[1024];
+    uint8_t key_out[1024];
+    est_enroll_t enroll;      /* EST enrollment job */
+    /* request / response bookkeeping */
+    size_t len;               /* request bytes buffered in data */
+    size_t consumed;          /* bytes of the current request (header + body) */
+    size_t resp_off, resp_len;/* response bytes in data (after the request) */
+    uint8_t data[];           /* capacity: dp_core_t.buf_cap */
+} dp_buf_t;
+
+struct dp_sess {
+    uint8_t poll_type;        /* must be first: DP_POLL_SESS */
+    uint8_t state;            /* dp_state_t */
+    uint8_t timer;            /* dp_timer_kind_t armed, or DP_T_NONE */
+    bool keep_alive;          /* keep the connection after this response */
+    bool served;              /* at least one response sent */
+    bool want_write;          /* waiting for the transport to accept bytes */
+    bool closing;             /* close after the current response */
+    bool client_verified;     /* TLS client certificate chain verified */
+    struct cds_list_head timer_link;
+    int64_t deadline_ms;
+    dp_sess_t *next_free;
+    dp_core_t *core;
+    dp_conn_t conn;
+    SSL *ssl;
+    dp_buf_t *buf;
+    char peer[48];            /* "addr:port" for logs */
+};
+
+enum { DP_POLL_LISTENER = 1, DP_POLL_EVENT, DP_POLL_SESS };
+
+typedef struct {
+    uint8_t poll_type;        /* DP_POLL_LISTENER */
+    int fd;
+} dp_listener_t;
+
+typedef struct {
+    uint64_t accepted, closed, handshakes, hs_failed, requests, enrolled, denied,
+        shed, timeouts, bad_requests;
+} dp_core_stats_t;
+
+struct dp_core {
+    unsigned id;
+    dp_runtime_t *rt;
+    pthread_t thread;
+    int epfd;
+    dp_listener_t est_listener;
+    uint8_t event_poll_type;  /* DP_POLL_EVENT (completion eventfd) */
+    bool draining;
+    struct cds_list_head timers[DP_T__COUNT];
+    int64_t timeout_ms[DP_T__COUNT];
+    int64_t now_ms;
+    dp_sess_t *free_sess;
+    dp_buf_t *free_bufs;
+    unsigned num_sess;        /* live sessions */
+    unsigned num_bufs;        /* buffers allocated (in use + free) */
+    size_t buf_cap;           /* dp_buf_t data capacity */
+    uint8_t *scratch;         /* per-core read / response scratch */
+    size_t scratch_cap;
+    dp_core_stats_t stats;
+} __attribute__((aligned(64)));
+
+/* dp_core_init prepares `core` (no thread yet). Returns 0 or -1. Startup only. */
+int dp_core_init(dp_core_t *core, dp_runtime_t *rt, unsigned id);
+/* dp_core_start runs the core's loop on a new pinned thread. Startup only. */
+int dp_core_start(dp_core_t *core);
+/* dp_core_cleanup frees what the core owns after its thread has ended. */
+void dp_core_cleanup(dp_core_t *core);
+
+/* Transport callbacks: */
+/* dp_core_accepted creates a session for a new connection `conn` from
+ * `peer`. Returns the session or NULL (connection must be closed by caller). */
+dp_sess_t *dp_core_accepted(dp_core_t *core, dp_conn_t conn, const char *peer);
+/* dp_sess_on_io drives a session after its transport said readable/writable
+ * or hung up. */
+void dp_sess_on_io(dp_sess_t *s, bool readable, bool writable, bool hangup);
+/* dp_core_service runs completed jobs and expired timers; returns the
+ * milliseconds until the next deadline (capped at `max_wait_ms`). */
+int dp_core_service(dp_core_t *core, int max_wait_ms);
+/* dp_core_on_completions drains the core's completion queue. */
+void dp_core_on_completions(dp_core_t *core);
+/* dp_core_should_exit says the core has drained after a stop request. */
+bool dp_core_should_exit(dp_core_t *core);
+
+#endif

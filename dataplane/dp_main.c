@@ -1,0 +1,202 @@
+/* stampeded: the enrollment daemon. main() builds the one runtime struct
+ * (configuration, CA material, signing pool, TLS context, EST context,
+ * polling cores), starts the threads, then waits for signals on the main
+ * thread (sigwaitinfo: no handler, no global). SIGTERM/SIGINT stop accepting
+ * connections, let in-flight requests finish within drain_timeout, and exit 0.
+ * Thread: main thread only. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <urcu/uatomic.h>
+
+#include "crypto/cx_ca.h"
+#include "crypto/cx_pool.h"
+#include "dataplane/dp_config.h"
+#include "dataplane/dp_log.h"
+#include "dataplane/dp_runtime.h"
+#include "dataplane/dp_tls.h"
+#include "ra/ra_users.h"
+
+static int dp_fail(const char *what, const char *why) {
+    DP_ERR("%s: %s", what, why);
+    return 1;
+}
+
+/* dp_data_dir creates the data directory (mode 0700) if needed. */
+static int dp_data_dir(const char *dir, char *why, size_t why_len) {
+    char path[4096];
+    snprintf(path, sizeof(path), "%s", dir);
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(path, 0755) && errno != EEXIST) goto fail;
+        *p = '/';
+    }
+    if (mkdir(path, 0700) && errno != EEXIST) goto fail;
+    struct stat st;
+    if (stat(path, &st) || !S_ISDIR(st.st_mode)) goto fail;
+    if (st.st_mode & 077) {
+        if (chmod(path, 0700)) goto fail;
+        DP_WARN("data directory %s was accessible to other users; set to 0700", path);
+    }
+    return 0;
+fail:
+    snprintf(why, why_len, "cannot create data directory %.300s: %s", path, strerror(errno));
+    return -1;
+}
+
+static ra_users_t *dp_users(dp_runtime_t *rt, unsigned signers, char *why, size_t why_len) {
+    char path[4096], pw[4096];
+    const char *p = rt->cfg.est_users;
+    if (!p[0]) {
+        snprintf(path, sizeof(path), "%s/est-users", rt->cfg.data_dir);
+        snprintf(pw, sizeof(pw), "%s/est-initial-password", rt->cfg.data_dir);
+        if (access(path, F_OK) != 0) {
+            if (ra_users_create_initial(path, pw, "est", why, why_len) != RA_OK) return NULL;
+            DP_INFO("created EST user 'est' in %s; its password is in %s", path, pw);
+        }
+        p = path;
+    }
+    return ra_users_load(p, signers, why, why_len);
+}
+
+static int dp_crypto(dp_runtime_t *rt, char *why, size_t why_len) {
+    cx_ca_config_t cc = {
+        .ca_name = rt->cfg.ca_name,
+        .org = rt->cfg.org[0] ? rt->cfg.org : NULL,
+        .ca_validity_days = rt->cfg.ca_days,
+        .tls_validity_days = rt->cfg.tls_days,
+        .tls_names = rt->cfg.tls_names,
+    };
+    if (cx_keytype_parse(rt->cfg.ca_key, &cc.ca_key_type) ||
+        cx_keytype_parse(rt->cfg.tls_key, &cc.tls_key_type)) {
+        snprintf(why, why_len, "ca_key/tls_key: use ec256, ec384, rsa2048 or rsa3072");
+        return -1;
+    }
+    cx_err_t e = cx_ca_open(&rt->ca, rt->cfg.data_dir, &cc, why, why_len);
+    if (e) return -1;
+    if (rt->ca.created_ca) DP_INFO("generated local CA (%s) in %s/ca.crt", rt->cfg.ca_key, rt->cfg.data_dir);
+    if (rt->ca.created_tls) DP_INFO("issued TLS server certificate %s/tls.crt for %s", rt->cfg.data_dir, rt->cfg.tls_names);
+    rt->est.issuer = rt->ca.issuer;
+    rt->est.policy = (cx_leaf_policy_t){
+        .validity_days = rt->cfg.leaf_days,
+        .backdate_s = rt->cfg.leaf_backdate,
+        .server_auth = rt->cfg.leaf_server_auth,
+        .copy_san = rt->cfg.leaf_copy_san,
+    };
+    rt->est.max_body = rt->cfg.max_body;
+    rt->est.retry_after = rt->cfg.retry_after;
+    return est_ctx_init(&rt->est, rt->ca.ca_der, rt->ca.ca_der_len, rt->cfg.csrattrs, why, why_len);
+}
+
+static void dp_worker_init(unsigned id) {
+    char name[16];
+    snprintf(name, sizeof(name), "signer%u", id);
+    dp_log_set_thread(name);
+    pthread_setname_np(pthread_self(), name);
+}
+
+static void dp_pidfile(const dp_runtime_t *rt, bool create) {
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/stampeded.pid", rt->cfg.data_dir);
+    if (!create) {
+        unlink(path);
+        return;
+    }
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fprintf(f, "%ld\n", (long)getpid());
+        fclose(f);
+    }
+}
+
+/* dp_wait_signals blocks until SIGTERM or SIGINT, then starts the drain. */
+static void dp_wait_signals(dp_runtime_t *rt, const sigset_t *set) {
+    for (;;) {
+        siginfo_t si;
+        int sig = sigwaitinfo(set, &si);
+        if (sig == SIGTERM || sig == SIGINT) {
+            DP_INFO("%s: draining in-flight requests (up to %us)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                    rt->cfg.drain_timeout);
+            rt->stop_deadline_ms = dp_now_ms() + (int64_t)rt->cfg.drain_timeout * 1000;
+            uatomic_set(&rt->stop, 1);
+            return;
+        }
+        if (sig == SIGHUP) DP_INFO("SIGHUP: configuration reload is not supported yet; restart to apply changes");
+    }
+}
+
+int main(int argc, char **argv) {
+    static dp_runtime_t rt; /* the one runtime struct; static only for its size */
+    char why[512] = "";
+    dp_cfg_err_t ce = dp_config_load(&rt.cfg, argc, argv, why, sizeof(why));
+    if (ce == DP_CFG_EXIT_OK) return 0;
+    if (ce) {
+        fprintf(stderr, "stampeded: %s\n", why);
+        return 2;
+    }
+    int lvl = dp_log_parse_level(rt.cfg.log_level);
+    if (lvl < 0) {
+        fprintf(stderr, "stampeded: log_level: '%s' is not error, warn, info or debug\n", rt.cfg.log_level);
+        return 2;
+    }
+    dp_log_set_level((dp_log_level_t)lvl);
+
+    /* Block the signals before any thread starts; main collects them. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    rt.num_cores = rt.cfg.cores ? rt.cfg.cores : (unsigned)(ncpu > 0 ? ncpu : 1);
+    unsigned signers = rt.cfg.signers ? rt.cfg.signers : (unsigned)(ncpu > 0 ? ncpu : 1);
+    rt.transport = &dp_kernel_transport;
+
+    if (dp_data_dir(rt.cfg.data_dir, why, sizeof(why))) return dp_fail("data directory", why);
+    if (dp_crypto(&rt, why, sizeof(why))) return dp_fail("CA", why);
+    if (!(rt.est.users = dp_users(&rt, signers, why, sizeof(why)))) return dp_fail("EST users", why);
+    unsigned bound = rt.cfg.queue_bound / rt.num_cores;
+    if (!(rt.pool = cx_pool_new(signers, rt.num_cores, bound ? bound : 1)))
+        return dp_fail("signing pool", "out of memory");
+    if (!(rt.est_tls = dp_tls_ctx_new(&rt.cfg, &rt.ca, why, sizeof(why)))) return dp_fail("TLS", why);
+    if (posix_memalign((void **)&rt.cores, 64, rt.num_cores * sizeof(dp_core_t)))
+        return dp_fail("cores", "out of memory");
+    for (unsigned i = 0; i < rt.num_cores; i++)
+        if (dp_core_init(&rt.cores[i], &rt, i)) return dp_fail("cores", "out of memory");
+    if (rt.transport->setup(&rt, why, sizeof(why))) return dp_fail("listen", why);
+    if (cx_pool_start(rt.pool, dp_worker_init) != CX_OK) return dp_fail("signing pool", "cannot start workers");
+    for (unsigned i = 0; i < rt.num_cores; i++)
+        if (dp_core_start(&rt.cores[i])) return dp_fail("cores", "cannot start thread");
+    dp_pidfile(&rt, true);
+    DP_INFO("stampeded %s: EST on https://%s/.well-known/est/ transport=%s cores=%u signers=%u users=%zu ca=%s/ca.crt",
+            STAMPEDE_VERSION, rt.cfg.est_listen, rt.transport->name, rt.num_cores, signers,
+            ra_users_count(rt.est.users), rt.cfg.data_dir);
+    if (rt.cfg.capf_listen[0])
+        DP_WARN("capf_listen %s is reserved: CAPF is not served by this version", rt.cfg.capf_listen);
+
+    dp_wait_signals(&rt, &set);
+    for (unsigned i = 0; i < rt.num_cores; i++) pthread_join(rt.cores[i].thread, NULL);
+    cx_pool_free(rt.pool);
+    for (unsigned i = 0; i < rt.num_cores; i++) {
+        close(rt.cores[i].epfd);
+        dp_core_cleanup(&rt.cores[i]);
+    }
+    free(rt.cores);
+    SSL_CTX_free(rt.est_tls);
+    ra_users_free(rt.est.users);
+    est_ctx_cleanup(&rt.est);
+    cx_ca_cleanup(&rt.ca);
+    dp_pidfile(&rt, false);
+    dp_config_free(&rt.cfg);
+    DP_INFO("stopped");
+    return 0;
+}

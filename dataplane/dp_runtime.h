@@ -1,0 +1,36 @@
+/* dp_runtime: the one runtime struct of stampeded. main() builds it, freezes
+ * the configuration, and passes it down; there is no other mutable global
+ * state. It holds the configuration, the CA material, the signing pool, the
+ * TLS context, the EST engine context and one cache-aligned dp_core_t per
+ * polling core (touched by that core only). Signals flip `stop`.
+ * Thread: built at startup; read-only afterwards except `stop` (atomic) and
+ * each core's own dp_core_t. */
+#ifndef DP_RUNTIME_H
+#define DP_RUNTIME_H
+
+#include <openssl/ssl.h>
+
+#include "crypto/cx_ca.h"
+#include "crypto/cx_pool.h"
+#include "dataplane/dp_config.h"
+#include "dataplane/dp_core.h"
+#include "dataplane/dp_transport.h"
+#include "dataplane/est_server.h"
+
+struct dp_runtime {
+    dp_config_t cfg;
+    cx_ca_t ca;
+    cx_pool_t *pool;
+    SSL_CTX *est_tls;
+    est_ctx_t est;
+    const dp_transport_ops_t *transport;
+    unsigned num_cores;
+    dp_core_t *cores;
+    int stop;                /* atomic: 1 after SIGTERM/SIGINT */
+    int64_t stop_deadline_ms;/* drain deadline (monotonic ms), set with stop */
+};
+
+/* dp_now_ms returns CLOCK_MONOTONIC in milliseconds. Thread: any. */
+int64_t dp_now_ms(void);
+
+#endif

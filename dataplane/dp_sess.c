@@ -1,0 +1,374 @@
+/* dp_sess: one client connection on a polling core: TLS handshake (with the
+ * server key offloaded to the signing pool), HTTP/1.1 request reading with
+ * per-phase deadlines, EST dispatch, the response, keep-alive and close.
+ * The state machine (dp_state_t) is re-driven after every I/O readiness,
+ * job completion and timeout; it never blocks and never allocates beyond the
+ * core's pools.
+ * Thread: the owning polling core; dp_job_run on signer workers. */
+#include <openssl/err.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "dataplane/dp_core.h"
+#include "dataplane/dp_log.h"
+#include "dataplane/dp_runtime.h"
+#include "dataplane/dp_tls.h"
+#include "dataplane/est_http.h"
+#include "dataplane/est_server.h"
+
+/* dp_core.c */
+void dp_timer_arm(dp_sess_t *s, dp_timer_kind_t k);
+dp_sess_t *dp_sess_alloc(dp_core_t *c);
+void dp_sess_release(dp_sess_t *s);
+dp_buf_t *dp_buf_get(dp_core_t *c);
+void dp_buf_put(dp_core_t *c, dp_buf_t *b);
+
+void dp_sess_job_done(dp_sess_t *s, dp_buf_t *b);
+void dp_sess_timeout(dp_sess_t *s);
+void dp_sess_drain(dp_sess_t *s);
+dp_buf_t *dp_sess_job_buf(dp_sess_t *s);
+void dp_sess_keyop_submitted(dp_sess_t *s);
+
+static void sess_drive(dp_sess_t *s);
+
+static size_t req_cap(const dp_core_t *c) { return c->rt->cfg.max_header + c->rt->cfg.max_body; }
+
+/* ---- jobs (signer worker side) ---- */
+
+static void dp_job_run(cx_job_t *j, unsigned worker) {
+    dp_buf_t *b = caa_container_of(j, dp_buf_t, job);
+    dp_runtime_t *rt = b->sess->core->rt;
+    if (j->kind == DP_JOB_ENROLL) est_enroll_run(&rt->est, &b->enroll, worker);
+    else dp_tls_keyop_run(b, rt->ca.tls_key);
+}
+
+/* ---- lifecycle ---- */
+
+static void sess_free(dp_sess_t *s) {
+    dp_core_t *c = s->core;
+    dp_timer_arm(s, DP_T_NONE);
+    if (s->buf) dp_buf_put(c, s->buf);
+    s->buf = NULL;
+    SSL_free(s->ssl);
+    s->ssl = NULL;
+    c->stats.closed++;
+    dp_sess_release(s);
+}
+
+/* sess_close ends the connection; with a job in flight the session lives on
+ * (DP_S_CLOSED) until the job comes back. `notify` sends close_notify. */
+static void sess_close(dp_sess_t *s, bool notify) {
+    dp_core_t *c = s->core;
+    if (s->state == DP_S_CLOSED) return;
+    if (notify && s->ssl && s->state != DP_S_HANDSHAKE && s->state != DP_S_JOB) SSL_shutdown(s->ssl);
+    c->rt->transport->close(c, &s->conn);
+    bool job = s->state == DP_S_JOB;
+    s->state = DP_S_CLOSED;
+    dp_timer_arm(s, DP_T_NONE);
+    if (!job) sess_free(s);
+}
+
+dp_sess_t *dp_core_accepted(dp_core_t *c, dp_conn_t conn, const char *peer) {
+    if (c->draining) return NULL;
+    dp_sess_t *s = dp_sess_alloc(c);
+    if (!s) {
+        c->stats.shed++;
+        return NULL;
+    }
+    s->conn = conn;
+    snprintf(s->peer, sizeof(s->peer), "%s", peer);
+    if (dp_tls_session_new(c->rt->est_tls, s)) {
+        dp_sess_release(s);
+        return NULL;
+    }
+    s->state = DP_S_HANDSHAKE;
+    s->keep_alive = true;
+    c->stats.accepted++;
+    dp_timer_arm(s, DP_T_HANDSHAKE);
+    return s;
+}
+
+dp_buf_t *dp_sess_job_buf(dp_sess_t *s) {
+    if (!s->buf && !(s->buf = dp_buf_get(s->core))) return NULL;
+    s->buf->sess = s;
+    s->buf->job.fn = dp_job_run;
+    return s->buf;
+}
+
+void dp_sess_keyop_submitted(dp_sess_t *s) { s->state = DP_S_JOB; }
+
+/* ---- responses ---- */
+
+static void sess_after_response(dp_sess_t *s);
+
+/* sess_send writes the prepared response (buf data[resp_off..]) in one
+ * SSL_write, i.e. one TLS record for responses up to 16 KiB. */
+static bool sess_send(dp_sess_t *s) {
+    dp_buf_t *b = s->buf;
+    s->want_write = false;
+    int r = SSL_write(s->ssl, b->data + b->resp_off, (int)b->resp_len);
+    if (r > 0) {
+        sess_after_response(s);
+        return s->state == DP_S_READ;
+    }
+    int err = SSL_get_error(s->ssl, r);
+    if (err == SSL_ERROR_WANT_WRITE) {
+        s->state = DP_S_WRITE;
+        dp_timer_arm(s, DP_T_WRITE);
+        return false;
+    }
+    DP_DEBUG("peer=%s write failed (ssl error %d)", s->peer, err);
+    sess_close(s, false);
+    return false;
+}
+
+static bool sess_reply(dp_sess_t *s, const est_reply_t *r, bool keep_alive) {
+    dp_buf_t *b = s->buf;
+    char extra[160];
+    const char *hdrs = r->extra_headers;
+    if (r->status == 503) {
+        snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", s->core->rt->cfg.retry_after);
+        hdrs = extra;
+    }
+    s->keep_alive = keep_alive && !r->close && !s->closing;
+    b->resp_off = req_cap(s->core);
+    b->resp_len = est_http_response(b->data + b->resp_off, s->core->buf_cap - b->resp_off, r->status,
+                                    r->content_type, hdrs, s->keep_alive, r->body, r->body_len);
+    if (r->status >= 400) {
+        s->core->stats.bad_requests++;
+        DP_INFO("EST %d peer=%s: %.*s", r->status, s->peer,
+                r->log_reason ? (int)strcspn(r->log_reason, "\n") : 0, r->log_reason ? r->log_reason : "");
+    }
+    if (!b->resp_len) {
+        sess_close(s, false);
+        return false;
+    }
+    return sess_send(s);
+}
+
+static bool sess_reply_error(dp_sess_t *s, int status, const char *reason) {
+    est_reply_t r = {status, "text/plain", NULL, (const uint8_t *)reason, strlen(reason), true, reason};
+    return sess_reply(s, &r, false);
+}
+
+/* sess_after_response: the response is out; keep the connection or end it. */
+static void sess_after_response(dp_sess_t *s) {
+    dp_core_t *c = s->core;
+    dp_buf_t *b = s->buf;
+    s->served = true;
+    if (!s->keep_alive || c->draining) {
+        sess_close(s, true);
+        return;
+    }
+    /* Keep pipelined bytes that followed the request. */
+    size_t consumed = b->consumed < b->len ? b->consumed : b->len;
+    size_t left = b->len - consumed;
+    if (left) memmove(b->data, b->data + consumed, left);
+    b->len = left;
+    b->resp_off = b->resp_len = 0;
+    s->state = DP_S_READ;
+    if (!left) {
+        dp_buf_put(c, b);
+        s->buf = NULL;
+        dp_timer_arm(s, DP_T_IDLE);
+    } else {
+        dp_timer_arm(s, DP_T_HEADER);
+    }
+}
+
+/* ---- requests ---- */
+
+static void sess_peer(dp_sess_t *s, est_peer_t *p) {
+    p->addr = s->peer;
+    dp_tls_peer_info(s->ssl, &s->core->rt->ca, &p->cert_verified, &p->cert_ours, &p->cert_der,
+                     &p->cert_der_len);
+}
+
+static bool sess_submit_enroll(dp_sess_t *s, const est_http_req_t *req) {
+    dp_core_t *c = s->core;
+    dp_buf_t *b = s->buf;
+    b->enroll.out = b->data + req_cap(c);
+    b->enroll.out_cap = c->buf_cap - req_cap(c);
+    b->job.fn = dp_job_run;
+    b->job.kind = DP_JOB_ENROLL;
+    b->consumed = req->header_len + (size_t)req->content_length;
+    b->sess = s;
+    if (cx_pool_submit(c->rt->pool, c->id, &b->job, false) != CX_OK) {
+        c->stats.shed++;
+        est_reply_t r = {503, "text/plain", NULL, (const uint8_t *)"busy: retry later\n", 18, false,
+                         "signing queue full, shedding load"};
+        return sess_reply(s, &r, req->keep_alive);
+    }
+    s->state = DP_S_JOB;
+    dp_timer_arm(s, DP_T_NONE);
+    return false;
+}
+
+/* sess_request handles a complete header block in the buffer. Returns 1 if
+ * the state machine should continue at once, 0 to wait, 2 to read more. */
+static int sess_request(dp_sess_t *s, const est_http_req_t *req) {
+    dp_core_t *c = s->core;
+    dp_buf_t *b = s->buf;
+    size_t avail = b->len - req->header_len;
+    CBS body;
+    size_t want = req->content_length > 0 ? (size_t)req->content_length : 0;
+    CBS_init(&body, b->data + req->header_len, avail < want ? avail : want);
+    est_peer_t peer;
+    sess_peer(s, &peer);
+    est_reply_t reply;
+    est_action_t act = est_route(&c->rt->est, req, body, &peer, &reply, &b->enroll);
+    if (act == EST_REPLY) {
+        c->stats.requests++;
+        /* A body we have not read makes the connection unusable. */
+        bool whole = req->content_length <= 0 || avail >= want;
+        b->consumed = req->header_len + (whole ? want : 0);
+        return sess_reply(s, &reply, req->keep_alive && whole);
+    }
+    if (avail < want) { /* need the body */
+        if (s->timer != DP_T_BODY) {
+            dp_timer_arm(s, DP_T_BODY);
+            if (req->expect_continue && avail == 0) {
+                static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+                SSL_write(s->ssl, cont, sizeof(cont) - 1);
+            }
+        }
+        return 2;
+    }
+    c->stats.requests++;
+    return sess_submit_enroll(s, req);
+}
+
+/* sess_read reads and parses until a request is complete or the transport
+ * has nothing more. Returns true to continue the state machine. */
+static bool sess_read(dp_sess_t *s) {
+    dp_core_t *c = s->core;
+    if (!dp_sess_job_buf(s)) {
+        c->stats.shed++;
+        sess_close(s, false);
+        return false;
+    }
+    dp_buf_t *b = s->buf;
+    size_t cap = req_cap(c);
+    for (;;) {
+        if (b->len) {
+            est_http_req_t req;
+            est_http_err_t e = est_http_parse(&req, b->data, b->len, c->rt->cfg.max_header);
+            if (e == EST_HTTP_OK) {
+                int r = sess_request(s, &req);
+                if (r != 2) return r == 1;
+            } else if (e != EST_HTTP_PARTIAL) {
+                int status = e == EST_HTTP_E_HEADER_SIZE ? 431 : e == EST_HTTP_E_VERSION ? 505 : 400;
+                char reason[96];
+                snprintf(reason, sizeof(reason), "%s\n", est_http_err_str(e));
+                return sess_reply_error(s, status, reason);
+            } else if (s->timer != DP_T_HEADER) {
+                dp_timer_arm(s, DP_T_HEADER);
+            }
+        }
+        if (b->len >= cap) return sess_reply_error(s, 413, "request too large\n");
+        int n = SSL_read(s->ssl, b->data + b->len, (int)(cap - b->len));
+        if (n > 0) {
+            b->len += (size_t)n;
+            continue;
+        }
+        int err = SSL_get_error(s->ssl, n);
+        if (err == SSL_ERROR_WANT_READ) {
+            if (b->len == 0) { /* idle: hold no buffer */
+                dp_buf_put(c, b);
+                s->buf = NULL;
+            }
+            return false;
+        }
+        if (err != SSL_ERROR_ZERO_RETURN && !(err == SSL_ERROR_SYSCALL && b->len == 0))
+            DP_DEBUG("peer=%s read failed (ssl error %d)", s->peer, err);
+        sess_close(s, false);
+        return false;
+    }
+}
+
+static bool sess_handshake(dp_sess_t *s) {
+    int r = SSL_do_handshake(s->ssl);
+    if (r == 1) {
+        s->core->stats.handshakes++;
+        if (s->buf) {
+            dp_buf_put(s->core, s->buf);
+            s->buf = NULL;
+        }
+        s->state = DP_S_READ;
+        dp_timer_arm(s, DP_T_HEADER);
+        return true;
+    }
+    int err = SSL_get_error(s->ssl, r);
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE ||
+        err == SSL_ERROR_WANT_PRIVATE_KEY_OPERATION)
+        return false;
+    s->core->stats.hs_failed++;
+    uint32_t e = ERR_peek_error();
+    if (err == SSL_ERROR_SSL)
+        DP_INFO("TLS handshake failed peer=%s: %s", s->peer, e ? ERR_reason_error_string(e) : "protocol error");
+    else
+        DP_DEBUG("TLS handshake aborted peer=%s (ssl error %d)", s->peer, err);
+    ERR_clear_error();
+    sess_close(s, false);
+    return false;
+}
+
+static void sess_drive(dp_sess_t *s) {
+    for (;;) {
+        bool more = false;
+        switch (s->state) {
+        case DP_S_HANDSHAKE: more = sess_handshake(s); break;
+        case DP_S_READ: more = sess_read(s); break;
+        case DP_S_WRITE: more = sess_send(s); break;
+        case DP_S_JOB:
+        case DP_S_CLOSED: return;
+        }
+        if (!more) return;
+    }
+}
+
+/* ---- events ---- */
+
+void dp_sess_on_io(dp_sess_t *s, bool readable, bool writable, bool hangup) {
+    (void)readable, (void)writable, (void)hangup;
+    sess_drive(s);
+}
+
+void dp_sess_job_done(dp_sess_t *s, dp_buf_t *b) {
+    dp_core_t *c = s->core;
+    if (s->state == DP_S_CLOSED) { /* client went away meanwhile */
+        sess_free(s);
+        return;
+    }
+    if (b->job.kind != DP_JOB_ENROLL) { /* handshake key operation */
+        s->state = DP_S_HANDSHAKE;
+        sess_drive(s);
+        return;
+    }
+    est_enroll_t *e = &b->enroll;
+    if (e->status == 200) c->stats.enrolled++;
+    else c->stats.denied++;
+    if (!e->out_len) {
+        sess_reply_error(s, 500, "response too large\n");
+        return;
+    }
+    /* Closing after a response that did not announce it is allowed (drain). */
+    s->keep_alive = e->keep_alive && !s->closing;
+    b->resp_off = req_cap(c);
+    b->resp_len = e->out_len;
+    s->state = DP_S_WRITE;
+    sess_drive(s);
+}
+
+void dp_sess_timeout(dp_sess_t *s) {
+    static const char *const phase[DP_T__COUNT] = {"handshake", "request header", "request body",
+                                                   "idle keep-alive", "response write"};
+    if (s->timer < DP_T__COUNT && s->timer != DP_T_IDLE && !s->core->draining)
+        DP_INFO("peer=%s timed out in %s; closing", s->peer, phase[s->timer]);
+    sess_close(s, s->timer == DP_T_IDLE);
+}
+
+void dp_sess_drain(dp_sess_t *s) {
+    s->closing = true;
+    if (s->state == DP_S_READ && (!s->buf || s->buf->len == 0)) sess_close(s, true);
+}

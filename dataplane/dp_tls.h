@@ -1,0 +1,41 @@
+/* dp_tls: the TLS engine on BoringSSL. A custom BIO moves record bytes
+ * through the session's transport ops (so TLS never sees a socket), and the
+ * server key lives behind SSL_PRIVATE_KEY_METHOD: the sign/decrypt callbacks
+ * queue the operation in the signing pool and return "retry"; when the worker
+ * is done the polling core re-drives the handshake, which collects the result
+ * through the complete callback. A polling core therefore never performs a
+ * private-key operation, and an RSA server key never stalls it.
+ * Session caching is off (BoringSSL's server cache takes a lock); handshake
+ * configuration is shed after the handshake to keep idle sessions small.
+ * Thread: dp_tls_ctx_new at startup; the rest on the session's polling core,
+ * except dp_tls_keyop_run on signer workers. */
+#ifndef DP_TLS_H
+#define DP_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <openssl/ssl.h>
+
+#include "crypto/cx_ca.h"
+#include "dataplane/dp_config.h"
+#include "dataplane/dp_core.h"
+
+/* dp_tls_ctx_new builds the listener's SSL_CTX from `cfg` (versions,
+ * ciphers, client-certificate policy, trust bundle) and `ca` (server
+ * certificate; our CA is always trusted for client certificates).
+ * Returns the context or NULL with a cause in `why`. Startup only. */
+SSL_CTX *dp_tls_ctx_new(const dp_config_t *cfg, const cx_ca_t *ca, char *why, size_t why_len);
+
+/* dp_tls_session_new creates the SSL object of session `s`. Returns 0 or -1. */
+int dp_tls_session_new(SSL_CTX *ctx, dp_sess_t *s);
+
+/* dp_tls_keyop_run performs a queued private-key operation (the job is in
+ * `b`) with the server key. Thread: signer worker. */
+void dp_tls_keyop_run(dp_buf_t *b, EVP_PKEY *key);
+
+/* dp_tls_peer_info fills whether the client presented a certificate that
+ * verified, whether our CA issued it, and its DER (valid while the SSL lives). */
+void dp_tls_peer_info(SSL *ssl, const cx_ca_t *ca, bool *verified, bool *ours,
+                      const uint8_t **der, size_t *der_len);
+
+#endif

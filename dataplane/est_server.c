@@ -1,0 +1,242 @@
+/* est_server: EST (RFC 7030) routing on polling cores and enrollment on
+ * signer workers (see est_server.h). Every answer carries a short text/plain
+ * reason, and every denial is logged with the peer and the cause. */
+#include "dataplane/est_server.h"
+
+#include <openssl/bytestring.h>
+#include <openssl/mem.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crypto/cx_b64.h"
+#include "crypto/cx_csr.h"
+#include "dataplane/dp_log.h"
+
+#define EST_PREFIX "/.well-known/est/"
+#define EST_P7_TYPE "application/pkcs7-mime; smime-type=certs-only"
+#define EST_B64_HDR "Content-Transfer-Encoding: base64\r\n"
+#define EST_AUTH_HDR "WWW-Authenticate: Basic realm=\"stampede-est\"\r\n"
+
+typedef enum { OP_UNKNOWN, OP_CACERTS, OP_CSRATTRS, OP_ENROLL, OP_REENROLL, OP_UNSUPPORTED } est_op_t;
+
+static est_op_t est_op(const CBS *path) {
+    static const struct { const char *name; est_op_t op; } ops[] = {
+        {"cacerts", OP_CACERTS},       {"csrattrs", OP_CSRATTRS},
+        {"simpleenroll", OP_ENROLL},   {"simplereenroll", OP_REENROLL},
+        {"serverkeygen", OP_UNSUPPORTED}, {"fullcmc", OP_UNSUPPORTED},
+    };
+    size_t plen = strlen(EST_PREFIX);
+    if (CBS_len(path) <= plen || memcmp(CBS_data(path), EST_PREFIX, plen) != 0) return OP_UNKNOWN;
+    const uint8_t *op = CBS_data(path) + plen;
+    size_t n = CBS_len(path) - plen;
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+        if (strlen(ops[i].name) == n && memcmp(ops[i].name, op, n) == 0) return ops[i].op;
+    return OP_UNKNOWN;
+}
+
+size_t est_error_body(char *out, size_t cap, const char *reason) {
+    int n = snprintf(out, cap, "%s\n", reason);
+    return n < 0 ? 0 : (size_t)n >= cap ? cap - 1 : (size_t)n;
+}
+
+static est_action_t reply_text(est_reply_t *r, int status, const char *reason, const char *extra,
+                               bool close) {
+    r->status = status;
+    r->content_type = "text/plain";
+    r->extra_headers = extra;
+    r->body = (const uint8_t *)reason;
+    r->body_len = strlen(reason);
+    r->close = close;
+    r->log_reason = reason;
+    return EST_REPLY;
+}
+
+static est_action_t route_get(const est_ctx_t *est, est_op_t op, est_reply_t *r) {
+    if (op == OP_CACERTS) {
+        *r = (est_reply_t){200, EST_P7_TYPE, EST_B64_HDR, est->cacerts_b64, est->cacerts_b64_len,
+                           false, NULL};
+        return EST_REPLY;
+    }
+    if (est->csrattrs_b64) {
+        *r = (est_reply_t){200, "application/csrattrs", EST_B64_HDR, est->csrattrs_b64,
+                           est->csrattrs_b64_len, false, NULL};
+        return EST_REPLY;
+    }
+    *r = (est_reply_t){204, NULL, NULL, NULL, 0, false, NULL};
+    return EST_REPLY;
+}
+
+est_action_t est_route(const est_ctx_t *est, const est_http_req_t *req, CBS body,
+                       const est_peer_t *peer, est_reply_t *r, est_enroll_t *e) {
+    est_op_t op = est_op(&req->path);
+    if (op == OP_UNKNOWN) return reply_text(r, 404, "not found: EST operations are under /.well-known/est/\n", NULL, false);
+    if (op == OP_UNSUPPORTED) return reply_text(r, 501, "EST operation not supported by this server\n", NULL, false);
+    if (op == OP_CACERTS || op == OP_CSRATTRS) {
+        if (req->method != EST_M_GET)
+            return reply_text(r, 405, "method not allowed: use GET\n", "Allow: GET\r\n", false);
+        return route_get(est, op, r);
+    }
+    if (req->method != EST_M_POST)
+        return reply_text(r, 405, "method not allowed: use POST\n", "Allow: POST\r\n", false);
+    if (req->chunked)
+        return reply_text(r, 411, "length required: chunked bodies are not accepted, send Content-Length\n", NULL, true);
+    if (req->content_length < 0)
+        return reply_text(r, 411, "length required: send Content-Length\n", NULL, true);
+    if ((size_t)req->content_length > est->max_body)
+        return reply_text(r, 413, "request body too large\n", NULL, true);
+    if (!est_http_media_is(&req->content_type, "application/pkcs10"))
+        return reply_text(r, 415, "unsupported media type: send Content-Type: application/pkcs10\n", NULL, false);
+    if (CBS_len(&req->transfer_encoding_cte) && !est_http_ieq(&req->transfer_encoding_cte, "base64"))
+        return reply_text(r, 415, "unsupported Content-Transfer-Encoding: bodies must be base64\n", NULL, false);
+
+    memset(e, 0, offsetof(est_enroll_t, basic_buf));
+    if (CBS_len(&req->authorization)) {
+        if (!est_http_basic(&req->authorization, e->basic_buf, sizeof(e->basic_buf), &e->user, &e->pass))
+            return reply_text(r, 401, "unauthorized: malformed Basic credentials\n", EST_AUTH_HDR, false);
+        e->basic = true;
+    } else if (!peer->cert_verified) {
+        return reply_text(r, 401, "unauthorized: send HTTP Basic credentials or a trusted TLS client certificate\n",
+                          EST_AUTH_HDR, false);
+    }
+    if (op == OP_REENROLL && !(peer->cert_verified && peer->cert_ours))
+        return reply_text(r, 403, "forbidden: simplereenroll needs a TLS client certificate issued by this CA\n",
+                          NULL, false);
+    if ((size_t)req->content_length != CBS_len(&body)) return EST_ENROLL; /* caller reads the body */
+    e->reenroll = op == OP_REENROLL;
+    e->keep_alive = req->keep_alive;
+    e->body = body;
+    e->peer = *peer;
+    return EST_ENROLL;
+}
+
+/* est_respond writes a complete HTTP response into e->out. */
+static void est_respond(est_enroll_t *e, int status, const char *ctype, const char *extra,
+                        const uint8_t *body, size_t body_len) {
+    e->status = status;
+    e->out_len = est_http_response(e->out, e->out_cap, status, ctype, extra, e->keep_alive, body, body_len);
+}
+
+static void est_deny(est_enroll_t *e, int status, const char *extra, const char *reason) {
+    char text[128];
+    snprintf(e->reason, sizeof(e->reason), "%s", reason);
+    size_t n = est_error_body(text, sizeof(text), reason);
+    est_respond(e, status, "text/plain", extra, (const uint8_t *)text, n);
+    DP_INFO("EST denied peer=%s user=%.*s cn=%s status=%d: %s", e->peer.addr,
+            e->basic ? (int)CBS_len(&e->user) : 4, e->basic ? (const char *)CBS_data(&e->user) : "cert",
+            e->subject_cn[0] ? e->subject_cn : "-", status, reason);
+}
+
+static bool est_reenroll_matches(const est_enroll_t *e, const cx_csr_t *csr) {
+    CBS subject;
+    if (cx_cert_parse_basic(e->peer.cert_der, e->peer.cert_der_len, &subject, NULL, NULL, NULL) != CX_OK)
+        return false;
+    return CBS_len(&subject) == CBS_len(&csr->subject) &&
+           memcmp(CBS_data(&subject), CBS_data(&csr->subject), CBS_len(&subject)) == 0;
+}
+
+void est_enroll_run(const est_ctx_t *est, est_enroll_t *e, unsigned worker) {
+    uint8_t der[CX_CSR_MAX_DER];
+    size_t der_len;
+    cx_csr_t csr;
+    cx_err_t err;
+    if (e->basic) {
+        ra_err_t re = est->users ? ra_users_check(est->users, worker, (const char *)CBS_data(&e->user),
+                                                  CBS_len(&e->user), (const char *)CBS_data(&e->pass),
+                                                  CBS_len(&e->pass))
+                                 : RA_E_UNKNOWN_USER;
+        if (re != RA_OK) return est_deny(e, 401, EST_AUTH_HDR, ra_err_str(re));
+    }
+    if ((err = cx_b64_decode(der, &der_len, sizeof(der), CBS_data(&e->body), CBS_len(&e->body))) ||
+        (err = cx_csr_parse(&csr, der, der_len)))
+        return est_deny(e, 400, NULL, cx_err_str(err));
+    cx_name_cn(&csr.subject, e->subject_cn, sizeof(e->subject_cn));
+    if ((err = cx_csr_verify(&csr, NULL))) return est_deny(e, 400, NULL, cx_err_str(err));
+    if (csr.subject_empty && !(est->policy.copy_san && CBS_len(&csr.san)))
+        return est_deny(e, 400, NULL, "CSR subject is empty");
+    if (e->reenroll && !est_reenroll_matches(e, &csr))
+        return est_deny(e, 403, NULL, "CSR subject differs from the client certificate (RFC 7030 4.2.2)");
+
+    uint8_t cert[8192], p7[9216];
+    CBB cbb;
+    size_t cert_len, p7_len;
+    CBB_init_fixed(&cbb, cert, sizeof(cert));
+    err = cx_cert_issue_leaf(&cbb, e->serial, &est->issuer, &csr, &est->policy, time(NULL));
+    if (err || !CBB_finish(&cbb, NULL, &cert_len)) {
+        CBB_cleanup(&cbb);
+        return est_deny(e, 500, NULL, err ? cx_err_str(err) : "certificate too large");
+    }
+    CBS certs[1];
+    CBS_init(&certs[0], cert, cert_len);
+    CBB_init_fixed(&cbb, p7, sizeof(p7));
+    if (cx_pkcs7_certs_only(&cbb, certs, 1) || !CBB_finish(&cbb, NULL, &p7_len)) {
+        CBB_cleanup(&cbb);
+        return est_deny(e, 500, NULL, "PKCS#7 encoding failed");
+    }
+    uint8_t b64[12800];
+    size_t b64_len = cx_b64_encode(b64, p7, p7_len);
+    est_respond(e, 200, EST_P7_TYPE, EST_B64_HDR, b64, b64_len);
+    char serial[2 * CX_SERIAL_LEN + 1];
+    for (size_t i = 0; i < CX_SERIAL_LEN; i++) snprintf(serial + 2 * i, 3, "%02x", e->serial[i]);
+    DP_INFO("EST %s issued serial=%s cn=%s peer=%s auth=%s%.*s", e->reenroll ? "simplereenroll" : "simpleenroll",
+            serial, e->subject_cn, e->peer.addr, e->basic ? "basic:" : "tls-client-cert",
+            e->basic ? (int)CBS_len(&e->user) : 0, e->basic ? (const char *)CBS_data(&e->user) : "");
+}
+
+static int est_b64_dup(uint8_t **out, size_t *out_len, const uint8_t *der, size_t der_len) {
+    *out = malloc(cx_b64_encoded_len(der_len));
+    if (!*out) return -1;
+    *out_len = cx_b64_encode(*out, der, der_len);
+    return 0;
+}
+
+static int est_build_csrattrs(est_ctx_t *est, const char *oids, char *why, size_t why_len) {
+    CBB cbb, seq;
+    uint8_t *der = NULL;
+    size_t der_len;
+    char *list = strdup(oids), *save = NULL;
+    if (!list || !CBB_init(&cbb, 64) || !CBB_add_asn1(&cbb, &seq, CBS_ASN1_SEQUENCE)) goto fail;
+    for (char *tok = strtok_r(list, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+        if (!CBB_add_asn1_oid_from_text(&seq, tok, strlen(tok))) {
+            snprintf(why, why_len, "csrattrs: '%s' is not a dotted OID", tok);
+            goto fail;
+        }
+    }
+    if (!CBB_finish(&cbb, &der, &der_len) || est_b64_dup(&est->csrattrs_b64, &est->csrattrs_b64_len, der, der_len))
+        goto fail;
+    OPENSSL_free(der);
+    free(list);
+    return 0;
+fail:
+    CBB_cleanup(&cbb);
+    free(list);
+    if (!why[0]) snprintf(why, why_len, "csrattrs: cannot encode");
+    return -1;
+}
+
+int est_ctx_init(est_ctx_t *est, const uint8_t *ca_der, size_t ca_der_len, const char *csrattrs_oids,
+                 char *why, size_t why_len) {
+    CBB cbb;
+    uint8_t *p7 = NULL;
+    size_t p7_len;
+    CBS cert;
+    why[0] = 0;
+    CBS_init(&cert, ca_der, ca_der_len);
+    if (!CBB_init(&cbb, ca_der_len + 64) || cx_pkcs7_certs_only(&cbb, &cert, 1) ||
+        !CBB_finish(&cbb, &p7, &p7_len)) {
+        CBB_cleanup(&cbb);
+        snprintf(why, why_len, "cannot build /cacerts PKCS#7");
+        return -1;
+    }
+    int r = est_b64_dup(&est->cacerts_b64, &est->cacerts_b64_len, p7, p7_len);
+    OPENSSL_free(p7);
+    if (r) return -1;
+    if (csrattrs_oids && csrattrs_oids[0]) return est_build_csrattrs(est, csrattrs_oids, why, why_len);
+    return 0;
+}
+
+void est_ctx_cleanup(est_ctx_t *est) {
+    free(est->cacerts_b64);
+    free(est->csrattrs_b64);
+    est->cacerts_b64 = est->csrattrs_b64 = NULL;
+}

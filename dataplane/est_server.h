@@ -1,0 +1,96 @@
+/* est_server: the EST engine (RFC 7030) at /.well-known/est/. It decides
+ * what a complete HTTP request gets: a ready answer (cacerts, csrattrs,
+ * 4xx errors) computed on the polling core without crypto, or an enrollment
+ * job for the signing pool (Basic-auth check, base64, CSR parse and proof of
+ * possession, issuance, PKCS#7, the whole HTTP response), which the worker
+ * writes into the session's buffer. It never touches sockets or TLS records.
+ * Thread: est_route on polling cores; est_enroll_run on signer workers. */
+#ifndef EST_SERVER_H
+#define EST_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <openssl/bytestring.h>
+
+#include "crypto/cx_cert.h"
+#include "crypto/cx_pool.h"
+#include "dataplane/est_http.h"
+#include "ra/ra_users.h"
+
+/* est_ctx_t: frozen at startup. */
+typedef struct {
+    uint8_t *cacerts_b64;       /* base64 certs-only PKCS#7 of the CA chain */
+    size_t cacerts_b64_len;
+    uint8_t *csrattrs_b64;      /* base64 CsrAttrs, or NULL -> 204 */
+    size_t csrattrs_b64_len;
+    ra_users_t *users;          /* HTTP Basic users (may be NULL: none) */
+    cx_issuer_t issuer;         /* local CA */
+    cx_leaf_policy_t policy;
+    size_t max_body;
+    unsigned retry_after;
+} est_ctx_t;
+
+/* est_peer_t: what the transport and TLS layers know about the client. */
+typedef struct {
+    const char *addr;           /* "ip:port" */
+    bool cert_verified;         /* TLS client cert chained to a trusted CA */
+    bool cert_ours;             /* ... and was issued by our CA */
+    const uint8_t *cert_der;    /* leaf DER (valid while the TLS session lives) */
+    size_t cert_der_len;
+} est_peer_t;
+
+/* est_enroll_t: an enrollment handed to the signing pool. Views point into
+ * the session's buffer or TLS session, which outlive the job. */
+typedef struct {
+    bool reenroll;
+    bool keep_alive;
+    bool basic;                 /* check user/pass (else cert-authenticated) */
+    CBS user, pass;
+    CBS body;                   /* base64 PKCS#10 */
+    est_peer_t peer;
+    uint8_t *out;               /* where the worker writes the HTTP response */
+    size_t out_cap;
+    size_t out_len;             /* result: response bytes */
+    int status;                 /* result: HTTP status */
+    char subject_cn[64];        /* result: for the log line */
+    char reason[96];            /* result: denial cause */
+    uint8_t serial[CX_SERIAL_LEN];
+    uint8_t basic_buf[512];     /* decoded Basic credentials */
+} est_enroll_t;
+
+typedef enum { EST_REPLY = 0, EST_ENROLL } est_action_t;
+
+/* est_reply_t: a ready answer. Body points to static or est_ctx_t memory. */
+typedef struct {
+    int status;
+    const char *content_type;
+    const char *extra_headers;  /* CRLF-terminated lines or NULL */
+    const uint8_t *body;
+    size_t body_len;
+    bool close;                 /* close the connection after it */
+    const char *log_reason;     /* for 4xx: logged with the peer */
+} est_reply_t;
+
+/* est_ctx_init builds the precomputed bodies: /cacerts from `ca_der`, and
+ * /csrattrs from `csrattrs_oids` (comma-separated dotted OIDs, "" = 204).
+ * Returns 0, or -1 with a cause in `why`. Startup only. */
+int est_ctx_init(est_ctx_t *est, const uint8_t *ca_der, size_t ca_der_len,
+                 const char *csrattrs_oids, char *why, size_t why_len);
+void est_ctx_cleanup(est_ctx_t *est);
+
+/* est_route answers `req` (whose body, if any, is `body`) or prepares
+ * `enroll`. Thread: polling core. Never blocks, never allocates. */
+est_action_t est_route(const est_ctx_t *est, const est_http_req_t *req, CBS body,
+                       const est_peer_t *peer, est_reply_t *reply, est_enroll_t *enroll);
+
+/* est_enroll_run performs `e` on a signer worker: auth, CSR checks,
+ * issuance, PKCS#7 and the HTTP response into e->out.
+ * Thread: signer worker `worker`. */
+void est_enroll_run(const est_ctx_t *est, est_enroll_t *e, unsigned worker);
+
+/* est_error_body formats a short text/plain reason "<reason>\n" into `out`.
+ * Returns its length. */
+size_t est_error_body(char *out, size_t cap, const char *reason);
+
+#endif

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages Stampede needs to build, test and run.
+# Usage: scripts/deps.sh [--test]   (--test adds the test-only tools)
+set -euo pipefail
+pkgs=(meson ninja-build pkg-config gcc android-libboringssl-dev liburcu-dev libinih-dev
+      libcrypt-dev curl openssl python3 procps)
+if [[ "${1:-}" == "--test" ]]; then
+  pkgs+=(libcmocka-dev clang-14 libclang-rt-14-dev)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+  echo "installing Debian packages: ${missing[*]}" >&2
+  $SUDO apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}" >&2
+fi
