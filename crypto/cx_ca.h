@@ -67,7 +67,18 @@ typedef struct {
  * within 30 days, or that was not issued by the current CA, is reissued.
  * Never overwrites an existing CA key. On failure writes a one-line cause
  * naming the file into `why`.
- * Returns CX_OK, CX_E_IO, CX_E_KEY, CX_E_CERT, CX_E_CONFIG or CX_E_SIGN. */
+ * Details: ca.key without ca.crt gets a new self-signed certificate for that
+ * key (recovery from a crash between the two writes); ca.crt without ca.key
+ * is CX_E_KEY; ca.key not matching ca.crt is CX_E_KEY. tls.crt is also
+ * reissued (with the existing tls.key, or a new one if tls.key is missing)
+ * when unreadable, not for tls.key, or when its subject/SAN differ from
+ * `cfg` (org, tls_names); its notAfter never passes the CA's. tls_names
+ * entries are trimmed of blanks; IPv4/IPv6 literals become iPAddress, other
+ * entries dNSName ([A-Za-z0-9.*_-] only). Certificates are written 0644,
+ * keys 0600. `why` may be NULL; it is "" on success. `ca` is zeroed first
+ * and cleaned up on failure.
+ * Returns CX_OK, CX_E_IO, CX_E_KEY, CX_E_CERT, CX_E_CONFIG, CX_E_SIGN or
+ * CX_E_NOMEM. */
 cx_err_t cx_ca_open(cx_ca_t *ca, const char *dir, const cx_ca_config_t *cfg,
                     char *why, size_t why_len);
 

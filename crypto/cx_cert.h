@@ -61,8 +61,20 @@ typedef struct {
  * its DER to `out`. A random serial is drawn and also written to `serial`.
  * SKI is SHA-1 of the subjectPublicKey BIT STRING contents (RFC 5280 method 1);
  * AKI keyIdentifier is iss->ski. The signature algorithm follows the key:
- * ecdsa-with-SHA256 (P-256) / SHA384 (P-384, P-521), sha256WithRSAEncryption.
- * Returns CX_OK, CX_E_CSR_KEY (unparseable spki), CX_E_SIGN, CX_E_NOMEM. */
+ * ecdsa-with-SHA256 (P-256) / SHA384 (P-384) / SHA512 (P-521),
+ * sha256WithRSAEncryption (NULL parameters).
+ * Extensions, in order: basicConstraints (critical), keyUsage (critical;
+ * omitted if key_usage is 0), extendedKeyUsage (if eku), subjectKeyIdentifier,
+ * authorityKeyIdentifier, subjectAltName (if san; critical when the subject
+ * is the empty Name). Times: UTCTime for 1950..2049, else GeneralizedTime.
+ * Subject, issuer, spki and san bytes are copied as given (callers pass
+ * validated TLVs: cx_csr_parse output or cx_name_build output).
+ * No X509 objects; the only allocations are BoringSSL's signing context and
+ * `out` growth (none if `out` is a large enough CBB_init_fixed buffer).
+ * Returns CX_OK, CX_E_CSR_KEY (unparseable spki), CX_E_SIGN (no key, key type
+ * not supported, or signing failed), CX_E_CONFIG (validity outside years
+ * 0000..9999 or not_after < not_before), CX_E_NOMEM (includes a fixed `out`
+ * too small). On failure `out` may hold a partial write: discard it. */
 cx_err_t cx_cert_build(CBB *out, uint8_t serial[CX_SERIAL_LEN],
                        const cx_issuer_t *iss, const cx_tbs_t *tbs);
 
@@ -82,17 +94,21 @@ cx_err_t cx_cert_ski(uint8_t out[20], const CBS *spki);
 /* cx_cert_parse_basic extracts views from a certificate DER (points into it):
  * subject Name TLV, SubjectPublicKeyInfo TLV, serial INTEGER contents, and
  * notAfter as seconds since the epoch. Any out pointer may be NULL.
+ * Structural only (no signature check); fields after the SPKI are not read.
  * Returns CX_OK or CX_E_CERT. */
 cx_err_t cx_cert_parse_basic(const uint8_t *der, size_t der_len, CBS *subject,
                              CBS *spki, CBS *serial, int64_t *not_after);
 
 /* cx_name_build writes a Name TLV with, in order, O=`org` (skipped if NULL)
- * and CN=`cn` (UTF8String) to `out`. Returns CX_OK or CX_E_NOMEM. */
+ * and CN=`cn` (skipped if NULL), both UTF8String, to `out`.
+ * Returns CX_OK or CX_E_NOMEM. */
 cx_err_t cx_name_build(CBB *out, const char *org, const char *cn);
 
 /* cx_pkcs7_certs_only writes a degenerate SignedData ContentInfo
  * (certs-only, no signers; RFC 5652 / RFC 7030 §4.1.3) holding `certs[i]`
- * (each a certificate DER TLV) to `out`. Returns CX_OK or CX_E_NOMEM. */
+ * (each a certificate DER TLV, copied raw) to `out`. The certificates keep
+ * the caller's order (not DER SET OF sorting), so put the leaf first.
+ * Returns CX_OK or CX_E_NOMEM. */
 cx_err_t cx_pkcs7_certs_only(CBB *out, const CBS *certs, size_t num_certs);
 
 #endif

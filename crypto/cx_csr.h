@@ -34,15 +34,24 @@ typedef struct {
 /* cx_csr_parse checks the DER structure of a CertificationRequest and fills
  * `out` with views into `der` (not copied; caller keeps `der` alive).
  * No signature check and no key parsing beyond the structure.
+ * The [0] attributes may be absent; attributes other than extensionRequest
+ * are skipped. The SAN must be a non-empty GeneralNames whose elements are
+ * context-specific [0]..[8]; a second extensionRequest or subjectAltName is
+ * CX_E_CSR_EXT. The signature BIT STRING must have 0 unused bits.
  * Returns CX_OK, CX_E_NOT_CSR (not DER / wrong structure / trailing bytes),
  * CX_E_CSR_VERSION, CX_E_CSR_SUBJECT (malformed Name), CX_E_CSR_EXT
- * (malformed extensionRequest or SAN), CX_E_TOO_LARGE (> CX_CSR_MAX_DER). */
+ * (malformed extensionRequest or SAN), CX_E_TOO_LARGE (> CX_CSR_MAX_DER).
+ * `out` is zeroed first, so it is never left half-filled with stale views. */
 cx_err_t cx_csr_parse(cx_csr_t *out, const uint8_t *der, size_t der_len);
 
-/* cx_csr_verify applies the key policy (RSA 2048..8192 bits with e=65537-ish odd
- * exponent, EC P-256/P-384/P-521) and verifies the signature over `info` with
+/* cx_csr_verify applies the key policy (RSA 2048..8192 bits with an odd
+ * exponent 65537 <= e < 2^33, EC P-256/P-384/P-521) and verifies the
+ * signature over `info` with
  * the CSR's own key (sha256/384/512 with RSA PKCS#1 v1.5, ECDSA with
- * SHA-256/384/512; SHA-1 and MD5 are refused).
+ * SHA-256/384/512; SHA-1 and MD5 are refused). RSA algorithm parameters
+ * must be NULL or absent, ECDSA ones absent. Checks run in that order:
+ * algorithm (CX_E_CSR_ALG), key (CX_E_CSR_KEY), algorithm matching the key
+ * type (CX_E_CSR_ALG), signature (CX_E_CSR_SIG).
  * If `out_key` is not NULL, on success *out_key receives a new reference to the
  * parsed public key (caller frees it with EVP_PKEY_free).
  * Thread: signer worker only (it costs a public-key operation).
