@@ -117,6 +117,8 @@ static void *cx_pool_worker(void *arg) {
     while ((job = cx_pool_take(p, w)) != NULL) {
         job->fn(job, a.id);
         cx_done_t *d = &p->done[job->core];
+        /* A dequeued node keeps its stale next pointer: reset it first. */
+        cds_wfcq_node_init(&job->_node);
         /* cds_wfcq_enqueue returns false when the queue was empty before:
          * only then does the core need a wake-up. */
         if (!cds_wfcq_enqueue(&d->head, &d->tail, &job->_node)) {
