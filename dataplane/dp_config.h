@@ -75,6 +75,9 @@ dp_cfg_err_t dp_config_set(dp_config_t *cfg, const char *name, const char *value
 /* dp_config_help prints the usage text derived from the table to `out`. */
 void dp_config_help(FILE *out, const char *prog);
 
+/* dp_config_dump prints every setting of `cfg` as a commented INI file. */
+void dp_config_dump(FILE *out, const dp_config_t *cfg);
+
 /* dp_config_free releases the strings of `cfg`. */
 void dp_config_free(dp_config_t *cfg);
 
