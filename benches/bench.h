@@ -1,0 +1,370 @@
+/* bench: shared declarations of stampede-bench, the load generator that plays
+ * EST clients against stampeded and sets stampeded's CPU time per enrollment
+ * beside the cost of the crypto each enrollment cannot avoid, measured in the
+ * same run (design.md, "Tests and measurement").
+ *
+ * Files, one concept each:
+ *   bench_main.c    the command line (one option table), the run, the report
+ *   bench_keys.c    client key pool (cached on disk) and the CSR set
+ *   bench_msg.c     EST over HTTP/1.1 messages: encode, parse, PKCS#7 check
+ *   bench_tls.c     the client TLS context and the negotiated parameters
+ *   bench_est.c     the epoll load engine (worker threads)
+ *   bench_crypto.c  the one-core crypto cost measurement
+ *   bench_stats.c   percentiles, serial uniqueness, /proc CPU times
+ *
+ * The run state is one bench_run_t built by main() and passed down; the only
+ * other mutable global is the signal flag pointer in bench_main.c. */
+#ifndef BENCH_H
+#define BENCH_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <openssl/bytestring.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+
+/* Unique CSRs are capped; enrollments beyond it cycle through them. */
+#define BENCH_CSR_CAP 100000
+/* Largest --count (result slots are reserved up front: 28 bytes each). */
+#define BENCH_COUNT_MAX 10000000u
+/* Largest HTTP response the engine accepts (headers + body). */
+#define BENCH_RESP_MAX 16384
+/* How many failures are printed with their cause. */
+#define BENCH_ERRORS_SHOWN 5
+/* Longest certificate serial kept (RFC 5280 §4.1.2.2: 20 octets). */
+#define BENCH_SERIAL_MAX 20
+
+/* bench_err_t: what went wrong, for setup steps and for one enrollment.
+ * Enrollment failures are counted per cause in the summary. */
+typedef enum {
+    BENCH_OK = 0,
+    BENCH_E_SETUP,     /* bad option, missing or unreadable file */
+    BENCH_E_CONNECT,   /* TCP connect failed */
+    BENCH_E_TLS,       /* TLS handshake or record layer failed */
+    BENCH_E_CLOSED,    /* server closed before the response was complete */
+    BENCH_E_TIMEOUT,   /* no complete response within --timeout */
+    BENCH_E_HTTP,      /* response is not well-formed HTTP/1.1 */
+    BENCH_E_STATUS,    /* HTTP status other than 200 and 503 */
+    BENCH_E_CONTENT,   /* 200, but not a certs-only PKCS#7 holding one cert */
+    BENCH_E_TOO_LARGE, /* response larger than BENCH_RESP_MAX */
+    BENCH_E_CRYPTO,    /* key, CSR or certificate operation failed */
+    BENCH_E__COUNT
+} bench_err_t;
+
+/* bench_err_str returns a static name for `e` (never NULL). */
+const char *bench_err_str(bench_err_t e);
+
+typedef enum { BENCH_KEY_RSA2048 = 0, BENCH_KEY_EC256, BENCH_KEY__COUNT } bench_keytype_t;
+
+/* bench_keytype_str returns "rsa2048" or "ec256". */
+const char *bench_keytype_str(bench_keytype_t t);
+
+/* bench_cfg_t: the command line, frozen before any thread starts. Numeric
+ * fields are uint64_t or double so one option table can fill them. */
+typedef struct {
+    const char *connect;        /* HOST:PORT as given */
+    char host[256];             /* HOST without brackets */
+    char port[8];
+    const char *data_dir;
+    const char *user;
+    const char *password_file;  /* NULL: DIR/est-initial-password */
+    const char *key_type_name;
+    bench_keytype_t key_type;
+    uint64_t count;
+    uint64_t concurrency;
+    uint64_t threads;
+    uint64_t num_keys;
+    uint64_t pid;               /* 0: read DIR/stampeded.pid */
+    double duration_s;          /* stop taking new enrollments after this */
+    double timeout_s;           /* per attempt */
+    bool keepalive;
+    bool tls12;
+    bool no_verify;
+    bool progress;
+    bool quiet;
+} bench_cfg_t;
+
+/* bench_now_ns returns CLOCK_MONOTONIC in nanoseconds. Any thread. */
+static inline uint64_t bench_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* bench_path joins `dir` and `name` into `out`. Returns BENCH_OK or
+ * BENCH_E_SETUP if it does not fit. */
+bench_err_t bench_path(char *out, size_t cap, const char *dir, const char *name);
+
+/* ---- bench_keys.c APIs ------------------------------------------------- */
+
+/* bench_keys_t: the client key pool. Owns the keys. */
+typedef struct {
+    EVP_PKEY **keys;
+    size_t num_keys;
+    size_t num_generated;       /* how many this run had to generate */
+} bench_keys_t;
+
+/* bench_keys_load fills `pool` with `num` keys of type `t`, reading them from
+ * the PEM file `path` and generating (and appending to the file) any that are
+ * missing. Keys of the other type in the file are kept in the file. A file
+ * that cannot be written costs only the cache (a warning unless `quiet`).
+ * Thread: startup only (RSA generation takes seconds).
+ * Returns BENCH_OK, or BENCH_E_CRYPTO with a cause in `why`. */
+bench_err_t bench_keys_load(bench_keys_t *pool, const char *path, bench_keytype_t t,
+                            size_t num, bool quiet, char *why, size_t why_len);
+
+/* bench_keys_cleanup frees the keys; safe on a zeroed pool. */
+void bench_keys_cleanup(bench_keys_t *pool);
+
+/* bench_req_t: one complete, pre-encoded simpleenroll request. */
+typedef struct {
+    const uint8_t *data;
+    uint32_t len;
+} bench_req_t;
+
+/* bench_csrs_t: the enrollment requests of one run. Owns the arenas the
+ * requests point into and a copy of the first CSR's DER (for the crypto
+ * measurement). */
+typedef struct {
+    bench_req_t *reqs;
+    size_t num_reqs;
+    uint8_t *arena[2];
+    uint8_t *csr0_der;
+    size_t csr0_len;
+    char run_id[9];             /* 8 hex digits, the <run> in bench-<run>-<i> */
+} bench_csrs_t;
+
+/* bench_csrs_build makes `num` CSRs with subject CN "bench-<run>-<i>", each
+ * signed (SHA-256) by pool key i % num_keys, on two threads, and stores each
+ * as a complete HTTP request: `prefix` (see bench_msg_enroll_prefix), its
+ * Content-Length, and the base64 CSR body.
+ * Thread: startup only. Returns BENCH_OK or BENCH_E_CRYPTO with `why`. */
+bench_err_t bench_csrs_build(bench_csrs_t *out, const bench_keys_t *pool, size_t num,
+                             const char *prefix, char *why, size_t why_len);
+
+/* bench_csrs_cleanup frees everything `csrs` owns; safe on a zeroed struct. */
+void bench_csrs_cleanup(bench_csrs_t *csrs);
+
+/* ---- bench_msg.c APIs -------------------------------------------------- */
+
+/* bench_msg_enroll_prefix writes the part of every simpleenroll request that
+ * does not depend on the CSR (request line, Host, User-Agent, Content-Type,
+ * Content-Transfer-Encoding, Authorization: Basic, Connection: close when
+ * `close`) ending with "Content-Length: ", NUL-terminated, into `out`.
+ * Returns BENCH_OK, or BENCH_E_SETUP if it does not fit in `cap`. */
+bench_err_t bench_msg_enroll_prefix(char *out, size_t cap, const char *hostport,
+                                    const char *user, const char *password, bool close);
+
+/* bench_msg_encode_enroll appends one complete request to `out`: `prefix`,
+ * the body length, the blank line, and the CSR `der` in base64 (cx_b64).
+ * Returns one on success, zero if `out` failed (CBB convention). */
+int bench_msg_encode_enroll(CBB *out, const char *prefix, const uint8_t *der, size_t der_len);
+
+/* bench_msg_cacerts_request writes a GET cacerts request (Connection: close)
+ * into `out`. Returns its length, or 0 if it does not fit. */
+size_t bench_msg_cacerts_request(char *out, size_t cap, const char *hostport);
+
+/* bench_msg_resp_t: one parsed HTTP/1.1 response; CBS point into the buffer
+ * given to bench_msg_parse_response. */
+typedef struct {
+    int status;
+    bool pkcs7;                 /* Content-Type: application/pkcs7-mime */
+    bool certs_only;            /* ... with smime-type=certs-only */
+    bool base64;                /* Content-Transfer-Encoding: base64 */
+    bool close;                 /* the server will close after this response */
+    uint32_t retry_after_s;     /* Retry-After delta-seconds, UINT32_MAX if none */
+    CBS reason;                 /* reason phrase */
+    CBS body;
+    size_t len;                 /* bytes of the whole response */
+    const char *why;            /* BENCH_MSG_BAD: what is wrong (static) */
+} bench_msg_resp_t;
+
+typedef enum {
+    BENCH_MSG_DONE = 0,         /* a complete response is in `out` */
+    BENCH_MSG_MORE,             /* need more bytes */
+    BENCH_MSG_BAD,              /* not a well-formed response; out->why says why */
+} bench_msg_status_t;
+
+/* bench_msg_parse_response parses the response at the start of `buf`
+ * (untrusted, read through CBS only). `eof`: the server has closed, so a
+ * response without Content-Length ends here. Chunked bodies are refused.
+ * Thread: any. No allocation. */
+bench_msg_status_t bench_msg_parse_response(bench_msg_resp_t *out, const uint8_t *buf,
+                                            size_t len, bool eof);
+
+/* bench_msg_pkcs7_certs parses a DER certs-only PKCS#7 (ContentInfo of type
+ * signedData, RFC 5652) and sets *num_certs and, if there is at least one
+ * certificate, *first_serial to the first certificate's serialNumber INTEGER
+ * contents (a view into `der`).
+ * Returns BENCH_OK or BENCH_E_CONTENT with a static cause in *why. */
+bench_err_t bench_msg_pkcs7_certs(CBS der, size_t *num_certs, CBS *first_serial,
+                                  const char **why);
+
+/* ---- bench_tls.c APIs -------------------------------------------------- */
+
+/* bench_tls_params_t: what a handshake negotiated. version 0: none seen. */
+typedef struct {
+    uint16_t version;
+    uint16_t group;
+    uint16_t sigalg;
+    const SSL_CIPHER *cipher;
+    bool hrr;                   /* a HelloRetryRequest was needed */
+} bench_tls_params_t;
+
+/* bench_tls_client_ctx returns the SSL_CTX every bench client connection
+ * uses: TLS 1.3 only (TLS 1.2 only with --tls12), BoringSSL's default groups
+ * (X25519 first), no session resumption, and unless --no-verify the server
+ * chain verified against DIR/ca.crt (no name check: the appliance may be
+ * reached by any address). Thread: startup only; the context is then shared
+ * read-only. Returns NULL with a cause in `why`. */
+SSL_CTX *bench_tls_client_ctx(const bench_cfg_t *cfg, char *why, size_t why_len);
+
+/* bench_tls_sni returns the SNI name clients send: the host if it is a DNS
+ * name, NULL (none) for an IP literal. */
+const char *bench_tls_sni(const bench_cfg_t *cfg);
+
+/* bench_tls_params_get reads the negotiated parameters of `ssl`. */
+void bench_tls_params_get(bench_tls_params_t *out, const SSL *ssl);
+
+/* bench_tls_params_str writes e.g. "TLSv1.3 X25519 TLS_AES_128_GCM_SHA256
+ * ecdsa_secp256r1_sha256" into `out`. */
+void bench_tls_params_str(char *out, size_t cap, const bench_tls_params_t *p);
+
+/* bench_tls_error_str writes the oldest queued BoringSSL error (and the
+ * certificate verification result of `ssl`, if that failed) into `out`, and
+ * clears the thread's error queue. */
+void bench_tls_error_str(char *out, size_t cap, const SSL *ssl);
+
+/* ---- bench_stats.c APIs ------------------------------------------------ */
+
+/* bench_serial_t: the serial of one issued certificate and the CSR it was
+ * issued for (a server may answer a repeated CSR with the same certificate). */
+typedef struct {
+    uint8_t bytes[BENCH_SERIAL_MAX];
+    uint8_t len;
+    uint32_t csr_index;
+} bench_serial_t;
+
+/* bench_stats_sort_u32 sorts `v` ascending. */
+void bench_stats_sort_u32(uint32_t *v, size_t n);
+
+/* bench_stats_percentile returns the nearest-rank p-th percentile (0 < p <=
+ * 100) of the sorted `v`, 0 if n is 0. */
+uint32_t bench_stats_percentile(const uint32_t *v, size_t n, double p);
+
+/* bench_stats_duplicate_serials sorts `s` and returns how many entries repeat
+ * the serial of an earlier entry issued for a different CSR. */
+size_t bench_stats_duplicate_serials(bench_serial_t *s, size_t n);
+
+/* bench_proc_cpu_us sets *us to utime+stime of process `pid` (fields 14 and
+ * 15 of /proc/PID/stat). Returns BENCH_OK or BENCH_E_SETUP. */
+bench_err_t bench_proc_cpu_us(uint64_t pid, uint64_t *us);
+
+/* bench_proc_children_cpu_us returns utime+stime summed over the live
+ * processes whose parent is `pid` (e.g. the embedded redis-server). */
+uint64_t bench_proc_children_cpu_us(uint64_t pid);
+
+/* bench_proc_listeners sets *total to the number of listening TCP sockets on
+ * `port` (IPv4 and IPv6, this network namespace) and *owned to how many of
+ * them process `pid` holds. More than one means SO_REUSEPORT: the load may be
+ * split between processes. */
+void bench_proc_listeners(uint64_t pid, unsigned port, unsigned *total, unsigned *owned);
+
+/* ---- bench_est.c APIs -------------------------------------------------- */
+
+typedef struct bench_worker bench_worker_t;
+
+/* bench_run_t: one run of `stampede-bench est`. main() fills the inputs and
+ * the result arrays, bench_est_start starts the workers. */
+typedef struct {
+    /* Inputs, read-only once workers start. */
+    const bench_cfg_t *cfg;
+    SSL_CTX *client_ctx;
+    const char *sni;
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    const bench_csrs_t *csrs;
+    /* Results: slot i of both arrays is claimed with num_results. */
+    uint32_t *latency_us;       /* [cfg->count] */
+    bench_serial_t *serials;    /* [cfg->count] */
+    _Atomic uint64_t num_results;
+    /* Shared by workers. */
+    _Atomic uint64_t next_job;
+    _Atomic int stop;           /* 1: take no new jobs, drop waits; 2: abandon all */
+    _Atomic unsigned workers_done;
+    _Atomic int signals;        /* SIGINT/SIGTERM count, bumped by the handler */
+    pthread_mutex_t mu;         /* guards the fields below */
+    unsigned num_errors_shown;
+    char errors_shown[BENCH_ERRORS_SHOWN][256];
+    _Atomic bool tls_seen;
+    bench_tls_params_t tls;     /* of the first handshake (preflight or load) */
+    /* Owned by bench_est.c. */
+    bench_worker_t *workers;
+    unsigned num_workers;
+} bench_run_t;
+
+/* bench_totals_t: the workers' counters summed. */
+typedef struct {
+    uint64_t ok;
+    uint64_t errors;
+    uint64_t retries;           /* 503 answers, each retried */
+    uint64_t abandoned;         /* in flight or waiting when the run stopped */
+    uint64_t connections;
+    uint64_t handshakes;
+    uint64_t errors_by[BENCH_E__COUNT];
+} bench_totals_t;
+
+/* bench_est_preflight does one blocking GET cacerts on its own connection
+ * before the timed phase: it proves the address, TLS and the CA file work,
+ * and records the TLS parameters. Returns BENCH_OK; BENCH_E_CONNECT or
+ * BENCH_E_TLS (fatal, cause in `why`); or BENCH_E_STATUS / BENCH_E_CONTENT /
+ * BENCH_E_HTTP when only the cacerts answer is wrong (a warning).
+ * `info` receives a one-line description. Thread: main thread. */
+bench_err_t bench_est_preflight(bench_run_t *run, char *info, size_t info_len,
+                                char *why, size_t why_len);
+
+/* bench_est_start starts cfg->threads workers sharing cfg->concurrency
+ * connections. Returns BENCH_OK or BENCH_E_SETUP (nothing started). */
+bench_err_t bench_est_start(bench_run_t *run, char *why, size_t why_len);
+
+/* bench_est_totals sums the live counters (relaxed reads; for progress). */
+void bench_est_totals(const bench_run_t *run, bench_totals_t *out);
+
+/* bench_est_join waits for the workers and frees them; run->workers is NULL
+ * afterwards. Call bench_est_totals first if the counters are needed. */
+void bench_est_join(bench_run_t *run, bench_totals_t *totals);
+
+/* bench_run_note_tls records `ssl`'s parameters if none are recorded yet.
+ * Thread: any. */
+void bench_run_note_tls(bench_run_t *run, const SSL *ssl);
+
+/* ---- bench_crypto.c APIs ----------------------------------------------- */
+
+/* bench_crypto_t: medians (µs of thread CPU time) of the crypto one
+ * enrollment cannot avoid, measured on one core. */
+typedef struct {
+    double handshake_us;        /* server side of one full handshake */
+    double csr_verify_us;       /* cx_csr_parse + cx_csr_verify */
+    double leaf_sign_us;        /* cx_cert_issue_leaf with DIR/ca.key */
+    unsigned iterations;
+    bench_tls_params_t tls;     /* what the measured handshakes negotiated */
+} bench_crypto_t;
+
+/* bench_crypto_measure measures, pinned to the CPU it runs on, the server
+ * side of a handshake with DIR/tls.key + tls.crt using the version, group and
+ * cipher of `tls` (the load's) over an in-memory BIO pair, the CSR check of
+ * `csr_der`, and a leaf issued for it with DIR/ca.key + ca.crt.
+ * Thread: main thread, after the load phase. Returns BENCH_OK,
+ * BENCH_E_SETUP (files) or BENCH_E_CRYPTO / BENCH_E_TLS with `why`. */
+bench_err_t bench_crypto_measure(bench_crypto_t *out, const bench_cfg_t *cfg,
+                                 const bench_tls_params_t *tls,
+                                 const uint8_t *csr_der, size_t csr_len,
+                                 char *why, size_t why_len);
+
+#endif

@@ -1,0 +1,281 @@
+/* bench_crypto: the cost of the crypto one enrollment cannot avoid, measured
+ * in the same run as the load so that stampeded's CPU time per enrollment can
+ * be read as a multiple of it (a ratio that survives noisy machines):
+ *   - the server side of one full TLS handshake with the server's own key and
+ *     certificate (DIR/tls.key, tls.crt), the version, key-exchange group and
+ *     cipher the load negotiated, done in memory over a BIO pair; only the
+ *     server's SSL_do_handshake calls are timed;
+ *   - the CSR check: cx_csr_parse + cx_csr_verify of a bench CSR;
+ *   - the leaf signature: cx_cert_issue_leaf for that CSR with DIR/ca.key.
+ * Each is timed with CLOCK_THREAD_CPUTIME_ID, pinned to one CPU, after a
+ * warm-up; the medians are reported.
+ * Thread: main thread, after the load phase (nothing else runs then). */
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/err.h>
+#include <openssl/mem.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "benches/bench.h"
+#include "crypto/cx_cert.h"
+#include "crypto/cx_csr.h"
+
+#define CRYPTO_ITERATIONS 300
+#define CRYPTO_WARMUP 20
+#define CRYPTO_MAX_ROUNDS 16     /* handshake flights before giving up */
+
+/* crypto_material_t: what the measurement loads from the data directory. */
+typedef struct {
+    SSL_CTX *server_ctx;
+    SSL_CTX *client_ctx;
+    EVP_PKEY *ca_key;
+    uint8_t *ca_der;
+    cx_issuer_t issuer;
+} crypto_material_t;
+
+static uint64_t crypto_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int crypto_cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static double crypto_median_us(uint64_t *ns, size_t n) {
+    qsort(ns, n, sizeof *ns, crypto_cmp_u64);
+    return (double)(n % 2 ? ns[n / 2] : (ns[n / 2 - 1] + ns[n / 2]) / 2) / 1000.0;
+}
+
+static void crypto_material_cleanup(crypto_material_t *m) {
+    SSL_CTX_free(m->server_ctx);
+    SSL_CTX_free(m->client_ctx);
+    EVP_PKEY_free(m->ca_key);
+    OPENSSL_free(m->ca_der);
+    memset(m, 0, sizeof *m);
+}
+
+/* crypto_tls_ctxs builds the server context from DIR/tls.* and a client
+ * context like the load's, held to the parameters of `tls`: the version on
+ * both sides, the group on the server side (the client keeps its default
+ * list: in TLS 1.2 that list also admits the server's ECDSA curve, and in
+ * TLS 1.3 it decides the first key share, so the load's HelloRetryRequest, if
+ * any, recurs), the cipher on the client side (TLS 1.2 only; TLS 1.3 suites
+ * are fixed in BoringSSL). */
+static bench_err_t crypto_tls_ctxs(crypto_material_t *m, const bench_cfg_t *cfg,
+                                   const bench_tls_params_t *tls, char *why, size_t why_len) {
+    char crt[4096], key[4096];
+    const char *group = SSL_get_curve_name(tls->group);
+    if (bench_path(crt, sizeof crt, cfg->data_dir, "tls.crt") != BENCH_OK ||
+        bench_path(key, sizeof key, cfg->data_dir, "tls.key") != BENCH_OK)
+        return BENCH_E_SETUP;
+    m->server_ctx = SSL_CTX_new(TLS_method());
+    if (m->server_ctx == NULL ||
+        !SSL_CTX_use_certificate_chain_file(m->server_ctx, crt) ||
+        !SSL_CTX_use_PrivateKey_file(m->server_ctx, key, SSL_FILETYPE_PEM) ||
+        !SSL_CTX_check_private_key(m->server_ctx)) {
+        snprintf(why, why_len, "cannot load %s and %s", crt, key);
+        return BENCH_E_SETUP;
+    }
+    m->client_ctx = bench_tls_client_ctx(cfg, why, why_len);
+    if (m->client_ctx == NULL)
+        return BENCH_E_SETUP;
+    if (!SSL_CTX_set_min_proto_version(m->server_ctx, tls->version) ||
+        !SSL_CTX_set_max_proto_version(m->server_ctx, tls->version) ||
+        (group != NULL && !SSL_CTX_set1_curves_list(m->server_ctx, group)) ||
+        (tls->version == TLS1_2_VERSION && tls->cipher != NULL &&
+         !SSL_CTX_set_strict_cipher_list(m->client_ctx, SSL_CIPHER_get_name(tls->cipher)))) {
+        snprintf(why, why_len, "cannot hold the handshake to the load's parameters");
+        return BENCH_E_TLS;
+    }
+    return BENCH_OK;
+}
+
+/* crypto_issuer loads DIR/ca.key and the issuer view of DIR/ca.crt. */
+static bench_err_t crypto_issuer(crypto_material_t *m, const bench_cfg_t *cfg, char *why,
+                                 size_t why_len) {
+    char crt[4096], key[4096];
+    CBS subject, spki;
+    if (bench_path(crt, sizeof crt, cfg->data_dir, "ca.crt") != BENCH_OK ||
+        bench_path(key, sizeof key, cfg->data_dir, "ca.key") != BENCH_OK)
+        return BENCH_E_SETUP;
+    BIO *kb = BIO_new_file(key, "r"), *cb = BIO_new_file(crt, "r");
+    X509 *x = cb ? PEM_read_bio_X509(cb, NULL, NULL, NULL) : NULL;
+    m->ca_key = kb ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
+    int len = x ? i2d_X509(x, &m->ca_der) : -1;
+    BIO_free(kb);
+    BIO_free(cb);
+    X509_free(x);
+    if (m->ca_key == NULL || len <= 0) {
+        snprintf(why, why_len, "cannot load %s and %s", crt, key);
+        return BENCH_E_SETUP;
+    }
+    if (cx_cert_parse_basic(m->ca_der, (size_t)len, &subject, &spki, NULL, NULL) != CX_OK ||
+        cx_cert_ski(m->issuer.ski, &spki) != CX_OK) {
+        snprintf(why, why_len, "cannot parse %s", crt);
+        return BENCH_E_SETUP;
+    }
+    m->issuer.subject = subject;
+    m->issuer.key = m->ca_key;
+    return BENCH_OK;
+}
+
+/* crypto_handshake runs one handshake in memory and adds the server's CPU
+ * time to *server_ns. `out` receives the server's view of the parameters. */
+static bench_err_t crypto_handshake(const crypto_material_t *m, const char *sni,
+                                    uint64_t *server_ns, bench_tls_params_t *out,
+                                    char *why, size_t why_len) {
+    SSL *client = SSL_new(m->client_ctx), *server = SSL_new(m->server_ctx);
+    BIO *cbio = NULL, *sbio = NULL;
+    bench_err_t err = BENCH_E_TLS;
+    bool client_done = false, server_done = false;
+    uint64_t t = 0;
+
+    if (client == NULL || server == NULL || !BIO_new_bio_pair(&cbio, 0, &sbio, 0) ||
+        (sni != NULL && !SSL_set_tlsext_host_name(client, sni))) {
+        snprintf(why, why_len, "cannot set up an in-memory handshake");
+        BIO_free(cbio);
+        BIO_free(sbio);
+        goto out;
+    }
+    SSL_set_bio(client, cbio, cbio);
+    SSL_set_bio(server, sbio, sbio);
+    SSL_set_connect_state(client);
+    SSL_set_accept_state(server);
+    for (int round = 0; round < CRYPTO_MAX_ROUNDS && !(client_done && server_done); round++) {
+        int r;
+        if (!client_done) {
+            r = SSL_do_handshake(client);
+            client_done = r == 1;
+            if (r != 1 && SSL_get_error(client, r) != SSL_ERROR_WANT_READ)
+                goto tls_fail;
+        }
+        if (!server_done) {
+            uint64_t t0 = crypto_cpu_ns();
+            r = SSL_do_handshake(server);
+            t += crypto_cpu_ns() - t0;
+            server_done = r == 1;
+            if (r != 1 && SSL_get_error(server, r) != SSL_ERROR_WANT_READ)
+                goto tls_fail;
+        }
+    }
+    if (!(client_done && server_done)) {
+        snprintf(why, why_len, "in-memory handshake did not finish");
+        goto out;
+    }
+    bench_tls_params_get(out, client);
+    *server_ns += t;
+    err = BENCH_OK;
+    goto out;
+tls_fail:
+    {
+        char msg[200];
+        bench_tls_error_str(msg, sizeof msg, client);
+        snprintf(why, why_len, "in-memory handshake failed: %s", msg);
+    }
+out:
+    SSL_free(client);
+    SSL_free(server);
+    return err;
+}
+
+/* crypto_csr_and_leaf times one CSR check and one leaf issuance. */
+static bench_err_t crypto_csr_and_leaf(const crypto_material_t *m, const uint8_t *der,
+                                       size_t der_len, uint64_t *verify_ns, uint64_t *sign_ns,
+                                       char *why, size_t why_len) {
+    static const cx_leaf_policy_t pol = {.validity_days = 365, .backdate_s = 300};
+    uint8_t serial[CX_SERIAL_LEN];
+    cx_csr_t csr;
+    CBB cert;
+    cx_err_t e;
+
+    uint64_t t0 = crypto_cpu_ns();
+    e = cx_csr_parse(&csr, der, der_len);
+    if (e == CX_OK)
+        e = cx_csr_verify(&csr, NULL);
+    *verify_ns = crypto_cpu_ns() - t0;
+    if (e != CX_OK) {
+        snprintf(why, why_len, "cx_csr_parse/cx_csr_verify: %s", cx_err_str(e));
+        return BENCH_E_CRYPTO;
+    }
+    if (!CBB_init(&cert, 2048)) {
+        snprintf(why, why_len, "out of memory");
+        return BENCH_E_CRYPTO;
+    }
+    t0 = crypto_cpu_ns();
+    e = cx_cert_issue_leaf(&cert, serial, &m->issuer, &csr, &pol, (int64_t)time(NULL));
+    *sign_ns = crypto_cpu_ns() - t0;
+    CBB_cleanup(&cert);
+    if (e != CX_OK) {
+        snprintf(why, why_len, "cx_cert_issue_leaf: %s", cx_err_str(e));
+        return BENCH_E_CRYPTO;
+    }
+    return BENCH_OK;
+}
+
+/* crypto_pin pins the calling thread to the CPU it is on; `saved` keeps the
+ * old mask for crypto_unpin. */
+static void crypto_pin(cpu_set_t *saved) {
+    cpu_set_t one;
+    int cpu = sched_getcpu();
+    CPU_ZERO(saved);
+    sched_getaffinity(0, sizeof *saved, saved);
+    CPU_ZERO(&one);
+    CPU_SET(cpu < 0 ? 0 : cpu, &one);
+    sched_setaffinity(0, sizeof one, &one);
+}
+
+bench_err_t bench_crypto_measure(bench_crypto_t *out, const bench_cfg_t *cfg,
+                                 const bench_tls_params_t *tls,
+                                 const uint8_t *csr_der, size_t csr_len,
+                                 char *why, size_t why_len) {
+    crypto_material_t m;
+    cpu_set_t saved;
+    const char *sni = bench_tls_sni(cfg);
+    const size_t n = CRYPTO_ITERATIONS, total = CRYPTO_WARMUP + CRYPTO_ITERATIONS;
+    uint64_t *hs = calloc(3 * n, sizeof *hs), *verify = hs + n, *sign = hs + 2 * n;
+    bench_err_t err;
+
+    memset(&m, 0, sizeof m);
+    memset(out, 0, sizeof *out);
+    snprintf(why, why_len, "out of memory");
+    if (hs == NULL)
+        return BENCH_E_SETUP;
+    err = crypto_tls_ctxs(&m, cfg, tls, why, why_len);
+    if (err == BENCH_OK)
+        err = crypto_issuer(&m, cfg, why, why_len);
+    crypto_pin(&saved);
+    for (size_t i = 0; err == BENCH_OK && i < total; i++) {
+        uint64_t h = 0, v = 0, s = 0;
+        size_t slot = i < CRYPTO_WARMUP ? 0 : i - CRYPTO_WARMUP;
+        err = crypto_handshake(&m, sni, &h, &out->tls, why, why_len);
+        if (err == BENCH_OK)
+            err = crypto_csr_and_leaf(&m, csr_der, csr_len, &v, &s, why, why_len);
+        hs[slot] = h;
+        verify[slot] = v;
+        sign[slot] = s;
+    }
+    sched_setaffinity(0, sizeof saved, &saved);
+    if (err == BENCH_OK && (out->tls.version != tls->version ||
+                            (tls->group != 0 && out->tls.group != tls->group))) {
+        snprintf(why, why_len, "the in-memory handshake negotiated other parameters than the load");
+        err = BENCH_E_TLS;
+    }
+    if (err == BENCH_OK) {
+        out->handshake_us = crypto_median_us(hs, n);
+        out->csr_verify_us = crypto_median_us(verify, n);
+        out->leaf_sign_us = crypto_median_us(sign, n);
+        out->iterations = (unsigned)n;
+    }
+    free(hs);
+    crypto_material_cleanup(&m);
+    ERR_clear_error();
+    return err;
+}

@@ -1,0 +1,639 @@
+/* bench_main: the stampede-bench program: its command line (one option table
+ * from which parsing and --help both come), the order of a run (preflight,
+ * key pool, CSRs, timed load, crypto measurement) and the report whose last
+ * line is the one scripts read. It owns the run state and passes it down.
+ * Thread: main thread; the load runs on bench_est.c's workers meanwhile. */
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "benches/bench.h"
+
+#define MAIN_NS 1000000000ull
+#define MAIN_POLL_NS 20000000ull        /* how often the main thread looks */
+
+static const char *const bench_err_text[BENCH_E__COUNT] = {
+    [BENCH_OK] = "ok",
+    [BENCH_E_SETUP] = "setup",
+    [BENCH_E_CONNECT] = "connect",
+    [BENCH_E_TLS] = "tls",
+    [BENCH_E_CLOSED] = "closed",
+    [BENCH_E_TIMEOUT] = "timeout",
+    [BENCH_E_HTTP] = "http",
+    [BENCH_E_STATUS] = "status",
+    [BENCH_E_CONTENT] = "content",
+    [BENCH_E_TOO_LARGE] = "too-large",
+    [BENCH_E_CRYPTO] = "crypto",
+};
+
+const char *bench_err_str(bench_err_t e) {
+    return (unsigned)e < BENCH_E__COUNT && bench_err_text[e] ? bench_err_text[e] : "unknown";
+}
+
+bench_err_t bench_path(char *out, size_t cap, const char *dir, const char *name) {
+    int n = snprintf(out, cap, "%s/%s", dir, name);
+    return n < 0 || (size_t)n >= cap ? BENCH_E_SETUP : BENCH_OK;
+}
+
+/* ---- command line -------------------------------------------------------- */
+
+typedef enum { OPT_STR, OPT_U64, OPT_DBL, OPT_FLAG, OPT_HELP } opt_type_t;
+
+/* bench_opt_t: one option of `stampede-bench est`: where it goes in
+ * bench_cfg_t, its bounds, and its --help line (which states the default). */
+typedef struct {
+    const char *name;
+    opt_type_t type;
+    size_t offset;
+    double min, max;
+    const char *metavar;
+    const char *help;
+} bench_opt_t;
+
+#define CFG(f) offsetof(bench_cfg_t, f)
+static const bench_opt_t bench_opts[] = {
+    {"connect", OPT_STR, CFG(connect), 0, 0, "HOST:PORT",
+     "EST server (default 127.0.0.1:8443; [v6]:port for IPv6)"},
+    {"data-dir", OPT_STR, CFG(data_dir), 0, 0, "DIR",
+     "stampeded's data directory (default ./stampede-data): ca.crt verifies the server; "
+     "tls.key, tls.crt, ca.key, ca.crt feed the crypto measurement; stampeded.pid names "
+     "the server process; est-initial-password; bench-keys.pem caches the client keys"},
+    {"user", OPT_STR, CFG(user), 0, 0, "USER", "EST user for HTTP Basic (default est)"},
+    {"password-file", OPT_STR, CFG(password_file), 0, 0, "FILE",
+     "first line is the password (default DIR/est-initial-password)"},
+    {"count", OPT_U64, CFG(count), 1, BENCH_COUNT_MAX, "N",
+     "enrollments to attempt (default 10000)"},
+    {"duration", OPT_DBL, CFG(duration_s), 0.1, 86400, "SECONDS",
+     "take no new enrollments after this long (default 120, the safety bound); enrollments "
+     "in flight finish or time out"},
+    {"concurrency", OPT_U64, CFG(concurrency), 1, 10000, "C",
+     "enrollments in flight = client connections (default 64)"},
+    {"threads", OPT_U64, CFG(threads), 1, 64, "T",
+     "client threads, each driving C/T connections with epoll (default 1)"},
+    {"keepalive", OPT_FLAG, CFG(keepalive), 0, 0, NULL,
+     "C persistent connections sending requests back to back (default: a new TCP+TLS "
+     "connection per enrollment, `Connection: close`)"},
+    {"key-type", OPT_STR, CFG(key_type_name), 0, 0, "rsa2048|ec256",
+     "key type of the client CSRs (default rsa2048)"},
+    {"keys", OPT_U64, CFG(num_keys), 1, 100000, "K",
+     "size of the client key pool (default 32), cached in DIR/bench-keys.pem"},
+    {"tls12", OPT_FLAG, CFG(tls12), 0, 0, NULL, "TLS 1.2 instead of TLS 1.3"},
+    {"no-verify", OPT_FLAG, CFG(no_verify), 0, 0, NULL,
+     "do not verify the server certificate against DIR/ca.crt"},
+    {"timeout", OPT_DBL, CFG(timeout_s), 0.1, 3600, "SECONDS",
+     "limit for one attempt, connect to last response byte (default 15)"},
+    {"pid", OPT_U64, CFG(pid), 1, 4194304, "PID",
+     "server process for the CPU figure (default: DIR/stampeded.pid)"},
+    {"progress", OPT_FLAG, CFG(progress), 0, 0, NULL, "a progress line on stderr every second"},
+    {"quiet", OPT_FLAG, CFG(quiet), 0, 0, NULL,
+     "print only the result line (and errors on stderr)"},
+    {"help", OPT_HELP, 0, 0, 0, NULL, "this text"},
+};
+#define NUM_OPTS (sizeof bench_opts / sizeof bench_opts[0])
+
+static const char bench_usage_head[] =
+    "usage: stampede-bench est [OPTIONS]\n"
+    "\n"
+    "Plays C concurrent EST (RFC 7030) clients against stampeded: each enrollment POSTs\n"
+    "/.well-known/est/simpleenroll with its own CSR (subject CN bench-<run>-<i>, at most\n"
+    "100000 unique, then cycled; all made before the timed phase) and checks that the\n"
+    "answer is 200 with a certs-only PKCS#7 holding one certificate. A 503 is a retry,\n"
+    "not an error: the same request is sent again after Retry-After (at most 1 s).\n"
+    "Latency is measured from connect (with --keepalive: from sending the request) to the\n"
+    "last response byte, for the attempt that succeeded.\n"
+    "\n"
+    "Around the timed phase it reads the server's utime+stime (/proc/PID/stat) and, after\n"
+    "it, measures on one core the crypto each enrollment cannot avoid: the server side of\n"
+    "one TLS handshake with DIR/tls.key (same version, group and cipher as the load, in\n"
+    "memory), one CSR check (cx_csr_verify) and one leaf signature with DIR/ca.key\n"
+    "(cx_cert_issue_leaf), medians of 300 runs. With --keepalive the handshake is\n"
+    "amortised: crypto = CSR check + signature + handshake / requests per connection.\n"
+    "overhead = server CPU per enrollment / crypto per enrollment.\n"
+    "\n"
+    "options:\n";
+
+static const char bench_usage_tail[] =
+    "\n"
+    "The last line of stdout is\n"
+    "  enrollments=N errors=E seconds=S rate=R/s p50_ms=X p99_ms=Y\n"
+    "  server_cpu_us_per_enroll=A crypto_us_per_enroll=B overhead=A/B\n"
+    "(on one line; \"na\" where a figure is unknown). Exit status 0 only if there were no\n"
+    "errors (duplicate serials count as errors) and at least one enrollment succeeded;\n"
+    "1 otherwise, 2 for a usage or setup error. Ctrl-C stops taking enrollments, twice\n"
+    "abandons those in flight.\n";
+
+/* main_print_wrapped prints `text` from column 8, wrapped before column 80. */
+static void main_print_wrapped(FILE *f, const char *text) {
+    const char *p = text;
+    while (*p != '\0') {
+        size_t len = strlen(p), cut = len;
+        if (len > 72) {
+            cut = 72;
+            while (cut > 0 && p[cut] != ' ')
+                cut--;
+            if (cut == 0)
+                cut = 72;
+        }
+        fprintf(f, "        %.*s\n", (int)cut, p);
+        p += cut;
+        while (*p == ' ')
+            p++;
+    }
+}
+
+static void main_usage(FILE *f) {
+    fputs(bench_usage_head, f);
+    for (size_t i = 0; i < NUM_OPTS; i++) {
+        const bench_opt_t *o = &bench_opts[i];
+        fprintf(f, "  --%s%s%s\n", o->name, o->metavar ? " " : "", o->metavar ? o->metavar : "");
+        main_print_wrapped(f, o->help);
+    }
+    fputs(bench_usage_tail, f);
+}
+
+/* main_set_opt stores `arg` for option `o`. Returns false if it is invalid. */
+static bool main_set_opt(bench_cfg_t *cfg, const bench_opt_t *o, const char *arg) {
+    char *base = (char *)cfg + o->offset, *end;
+    double d;
+    errno = 0;
+    switch (o->type) {
+    case OPT_STR:
+        *(const char **)(void *)base = arg;
+        return arg[0] != '\0';
+    case OPT_FLAG:
+        *(bool *)(void *)base = true;
+        return true;
+    case OPT_U64:
+        d = strtod(arg, &end);
+        if (errno || *end || d < o->min || d > o->max || d != (double)(uint64_t)d)
+            return false;
+        *(uint64_t *)(void *)base = (uint64_t)d;
+        return true;
+    case OPT_DBL:
+        d = strtod(arg, &end);
+        if (errno || *end || !(d >= o->min && d <= o->max))
+            return false;
+        *(double *)(void *)base = d;
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* main_split_hostport fills cfg->host and cfg->port from cfg->connect. */
+static bool main_split_hostport(bench_cfg_t *cfg) {
+    const char *s = cfg->connect, *colon, *host = s;
+    size_t host_len;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (close == NULL || close[1] != ':')
+            return false;
+        host = s + 1;
+        host_len = (size_t)(close - host);
+        colon = close + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (colon == NULL)
+            return false;
+        host_len = (size_t)(colon - s);
+    }
+    if (host_len == 0 || host_len >= sizeof cfg->host || strlen(colon + 1) == 0 ||
+        strlen(colon + 1) >= sizeof cfg->port || strspn(colon + 1, "0123456789") != strlen(colon + 1))
+        return false;
+    memcpy(cfg->host, host, host_len);
+    cfg->host[host_len] = '\0';
+    snprintf(cfg->port, sizeof cfg->port, "%s", colon + 1);
+    return true;
+}
+
+/* main_parse fills `cfg` from argv. Returns -1 to go on, else an exit code. */
+static int main_parse(bench_cfg_t *cfg, int argc, char **argv) {
+    struct option longopts[NUM_OPTS + 1];
+    memset(longopts, 0, sizeof longopts);
+    for (size_t i = 0; i < NUM_OPTS; i++)
+        longopts[i] = (struct option){bench_opts[i].name,
+                                      bench_opts[i].metavar ? required_argument : no_argument,
+                                      NULL, (int)(256 + i)};
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        main_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "est") != 0) {
+        fprintf(stderr, "stampede-bench: unknown command '%s' (try --help)\n", argv[1]);
+        return 2;
+    }
+    int c;
+    optind = 1;
+    argv[1] = "stampede-bench est";         /* getopt's messages name it */
+    while ((c = getopt_long(argc - 1, argv + 1, "h", longopts, NULL)) != -1) {
+        if (c < 256 && c != 'h') {
+            fprintf(stderr, "stampede-bench: try --help\n");
+            return 2;
+        }
+        const bench_opt_t *o = c == 'h' ? NULL : &bench_opts[c - 256];
+        if (o == NULL || o->type == OPT_HELP) {
+            main_usage(stdout);
+            return 0;
+        }
+        if (!main_set_opt(cfg, o, optarg)) {
+            fprintf(stderr, "stampede-bench: invalid --%s '%s'\n", o->name, optarg);
+            return 2;
+        }
+    }
+    if (optind < argc - 1) {
+        fprintf(stderr, "stampede-bench: unexpected argument '%s'\n", argv[optind + 1]);
+        return 2;
+    }
+    if (!main_split_hostport(cfg)) {
+        fprintf(stderr, "stampede-bench: --connect wants HOST:PORT, got '%s'\n", cfg->connect);
+        return 2;
+    }
+    if (strcmp(cfg->key_type_name, "rsa2048") == 0)
+        cfg->key_type = BENCH_KEY_RSA2048;
+    else if (strcmp(cfg->key_type_name, "ec256") == 0)
+        cfg->key_type = BENCH_KEY_EC256;
+    else {
+        fprintf(stderr, "stampede-bench: --key-type is rsa2048 or ec256\n");
+        return 2;
+    }
+    if (cfg->threads > cfg->concurrency)
+        cfg->threads = cfg->concurrency;
+    return -1;
+}
+
+static void main_defaults(bench_cfg_t *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->connect = "127.0.0.1:8443";
+    cfg->data_dir = "./stampede-data";
+    cfg->user = "est";
+    cfg->key_type_name = "rsa2048";
+    cfg->count = 10000;
+    cfg->concurrency = 64;
+    cfg->threads = 1;
+    cfg->num_keys = 32;
+    cfg->duration_s = 120;
+    cfg->timeout_s = 15;
+}
+
+/* ---- setup --------------------------------------------------------------- */
+
+static _Atomic int *main_signal_count;   /* &run.signals, for the handler */
+
+static void main_on_signal(int sig) {
+    (void)sig;
+    atomic_fetch_add(main_signal_count, 1);
+}
+
+/* main_signals turns SIGINT and SIGTERM into stop requests for the timed
+ * phase (before it they still end the program). */
+static void main_signals(bench_run_t *run) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    main_signal_count = &run->signals;
+    sa.sa_handler = main_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+/* main_read_line reads the first line of `path` (without CR/LF) into `out`. */
+static bench_err_t main_read_line(const char *path, char *out, size_t cap) {
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return BENCH_E_SETUP;
+    bool ok = fgets(out, (int)cap, f) != NULL;
+    fclose(f);
+    if (!ok)
+        return BENCH_E_SETUP;
+    out[strcspn(out, "\r\n")] = '\0';
+    return out[0] != '\0' ? BENCH_OK : BENCH_E_SETUP;
+}
+
+/* main_server_pid returns --pid, or the pid in DIR/stampeded.pid, if that
+ * process exists and listens on the --connect port; else 0 (with a warning).
+ * It also warns when other sockets listen on that port too. */
+static uint64_t main_server_pid(const bench_cfg_t *cfg) {
+    char path[4096], line[32];
+    uint64_t us, pid = cfg->pid;
+    unsigned total, owned;
+    if (pid == 0) {
+        if (bench_path(path, sizeof path, cfg->data_dir, "stampeded.pid") != BENCH_OK ||
+            main_read_line(path, line, sizeof line) != BENCH_OK)
+            return 0;
+        pid = strtoull(line, NULL, 10);
+    }
+    if (pid == 0 || bench_proc_cpu_us(pid, &us) != BENCH_OK) {
+        if (!cfg->quiet)
+            fprintf(stderr, "stampede-bench: warning: server pid %llu is not running; "
+                    "server CPU not measured\n", (unsigned long long)pid);
+        return 0;
+    }
+    bench_proc_listeners(pid, (unsigned)strtoul(cfg->port, NULL, 10), &total, &owned);
+    if (owned == 0) {
+        if (!cfg->quiet)
+            fprintf(stderr, "stampede-bench: warning: pid %llu does not listen on port %s "
+                    "(%s); server CPU not measured\n", (unsigned long long)pid, cfg->port,
+                    cfg->pid ? "--pid" : "stale stampeded.pid?");
+        return 0;
+    }
+    if (total > owned && !cfg->quiet)
+        fprintf(stderr, "stampede-bench: warning: %u other listening socket(s) on port %s: "
+                "with SO_REUSEPORT the load may be split between processes\n",
+                total - owned, cfg->port);
+    return pid;
+}
+
+static bench_err_t main_resolve(bench_run_t *run, char *why, size_t why_len) {
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
+    int e = getaddrinfo(run->cfg->host, run->cfg->port, &hints, &res);
+    if (e != 0) {
+        snprintf(why, why_len, "cannot resolve %s: %s", run->cfg->host, gai_strerror(e));
+        return BENCH_E_SETUP;
+    }
+    memcpy(&run->addr, res->ai_addr, res->ai_addrlen);
+    run->addr_len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return BENCH_OK;
+}
+
+static void main_raise_nofile(uint64_t need) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < need + 64) {
+        rl.rlim_cur = need + 64 < rl.rlim_max ? need + 64 : rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* main_prepare does everything before the timed phase: signals, password,
+ * address, TLS context, preflight, key pool, CSRs, result slots. */
+static bench_err_t main_prepare(bench_run_t *run, bench_keys_t *keys, bench_csrs_t *csrs,
+                                char *why, size_t why_len) {
+    const bench_cfg_t *cfg = run->cfg;
+    char path[4096], password[256], prefix[1024], info[300];
+    bench_err_t err;
+
+    main_raise_nofile(cfg->concurrency);
+    signal(SIGPIPE, SIG_IGN);               /* a write to a closed socket is an error */
+    if (cfg->password_file == NULL &&
+        bench_path(path, sizeof path, cfg->data_dir, "est-initial-password") != BENCH_OK)
+        return BENCH_E_SETUP;
+    if (main_read_line(cfg->password_file ? cfg->password_file : path, password,
+                       sizeof password) != BENCH_OK) {
+        snprintf(why, why_len, "cannot read the password from %.300s (give --password-file)",
+                 cfg->password_file ? cfg->password_file : path);
+        return BENCH_E_SETUP;
+    }
+    if ((err = main_resolve(run, why, why_len)) != BENCH_OK)
+        return err;
+    run->sni = bench_tls_sni(cfg);
+    if ((run->client_ctx = bench_tls_client_ctx(cfg, why, why_len)) == NULL)
+        return BENCH_E_SETUP;
+    err = bench_est_preflight(run, info, sizeof info, why, why_len);
+    if (err == BENCH_E_CONNECT || err == BENCH_E_TLS || err == BENCH_E_SETUP)
+        return err;
+    if (!cfg->quiet)
+        fprintf(stderr, "stampede-bench: %s%s%s\n", info, err ? ": " : "", err ? why : "");
+    if (bench_path(path, sizeof path, cfg->data_dir, "bench-keys.pem") != BENCH_OK ||
+        (err = bench_keys_load(keys, path, cfg->key_type, cfg->num_keys, cfg->quiet, why,
+                               why_len)) != BENCH_OK)
+        return BENCH_E_SETUP;
+    if (bench_msg_enroll_prefix(prefix, sizeof prefix, cfg->connect, cfg->user, password,
+                                !cfg->keepalive) != BENCH_OK) {
+        snprintf(why, why_len, "user or password too long");
+        return BENCH_E_SETUP;
+    }
+    uint64_t t0 = bench_now_ns();
+    size_t num = cfg->count < BENCH_CSR_CAP ? cfg->count : BENCH_CSR_CAP;
+    if (bench_csrs_build(csrs, keys, num, prefix, why, why_len) != BENCH_OK)
+        return BENCH_E_SETUP;
+    if (!cfg->quiet)
+        fprintf(stderr, "stampede-bench: %zu CSRs (%s, run %s) ready in %.2f s\n", num,
+                bench_keytype_str(cfg->key_type), csrs->run_id,
+                (double)(bench_now_ns() - t0) / 1e9);
+    run->csrs = csrs;
+    run->latency_us = calloc(cfg->count, sizeof *run->latency_us);
+    run->serials = calloc(cfg->count, sizeof *run->serials);
+    if (run->latency_us == NULL || run->serials == NULL) {
+        snprintf(why, why_len, "out of memory for %llu results", (unsigned long long)cfg->count);
+        return BENCH_E_SETUP;
+    }
+    return BENCH_OK;
+}
+
+/* ---- the timed phase ----------------------------------------------------- */
+
+/* main_watch runs while the workers do: it turns the duration and signals
+ * into stop requests and prints progress. */
+static void main_watch(bench_run_t *run, uint64_t t_start) {
+    const bench_cfg_t *cfg = run->cfg;
+    uint64_t duration_ns = (uint64_t)(cfg->duration_s * 1e9);
+    uint64_t grace_ns = (uint64_t)(cfg->timeout_s * 1e9) + MAIN_NS;
+    uint64_t next_print = t_start + MAIN_NS, last_t = t_start, last_ok = 0, stop_at = 0;
+    struct timespec nap = {.tv_nsec = MAIN_POLL_NS};
+
+    while (atomic_load(&run->workers_done) < run->num_workers) {
+        nanosleep(&nap, NULL);
+        uint64_t now = bench_now_ns();
+        int signals = atomic_load(&run->signals), stop = atomic_load(&run->stop);
+        int want = signals >= 2 ? 2 : signals == 1 ? 1 : stop;
+        if (now - t_start >= duration_ns && want < 1) {
+            want = 1;
+            if (!cfg->quiet)
+                fprintf(stderr, "stampede-bench: --duration %.1f s reached\n", cfg->duration_s);
+        }
+        if (want >= 1 && stop_at == 0)
+            stop_at = now;
+        if (stop_at != 0 && now - stop_at >= grace_ns)
+            want = 2;
+        if (want > stop)
+            atomic_store(&run->stop, want);
+        if (cfg->progress && !cfg->quiet && now >= next_print) {
+            bench_totals_t t;
+            bench_est_totals(run, &t);
+            fprintf(stderr, "progress: %llu/%llu enrolled  %.0f/s  errors=%llu  retries=%llu\n",
+                    (unsigned long long)t.ok, (unsigned long long)cfg->count,
+                    (double)(t.ok - last_ok) * 1e9 / (double)(now - last_t),
+                    (unsigned long long)t.errors, (unsigned long long)t.retries);
+            last_ok = t.ok;
+            last_t = now;
+            next_print += MAIN_NS;
+        }
+    }
+}
+
+/* ---- report -------------------------------------------------------------- */
+
+/* main_result: the figures of the report. */
+typedef struct {
+    bench_totals_t t;
+    double seconds;
+    size_t duplicates;
+    uint64_t pid;
+    bool cpu_known;
+    uint64_t server_us, children_us;
+    bool crypto_known;
+    bench_crypto_t crypto;
+    char crypto_why[300];
+} main_result_t;
+
+static double main_div(double a, double b) {
+    return b > 0 ? a / b : 0;
+}
+
+static void main_fmt(char *out, size_t cap, bool known, double v) {
+    if (known)
+        snprintf(out, cap, "%.2f", v);
+    else
+        snprintf(out, cap, "na");
+}
+
+static void main_report(const bench_run_t *run, main_result_t *r) {
+    const bench_cfg_t *cfg = run->cfg;
+    size_t n = (size_t)r->t.ok;
+    uint64_t errors = r->t.errors + r->duplicates;
+    double per_conn = main_div((double)r->t.ok, (double)r->t.handshakes);
+    double hs_share = cfg->keepalive ? main_div(1.0, per_conn) : 1.0;
+    double crypto_us = r->crypto.csr_verify_us + r->crypto.leaf_sign_us +
+                       r->crypto.handshake_us * hs_share;
+    double cpu_us = main_div((double)r->server_us, (double)n);
+    char a[32], b[32], o[32], tls[160];
+
+    bench_stats_sort_u32(run->latency_us, n);
+    double p50 = bench_stats_percentile(run->latency_us, n, 50) / 1000.0;
+    double p90 = bench_stats_percentile(run->latency_us, n, 90) / 1000.0;
+    double p99 = bench_stats_percentile(run->latency_us, n, 99) / 1000.0;
+    double pmax = bench_stats_percentile(run->latency_us, n, 100) / 1000.0;
+    bool cpu_known = r->cpu_known && n > 0;
+    bool crypto_known = r->crypto_known && crypto_us > 0;
+    main_fmt(a, sizeof a, cpu_known, cpu_us);
+    main_fmt(b, sizeof b, crypto_known, crypto_us);
+    main_fmt(o, sizeof o, cpu_known && crypto_known, main_div(cpu_us, crypto_us));
+
+    if (!cfg->quiet) {
+        bench_tls_params_str(tls, sizeof tls, &run->tls);
+        printf("stampede-bench est: %s, %s, concurrency %llu, threads %llu\n", cfg->connect,
+               cfg->keepalive ? "keep-alive connections" : "a new connection per enrollment",
+               (unsigned long long)cfg->concurrency, (unsigned long long)cfg->threads);
+        printf("  tls: %s, server %s\n", atomic_load(&run->tls_seen) ? tls : "none negotiated",
+               cfg->no_verify ? "not verified" : "verified against DIR/ca.crt");
+        printf("  client: %llu %s keys, %zu unique CSRs (run %s)\n",
+               (unsigned long long)cfg->num_keys, bench_keytype_str(cfg->key_type),
+               run->csrs->num_reqs, run->csrs->run_id);
+        printf("  enrollments=%llu errors=%llu retries=%llu abandoned=%llu duplicate_serials=%zu\n",
+               (unsigned long long)r->t.ok, (unsigned long long)errors,
+               (unsigned long long)r->t.retries, (unsigned long long)r->t.abandoned,
+               r->duplicates);
+        if (r->t.errors > 0) {
+            printf("  errors by cause:");
+            for (unsigned e = 1; e < BENCH_E__COUNT; e++)
+                if (r->t.errors_by[e] > 0)
+                    printf(" %s=%llu", bench_err_str(e), (unsigned long long)r->t.errors_by[e]);
+            printf("\n");
+        }
+        printf("  connections=%llu handshakes=%llu requests_per_connection=%.2f\n",
+               (unsigned long long)r->t.connections, (unsigned long long)r->t.handshakes,
+               per_conn);
+        printf("  rate: %.2f enrollments/s over %.2f s\n", main_div((double)n, r->seconds),
+               r->seconds);
+        printf("  latency_ms: p50=%.2f p90=%.2f p99=%.2f max=%.2f\n", p50, p90, p99, pmax);
+        if (r->cpu_known)
+            printf("  server: pid %llu, %.2f s CPU = %s us/enrollment; its children %.2f s "
+                   "(%.2f us/enrollment, not in the ratio)\n",
+                   (unsigned long long)r->pid, (double)r->server_us / 1e6, a,
+                   (double)r->children_us / 1e6, main_div((double)r->children_us, (double)n));
+        else
+            printf("  server: pid unknown (no --pid, no live DIR/stampeded.pid): CPU not measured\n");
+        if (r->crypto_known)
+            printf("  crypto (one core, medians of %u): handshake %.2f%s + csr_verify %.2f + "
+                   "leaf_sign %.2f = %.2f us/enrollment\n",
+                   r->crypto.iterations, r->crypto.handshake_us,
+                   cfg->keepalive ? " / requests_per_connection" : "", r->crypto.csr_verify_us,
+                   r->crypto.leaf_sign_us, crypto_us);
+        else
+            printf("  crypto: not measured: %s\n", r->crypto_why);
+        printf("  overhead (server CPU / crypto): %s\n", o);
+    }
+    printf("enrollments=%llu errors=%llu seconds=%.2f rate=%.2f/s p50_ms=%.2f p99_ms=%.2f "
+           "server_cpu_us_per_enroll=%s crypto_us_per_enroll=%s overhead=%s\n",
+           (unsigned long long)r->t.ok, (unsigned long long)errors, r->seconds,
+           main_div((double)n, r->seconds), p50, p99, a, b, o);
+    fflush(stdout);
+}
+
+/* main_measure_crypto fills r->crypto with the load's TLS parameters. */
+static void main_measure_crypto(const bench_run_t *run, main_result_t *r) {
+    bench_tls_params_t tls = {.version = run->cfg->tls12 ? TLS1_2_VERSION : TLS1_3_VERSION};
+    if (atomic_load(&run->tls_seen))
+        tls = run->tls;
+    r->crypto_known = bench_crypto_measure(&r->crypto, run->cfg, &tls, run->csrs->csr0_der,
+                                           run->csrs->csr0_len, r->crypto_why,
+                                           sizeof r->crypto_why) == BENCH_OK;
+}
+
+static int main_est(const bench_cfg_t *cfg) {
+    bench_run_t run;
+    bench_keys_t keys = {0};
+    bench_csrs_t csrs = {0};
+    main_result_t r;
+    char why[512] = "";
+    uint64_t cpu0 = 0, cpu1 = 0;
+    int rc = 2;
+
+    memset(&run, 0, sizeof run);
+    memset(&r, 0, sizeof r);
+    pthread_mutex_init(&run.mu, NULL);
+    run.cfg = cfg;
+    if (main_prepare(&run, &keys, &csrs, why, sizeof why) != BENCH_OK) {
+        fprintf(stderr, "stampede-bench: %s\n", why[0] ? why : "setup failed");
+        goto out;
+    }
+    r.pid = main_server_pid(cfg);
+    r.cpu_known = r.pid != 0 && bench_proc_cpu_us(r.pid, &cpu0) == BENCH_OK;
+    uint64_t child0 = r.cpu_known ? bench_proc_children_cpu_us(r.pid) : 0;
+
+    main_signals(&run);
+    uint64_t t0 = bench_now_ns();
+    if (bench_est_start(&run, why, sizeof why) != BENCH_OK) {
+        fprintf(stderr, "stampede-bench: %s\n", why);
+        goto out;
+    }
+    main_watch(&run, t0);
+    bench_est_join(&run, &r.t);
+    r.seconds = (double)(bench_now_ns() - t0) / 1e9;
+    r.cpu_known = r.cpu_known && bench_proc_cpu_us(r.pid, &cpu1) == BENCH_OK;
+    if (r.cpu_known) {
+        uint64_t child1 = bench_proc_children_cpu_us(r.pid);
+        r.server_us = cpu1 - cpu0;
+        r.children_us = child1 > child0 ? child1 - child0 : 0;
+    }
+    if (r.cpu_known == false && r.pid != 0 && !cfg->quiet)
+        fprintf(stderr, "stampede-bench: warning: server pid %llu vanished during the run\n",
+                (unsigned long long)r.pid);
+
+    r.duplicates = bench_stats_duplicate_serials(run.serials, (size_t)r.t.ok);
+    main_measure_crypto(&run, &r);
+    main_report(&run, &r);
+    rc = r.t.errors == 0 && r.duplicates == 0 && r.t.ok > 0 ? 0 : 1;
+out:
+    SSL_CTX_free(run.client_ctx);
+    bench_csrs_cleanup(&csrs);
+    bench_keys_cleanup(&keys);
+    free(run.latency_us);
+    free(run.serials);
+    pthread_mutex_destroy(&run.mu);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    bench_cfg_t cfg;
+    main_defaults(&cfg);
+    int rc = main_parse(&cfg, argc, argv);
+    return rc >= 0 ? rc : main_est(&cfg);
+}
