@@ -346,6 +346,20 @@ static cx_err_t cx_ca_issuer_fill(cx_ca_t *ca) {
     return CX_OK;
 }
 
+/* cx_ca_check_expiry refuses an expired CA certificate: nothing it would
+ * issue could be verified. */
+static cx_err_t cx_ca_check_expiry(const cx_ca_t *ca, const cx_paths_t *p, int64_t now,
+                                   char *why, size_t why_len) {
+    int64_t not_after;
+    if (cx_cert_parse_basic(ca->ca_der, ca->ca_der_len, NULL, NULL, NULL, &not_after) != CX_OK)
+        return CX_E_CERT;
+    if (not_after > now)
+        return CX_OK;
+    cx_why(why, why_len, "%s: expired (remove it to self-sign %s again, or install a new CA)",
+           p->ca_crt, p->ca_key);
+    return CX_E_CERT;
+}
+
 /* cx_ca_setup loads or creates ca.key and ca.crt. */
 static cx_err_t cx_ca_setup(cx_ca_t *ca, const cx_paths_t *p, const cx_ca_config_t *cfg,
                             int64_t now, char *why, size_t why_len) {
@@ -381,6 +395,8 @@ static cx_err_t cx_ca_setup(cx_ca_t *ca, const cx_paths_t *p, const cx_ca_config
             cx_why(why, why_len, "%s: does not match the key in %s", p->ca_crt, p->ca_key);
             return CX_E_KEY;
         }
+        if ((err = cx_ca_check_expiry(ca, p, now, why, why_len)) != CX_OK)
+            return err;
     } else {
         if (cfg->ca_name == NULL || cfg->ca_name[0] == '\0' || cfg->ca_validity_days == 0) {
             cx_why(why, why_len, "%s: CA name and validity must be set", p->ca_crt);

@@ -69,7 +69,8 @@ typedef struct {
  * naming the file into `why`.
  * Details: ca.key without ca.crt gets a new self-signed certificate for that
  * key (recovery from a crash between the two writes); ca.crt without ca.key
- * is CX_E_KEY; ca.key not matching ca.crt is CX_E_KEY. tls.crt is also
+ * is CX_E_KEY; ca.key not matching ca.crt is CX_E_KEY; an expired ca.crt
+ * is CX_E_CERT (it is never replaced silently). tls.crt is also
  * reissued (with the existing tls.key, or a new one if tls.key is missing)
  * when unreadable, not for tls.key, or when its subject/SAN differ from
  * `cfg` (org, tls_names); its notAfter never passes the CA's. tls_names

@@ -380,6 +380,59 @@ static void test_ca_key_missing_or_mismatched(void **state) {
     tmp_remove(&other);
 }
 
+/* test_expired_ca: an expired ca.crt (same key) is refused, naming ca.crt;
+ * removing it self-signs a new one for the same key. */
+static void test_expired_ca(void **state) {
+    (void)state;
+    tmpdir_t t;
+    cx_ca_t ca;
+    char path[128];
+    uint8_t *name, *spki, serial[CX_SERIAL_LEN], *der;
+    size_t name_len, spki_len, der_len;
+    CBB cbb;
+    tmp_make(&t);
+    open_ok(&ca, &t, &k_cfg);
+    EVP_PKEY *key = ca.ca_key;
+    ca.ca_key = NULL;
+    cx_ca_cleanup(&ca);
+
+    assert_true(CBB_init(&cbb, 128));
+    assert_int_equal(cx_name_build(&cbb, "Stampede", "Old CA"), CX_OK);
+    assert_true(CBB_finish(&cbb, &name, &name_len));
+    assert_true(CBB_init(&cbb, 128));
+    assert_true(EVP_marshal_public_key(&cbb, key));
+    assert_true(CBB_finish(&cbb, &spki, &spki_len));
+    cx_issuer_t iss = {.key = key};
+    cx_tbs_t tbs = {.not_before = time(NULL) - 7200, .not_after = time(NULL) - 3600,
+                    .key_usage = CX_KU_KEY_CERT_SIGN, .is_ca = true};
+    CBS_init(&iss.subject, name, name_len);
+    tbs.subject = iss.subject;
+    CBS_init(&tbs.spki, spki, spki_len);
+    CBS_init(&tbs.san, NULL, 0);
+    assert_int_equal(cx_cert_ski(iss.ski, &tbs.spki), CX_OK);
+    assert_true(CBB_init(&cbb, 1024));
+    assert_int_equal(cx_cert_build(&cbb, serial, &iss, &tbs), CX_OK);
+    assert_true(CBB_finish(&cbb, &der, &der_len));
+    path_of(path, sizeof(path), &t, "ca.crt");
+    BIO *bio = BIO_new_file(path, "w");
+    assert_non_null(bio);
+    assert_true(PEM_write_bio(bio, "CERTIFICATE", "", der, (long)der_len) > 0);
+    BIO_free(bio);
+    open_fails(&t, &k_cfg, CX_E_CERT, "ca.crt");
+
+    assert_int_equal(unlink(path), 0);
+    open_ok(&ca, &t, &k_cfg);
+    assert_true(ca.created_ca);
+    assert_int_equal(EVP_PKEY_cmp(ca.ca_key, key), 1);
+    check_fresh(&ca);
+    cx_ca_cleanup(&ca);
+    EVP_PKEY_free(key);
+    OPENSSL_free(name);
+    OPENSSL_free(spki);
+    OPENSSL_free(der);
+    tmp_remove(&t);
+}
+
 static void test_bad_config(void **state) {
     (void)state;
     tmpdir_t t;
@@ -422,6 +475,7 @@ int main(void) {
         cmocka_unit_test(test_rsa_ca),
         cmocka_unit_test(test_tls_reissue),
         cmocka_unit_test(test_ca_key_missing_or_mismatched),
+        cmocka_unit_test(test_expired_ca),
         cmocka_unit_test(test_bad_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
