@@ -3,8 +3,8 @@
  * be read as a multiple of it (a ratio that survives noisy machines):
  *   - the server side of one full TLS handshake with the server's own key and
  *     certificate (DIR/tls.key, tls.crt), the version, key-exchange group and
- *     cipher the load negotiated, done in memory over a BIO pair; only the
- *     server's SSL_do_handshake calls are timed;
+ *     cipher the load negotiated, no session tickets, done in memory over a
+ *     BIO pair; only the server's SSL_do_handshake calls are timed;
  *   - the CSR check: cx_csr_parse + cx_csr_verify of a bench CSR;
  *   - the leaf signature: cx_cert_issue_leaf for that CSR with DIR/ca.key.
  * Each is timed with CLOCK_THREAD_CPUTIME_ID, pinned to one CPU, after a
@@ -84,6 +84,10 @@ static bench_err_t crypto_tls_ctxs(crypto_material_t *m, const bench_cfg_t *cfg,
         snprintf(why, why_len, "cannot load %s and %s", crt, key);
         return BENCH_E_SETUP;
     }
+    /* Session tickets and caching are avoidable work (stampeded turns them off). */
+    SSL_CTX_set_session_cache_mode(m->server_ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_num_tickets(m->server_ctx, 0);
+    SSL_CTX_set_options(m->server_ctx, SSL_OP_NO_TICKET);
     m->client_ctx = bench_tls_client_ctx(cfg, why, why_len);
     if (m->client_ctx == NULL)
         return BENCH_E_SETUP;

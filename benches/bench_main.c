@@ -111,11 +111,12 @@ static const char bench_usage_head[] =
     "\n"
     "Around the timed phase it reads the server's utime+stime (/proc/PID/stat) and, after\n"
     "it, measures on one core the crypto each enrollment cannot avoid: the server side of\n"
-    "one TLS handshake with DIR/tls.key (same version, group and cipher as the load, in\n"
-    "memory), one CSR check (cx_csr_verify) and one leaf signature with DIR/ca.key\n"
-    "(cx_cert_issue_leaf), medians of 300 runs. With --keepalive the handshake is\n"
-    "amortised: crypto = CSR check + signature + handshake / requests per connection.\n"
-    "overhead = server CPU per enrollment / crypto per enrollment.\n"
+    "one full TLS handshake with DIR/tls.key (same version, group and cipher as the load,\n"
+    "no session tickets, in memory), one CSR check (cx_csr_parse + cx_csr_verify) and one\n"
+    "leaf signature with DIR/ca.key (cx_cert_issue_leaf); medians of 300 runs, summed.\n"
+    "With --keepalive the handshake is amortised: crypto = CSR check + signature +\n"
+    "handshake / requests per connection. overhead = server CPU per enrollment / crypto\n"
+    "per enrollment: a ratio that survives noisy machines better than the rates do.\n"
     "\n"
     "options:\n";
 
@@ -478,6 +479,7 @@ typedef struct {
     uint64_t pid;
     bool cpu_known;
     uint64_t server_us, children_us;
+    uint64_t client_us;                 /* this program's CPU during the load */
     bool crypto_known;
     bench_crypto_t crypto;
     char crypto_why[300];
@@ -503,7 +505,7 @@ static void main_report(const bench_run_t *run, main_result_t *r) {
     double crypto_us = r->crypto.csr_verify_us + r->crypto.leaf_sign_us +
                        r->crypto.handshake_us * hs_share;
     double cpu_us = main_div((double)r->server_us, (double)n);
-    char a[32], b[32], o[32], tls[160];
+    char a[32], b[32], o[32], p50s[32], p99s[32], tls[160];
 
     bench_stats_sort_u32(run->latency_us, n);
     double p50 = bench_stats_percentile(run->latency_us, n, 50) / 1000.0;
@@ -515,6 +517,8 @@ static void main_report(const bench_run_t *run, main_result_t *r) {
     main_fmt(a, sizeof a, cpu_known, cpu_us);
     main_fmt(b, sizeof b, crypto_known, crypto_us);
     main_fmt(o, sizeof o, cpu_known && crypto_known, main_div(cpu_us, crypto_us));
+    main_fmt(p50s, sizeof p50s, n > 0, p50);
+    main_fmt(p99s, sizeof p99s, n > 0, p99);
 
     if (!cfg->quiet) {
         bench_tls_params_str(tls, sizeof tls, &run->tls);
@@ -543,10 +547,16 @@ static void main_report(const bench_run_t *run, main_result_t *r) {
         printf("  rate: %.2f enrollments/s over %.2f s\n", main_div((double)n, r->seconds),
                r->seconds);
         printf("  latency_ms: p50=%.2f p90=%.2f p99=%.2f max=%.2f\n", p50, p90, p99, pmax);
+        printf("  bench: %.2f s CPU = %.2f us/enrollment, %.0f%% of one core (it shares "
+               "the machine)\n", (double)r->client_us / 1e6,
+               main_div((double)r->client_us, (double)n),
+               main_div((double)r->client_us / 1e4, r->seconds));
         if (r->cpu_known)
-            printf("  server: pid %llu, %.2f s CPU = %s us/enrollment; its children %.2f s "
+            printf("  server: pid %llu, %.2f s CPU = %s us/enrollment%s; its children %.2f s "
                    "(%.2f us/enrollment, not in the ratio)\n",
                    (unsigned long long)r->pid, (double)r->server_us / 1e6, a,
+                   r->server_us < 20 * 10000 ? " (coarse: /proc counts in clock ticks, "
+                                               "use a larger --count)" : "",
                    (double)r->children_us / 1e6, main_div((double)r->children_us, (double)n));
         else
             printf("  server: pid unknown (no --pid, no live DIR/stampeded.pid): CPU not measured\n");
@@ -560,10 +570,10 @@ static void main_report(const bench_run_t *run, main_result_t *r) {
             printf("  crypto: not measured: %s\n", r->crypto_why);
         printf("  overhead (server CPU / crypto): %s\n", o);
     }
-    printf("enrollments=%llu errors=%llu seconds=%.2f rate=%.2f/s p50_ms=%.2f p99_ms=%.2f "
+    printf("enrollments=%llu errors=%llu seconds=%.2f rate=%.2f/s p50_ms=%s p99_ms=%s "
            "server_cpu_us_per_enroll=%s crypto_us_per_enroll=%s overhead=%s\n",
            (unsigned long long)r->t.ok, (unsigned long long)errors, r->seconds,
-           main_div((double)n, r->seconds), p50, p99, a, b, o);
+           main_div((double)n, r->seconds), p50s, p99s, a, b, o);
     fflush(stdout);
 }
 
@@ -575,6 +585,15 @@ static void main_measure_crypto(const bench_run_t *run, main_result_t *r) {
     r->crypto_known = bench_crypto_measure(&r->crypto, run->cfg, &tls, run->csrs->csr0_der,
                                            run->csrs->csr0_len, r->crypto_why,
                                            sizeof r->crypto_why) == BENCH_OK;
+}
+
+/* main_self_cpu_us returns this process's user+system CPU time. */
+static uint64_t main_self_cpu_us(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000u +
+           (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
 }
 
 static int main_est(const bench_cfg_t *cfg) {
@@ -599,6 +618,7 @@ static int main_est(const bench_cfg_t *cfg) {
     uint64_t child0 = r.cpu_known ? bench_proc_children_cpu_us(r.pid) : 0;
 
     main_signals(&run);
+    uint64_t self0 = main_self_cpu_us();
     uint64_t t0 = bench_now_ns();
     if (bench_est_start(&run, why, sizeof why) != BENCH_OK) {
         fprintf(stderr, "stampede-bench: %s\n", why);
@@ -607,6 +627,7 @@ static int main_est(const bench_cfg_t *cfg) {
     main_watch(&run, t0);
     bench_est_join(&run, &r.t);
     r.seconds = (double)(bench_now_ns() - t0) / 1e9;
+    r.client_us = main_self_cpu_us() - self0;
     r.cpu_known = r.cpu_known && bench_proc_cpu_us(r.pid, &cpu1) == BENCH_OK;
     if (r.cpu_known) {
         uint64_t child1 = bench_proc_children_cpu_us(r.pid);
