@@ -206,6 +206,16 @@ bench_msg_status_t bench_msg_parse_response(bench_msg_resp_t *out, const uint8_t
 bench_err_t bench_msg_pkcs7_certs(CBS der, size_t *num_certs, CBS *first_serial,
                                   const char **why);
 
+/* bench_msg_certs_body checks that the body of `resp` is a base64
+ * (Content-Transfer-Encoding) application/pkcs7-mime, with
+ * smime-type=certs-only if `want_certs_only`, decodes it into `scratch`
+ * (`cap` bytes) and parses it with bench_msg_pkcs7_certs (whose views then
+ * point into `scratch`). Returns BENCH_OK or BENCH_E_CONTENT with a static
+ * cause in *why. */
+bench_err_t bench_msg_certs_body(const bench_msg_resp_t *resp, bool want_certs_only,
+                                 uint8_t *scratch, size_t cap, size_t *num_certs,
+                                 CBS *first_serial, const char **why);
+
 /* ---- bench_tls.c APIs -------------------------------------------------- */
 
 /* bench_tls_params_t: what a handshake negotiated. version 0: none seen. */

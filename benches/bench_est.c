@@ -31,7 +31,6 @@
 #include <openssl/err.h>
 
 #include "benches/bench.h"
-#include "crypto/cx_b64.h"
 
 #define EST_EVENTS 64                       /* epoll_wait burst */
 #define EST_TICK_NS 100000000ull            /* longest sleep: how soon a stop is seen */
@@ -280,26 +279,10 @@ static void est_snippet(char *out, size_t cap, CBS body) {
 /* est_check_certs checks a 200 answer and returns its serial in `serial`. */
 static bool est_check_certs(bench_worker_t *w, est_conn_t *c, const bench_msg_resp_t *resp,
                             CBS *serial) {
-    size_t dlen, num_certs;
+    size_t num_certs;
     const char *why = NULL;
-    CBS der;
-    if (!resp->pkcs7 || !resp->certs_only) {
-        est_fail(w, c, BENCH_E_CONTENT,
-                 "Content-Type is not application/pkcs7-mime; smime-type=certs-only");
-        return false;
-    }
-    if (!resp->base64) {
-        est_fail(w, c, BENCH_E_CONTENT, "no Content-Transfer-Encoding: base64");
-        return false;
-    }
-    cx_err_t e = cx_b64_decode(w->decoded, &dlen, BENCH_RESP_MAX, CBS_data(&resp->body),
-                               CBS_len(&resp->body));
-    if (e != CX_OK) {
-        est_fail(w, c, BENCH_E_CONTENT, "body: %s", cx_err_str(e));
-        return false;
-    }
-    CBS_init(&der, w->decoded, dlen);
-    if (bench_msg_pkcs7_certs(der, &num_certs, serial, &why) != BENCH_OK) {
+    if (bench_msg_certs_body(resp, true, w->decoded, BENCH_RESP_MAX, &num_certs, serial,
+                             &why) != BENCH_OK) {
         est_fail(w, c, BENCH_E_CONTENT, "%s", why);
         return false;
     }
@@ -651,21 +634,14 @@ static bench_err_t est_preflight_get(SSL *ssl, const char *req, size_t req_len, 
 /* est_preflight_check checks a cacerts answer and counts its certificates. */
 static bench_err_t est_preflight_check(const bench_msg_resp_t *resp, uint8_t *scratch,
                                        size_t *num_certs, char *why, size_t why_len) {
-    size_t dlen;
-    CBS der, serial;
+    CBS serial;
     const char *cause = NULL;
     if (resp->status != 200) {
         snprintf(why, why_len, "GET cacerts answered HTTP %d", resp->status);
         return BENCH_E_STATUS;
     }
-    if (!resp->pkcs7 || !resp->base64 ||
-        cx_b64_decode(scratch, &dlen, EST_PREFLIGHT_BUF, CBS_data(&resp->body),
-                      CBS_len(&resp->body)) != CX_OK) {
-        snprintf(why, why_len, "GET cacerts: not a base64 application/pkcs7-mime body");
-        return BENCH_E_CONTENT;
-    }
-    CBS_init(&der, scratch, dlen);
-    if (bench_msg_pkcs7_certs(der, num_certs, &serial, &cause) != BENCH_OK) {
+    if (bench_msg_certs_body(resp, false, scratch, EST_PREFLIGHT_BUF, num_certs, &serial,
+                             &cause) != BENCH_OK) {
         snprintf(why, why_len, "GET cacerts: %s", cause);
         return BENCH_E_CONTENT;
     }
@@ -708,9 +684,7 @@ bench_err_t bench_est_preflight(bench_run_t *run, char *info, size_t info_len,
     err = est_preflight_get(ssl, req, req_len, buf, &resp, why, why_len);
     if (err == BENCH_OK)
         err = est_preflight_check(&resp, buf + EST_PREFLIGHT_BUF, &num_certs, why, why_len);
-    bench_tls_params_t p;
-    bench_tls_params_get(&p, ssl);
-    bench_tls_params_str(tls, sizeof tls, &p);
+    bench_tls_params_str(tls, sizeof tls, &run->tls);
     snprintf(info, info_len, "%s, %s: GET cacerts %s (%zu certificate%s)", cfg->connect, tls,
              err == BENCH_OK ? "ok" : "failed", num_certs, num_certs == 1 ? "" : "s");
 out:

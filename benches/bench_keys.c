@@ -5,7 +5,6 @@
  * subject CN "bench-<run>-<i>", signed by pool key i % K before the timed
  * phase, on two threads, and stored as a complete pre-encoded HTTP request.
  * Thread: startup only (bench_csrs_build runs its own two workers). */
-#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -294,3 +294,27 @@ bench_err_t bench_msg_pkcs7_certs(CBS der, size_t *num_certs, CBS *first_serial,
     }
     return BENCH_OK;
 }
+
+bench_err_t bench_msg_certs_body(const bench_msg_resp_t *resp, bool want_certs_only,
+                                 uint8_t *scratch, size_t cap, size_t *num_certs,
+                                 CBS *first_serial, const char **why) {
+    size_t len;
+    CBS der;
+    *num_certs = 0;
+    if (!resp->pkcs7 || (want_certs_only && !resp->certs_only)) {
+        *why = want_certs_only ? "Content-Type is not application/pkcs7-mime; smime-type=certs-only"
+                               : "Content-Type is not application/pkcs7-mime";
+        return BENCH_E_CONTENT;
+    }
+    if (!resp->base64) {
+        *why = "no Content-Transfer-Encoding: base64";
+        return BENCH_E_CONTENT;
+    }
+    cx_err_t e = cx_b64_decode(scratch, &len, cap, CBS_data(&resp->body), CBS_len(&resp->body));
+    if (e != CX_OK) {
+        *why = cx_err_str(e);
+        return BENCH_E_CONTENT;
+    }
+    CBS_init(&der, scratch, len);
+    return bench_msg_pkcs7_certs(der, num_certs, first_serial, why);
+}
