@@ -32,6 +32,14 @@ bool est_http_ieq(const CBS *v, const char *s) {
     return true;
 }
 
+/* cbs_find returns the offset of the first `c` in `v`, or -1 (safe on an
+ * empty CBS, whose data pointer may be NULL). */
+static long cbs_find(const CBS *v, uint8_t c) {
+    if (CBS_len(v) == 0) return -1;
+    const uint8_t *p = memchr(CBS_data(v), c, CBS_len(v));
+    return p ? (long)(p - CBS_data(v)) : -1;
+}
+
 static void cbs_trim(CBS *v) {
     while (CBS_len(v) && (CBS_data(v)[0] == ' ' || CBS_data(v)[0] == '\t')) CBS_skip(v, 1);
     while (CBS_len(v) && (CBS_data(v)[CBS_len(v) - 1] == ' ' || CBS_data(v)[CBS_len(v) - 1] == '\t'))
@@ -40,8 +48,8 @@ static void cbs_trim(CBS *v) {
 
 bool est_http_media_is(const CBS *v, const char *type) {
     CBS t = *v;
-    const uint8_t *semi = memchr(CBS_data(&t), ';', CBS_len(&t));
-    if (semi) CBS_init(&t, CBS_data(&t), (size_t)(semi - CBS_data(&t)));
+    long semi = cbs_find(&t, ';');
+    if (semi >= 0) CBS_init(&t, CBS_data(&t), (size_t)semi);
     cbs_trim(&t);
     return est_http_ieq(&t, type);
 }
@@ -62,9 +70,8 @@ static bool get_line(CBS *in, CBS *line) {
 
 /* get_until splits `in` at the first `sep` (consumed). */
 static bool get_until(CBS *in, CBS *out, uint8_t sep) {
-    const uint8_t *p = memchr(CBS_data(in), sep, CBS_len(in));
-    if (!p) return false;
-    return CBS_get_bytes(in, out, (size_t)(p - CBS_data(in))) && CBS_skip(in, 1);
+    long at = cbs_find(in, sep);
+    return at >= 0 && CBS_get_bytes(in, out, (size_t)at) && CBS_skip(in, 1);
 }
 
 static bool is_tchar(uint8_t c) {
@@ -107,8 +114,8 @@ static est_http_err_t parse_request_line(est_http_req_t *req, CBS *line, bool *h
                   : est_http_ieq(&method, "HEAD") ? EST_M_HEAD : EST_M_OTHER;
     /* Methods are case-sensitive (RFC 9110 §9.1). */
     if (req->method != EST_M_OTHER && CBS_data(&method)[0] >= 'a') req->method = EST_M_OTHER;
-    const uint8_t *q = memchr(CBS_data(&target), '?', CBS_len(&target));
-    if (q) CBS_init(&target, CBS_data(&target), (size_t)(q - CBS_data(&target)));
+    long q = cbs_find(&target, '?');
+    if (q >= 0) CBS_init(&target, CBS_data(&target), (size_t)q);
     req->path = target;
     return EST_HTTP_OK;
 }
