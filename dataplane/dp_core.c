@@ -47,7 +47,8 @@ int dp_core_init(dp_core_t *c, dp_runtime_t *rt, unsigned id) {
     c->buf_cap = cfg->max_header + cfg->max_body + 16384;
     c->scratch_cap = c->buf_cap;
     c->scratch = malloc(c->scratch_cap);
-    return c->scratch ? 0 : -1;
+    c->tx = malloc(DP_TX_CAP);
+    return c->scratch && c->tx ? 0 : -1;
 }
 
 /* ---- timers ---- */
@@ -202,5 +203,6 @@ void dp_core_cleanup(dp_core_t *c) {
         free(b);
     }
     free(c->scratch);
-    c->scratch = NULL;
+    free(c->tx);
+    c->scratch = c->tx = NULL;
 }

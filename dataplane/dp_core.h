@@ -82,8 +82,14 @@ struct dp_sess {
     dp_conn_t conn;
     SSL *ssl;
     dp_buf_t *buf;
+    uint8_t *pending;         /* TLS bytes the transport did not take yet
+                                 (rare: a full socket buffer); malloc'd */
+    size_t pending_len;
     char peer[48];            /* "addr:port" for logs */
 };
+
+/* Size of the per-core output coalescing buffer. */
+#define DP_TX_CAP 32768
 
 enum { DP_POLL_LISTENER = 1, DP_POLL_EVENT, DP_POLL_SESS };
 
@@ -115,6 +121,12 @@ struct dp_core {
     size_t buf_cap;           /* dp_buf_t data capacity */
     uint8_t *scratch;         /* per-core read / response scratch */
     size_t scratch_cap;
+    /* Output coalescing: while a session is driven, its TLS records are
+     * gathered here and sent with one transport write at the end, so a
+     * handshake flight or a response + close_notify is one segment. */
+    dp_sess_t *tx_owner;
+    uint8_t *tx;
+    size_t tx_len;
     dp_core_stats_t stats;
 } __attribute__((aligned(64)));
 

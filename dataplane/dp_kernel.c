@@ -65,6 +65,7 @@ static int dp_listen_socket(const struct sockaddr_storage *ss, socklen_t len, bo
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof(defer));
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* inherited by accepted sockets */
     if (bind(fd, (const struct sockaddr *)ss, len) < 0 || listen(fd, 4096) < 0) {
         int e = errno;
         close(fd);
@@ -133,8 +134,6 @@ static void dp_kernel_accept(dp_core_t *c) {
                 DP_WARN("accept on %s: %s", c->rt->cfg.est_listen, strerror(errno));
             return;
         }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         char peer[48];
         dp_format_peer(&ss, peer, sizeof(peer));
         dp_sess_t *s = dp_core_accepted(c, (dp_conn_t){.fd = fd}, peer);

@@ -28,6 +28,7 @@ void dp_sess_timeout(dp_sess_t *s);
 void dp_sess_drain(dp_sess_t *s);
 dp_buf_t *dp_sess_job_buf(dp_sess_t *s);
 void dp_sess_keyop_submitted(dp_sess_t *s);
+int dp_sess_flush(dp_sess_t *s);
 
 static void sess_drive(dp_sess_t *s);
 
@@ -46,6 +47,9 @@ static void dp_job_run(cx_job_t *j, unsigned worker) {
 
 static void sess_free(dp_sess_t *s) {
     dp_core_t *c = s->core;
+    free(s->pending);
+    s->pending = NULL;
+    s->pending_len = 0;
     dp_timer_arm(s, DP_T_NONE);
     if (s->buf) dp_buf_put(c, s->buf);
     s->buf = NULL;
@@ -61,6 +65,11 @@ static void sess_close(dp_sess_t *s, bool notify) {
     dp_core_t *c = s->core;
     if (s->state == DP_S_CLOSED) return;
     if (notify && s->ssl && s->state != DP_S_HANDSHAKE && s->state != DP_S_JOB) SSL_shutdown(s->ssl);
+    if (c->tx_owner == s) {
+        if (notify) dp_sess_flush(s);
+        c->tx_len = 0;
+        c->tx_owner = NULL;
+    }
     c->rt->transport->close(c, &s->conn);
     bool job = s->state == DP_S_JOB;
     s->state = DP_S_CLOSED;
@@ -313,7 +322,60 @@ static bool sess_handshake(dp_sess_t *s) {
     return false;
 }
 
+/* dp_sess_flush sends the core's coalesced bytes for `s`; what the transport
+ * does not take is kept in s->pending. Returns 0 if everything went out,
+ * 1 if bytes are pending, -1 on a transport error. */
+int dp_sess_flush(dp_sess_t *s) {
+    dp_core_t *c = s->core;
+    const dp_transport_ops_t *t = c->rt->transport;
+    if (s->pending_len) { /* older bytes first */
+        ssize_t n = t->send(&s->conn, s->pending, s->pending_len);
+        if (n == DP_IO_ERROR) return -1;
+        if (n > 0) {
+            memmove(s->pending, s->pending + n, s->pending_len - (size_t)n);
+            s->pending_len -= (size_t)n;
+        }
+    }
+    size_t off = 0;
+    if (!s->pending_len && c->tx_len) {
+        ssize_t n = t->send(&s->conn, c->tx, c->tx_len);
+        if (n == DP_IO_ERROR) return -1;
+        off = n > 0 ? (size_t)n : 0;
+    }
+    if (off < c->tx_len) { /* keep the rest for the next writable event */
+        uint8_t *p = realloc(s->pending, s->pending_len + c->tx_len - off);
+        if (!p) return -1;
+        memcpy(p + s->pending_len, c->tx + off, c->tx_len - off);
+        s->pending = p;
+        s->pending_len += c->tx_len - off;
+    }
+    c->tx_len = 0;
+    return s->pending_len ? 1 : 0;
+}
+
+/* sess_drive runs the state machine with output coalescing around it. */
+static void sess_drive_inner(dp_sess_t *s);
 static void sess_drive(dp_sess_t *s) {
+    dp_core_t *c = s->core;
+    if (s->pending_len && dp_sess_flush(s) < 0) {
+        sess_close(s, false);
+        return;
+    }
+    c->tx_owner = s;
+    c->tx_len = 0;
+    sess_drive_inner(s);
+    if (c->tx_owner != s) return; /* closed meanwhile (flushed there) */
+    c->tx_owner = NULL;
+    int r = dp_sess_flush(s);
+    if (r < 0) {
+        sess_close(s, false);
+    } else if (r == 0 && s->want_write && s->state != DP_S_CLOSED) {
+        s->want_write = false;
+        sess_drive(s); /* the engine was told to retry: let it */
+    }
+}
+
+static void sess_drive_inner(dp_sess_t *s) {
     for (;;) {
         bool more = false;
         switch (s->state) {

@@ -19,6 +19,7 @@
  * for a job, or NULL if the core is out of buffers. */
 dp_buf_t *dp_sess_job_buf(dp_sess_t *s);
 void dp_sess_keyop_submitted(dp_sess_t *s);
+int dp_sess_flush(dp_sess_t *s);
 
 static BIO_METHOD *dp_bio_method(void);
 
@@ -38,8 +39,24 @@ static int dp_bio_read(BIO *bio, char *out, int len) {
 
 static int dp_bio_write(BIO *bio, const char *in, int len) {
     dp_sess_t *s = BIO_get_data(bio);
+    dp_core_t *c = s->core;
     BIO_clear_retry_flags(bio);
-    ssize_t n = s->core->rt->transport->send(&s->conn, in, (size_t)len);
+    if (s->pending_len) { /* keep order: older bytes first */
+        s->want_write = true;
+        BIO_set_retry_write(bio);
+        return -1;
+    }
+    if (c->tx_owner == s && c->tx_len + (size_t)len <= DP_TX_CAP) {
+        memcpy(c->tx + c->tx_len, in, (size_t)len);
+        c->tx_len += (size_t)len;
+        return len;
+    }
+    if (c->tx_owner == s && dp_sess_flush(s) != 0) {
+        s->want_write = true;
+        BIO_set_retry_write(bio);
+        return -1;
+    }
+    ssize_t n = c->rt->transport->send(&s->conn, in, (size_t)len);
     if (n > 0) return (int)n;
     if (n == DP_IO_AGAIN) {
         s->want_write = true;
