@@ -168,6 +168,9 @@ int main(int argc, char **argv) {
     if (!(rt.pool = cx_pool_new(signers, rt.num_cores, bound ? bound : 1)))
         return dp_fail("signing pool", "out of memory");
     if (!(rt.est_tls = dp_tls_ctx_new(&rt.cfg, &rt.ca, why, sizeof(why)))) return dp_fail("TLS", why);
+    rt.est.trust = SSL_CTX_get_cert_store(rt.est_tls);
+    rt.est.ca_der = rt.ca.ca_der;
+    rt.est.ca_der_len = rt.ca.ca_der_len;
     if (posix_memalign((void **)&rt.cores, 64, rt.num_cores * sizeof(dp_core_t)))
         return dp_fail("cores", "out of memory");
     for (unsigned i = 0; i < rt.num_cores; i++)

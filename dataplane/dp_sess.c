@@ -189,8 +189,7 @@ static void sess_after_response(dp_sess_t *s) {
 
 static void sess_peer(dp_sess_t *s, est_peer_t *p) {
     p->addr = s->peer;
-    dp_tls_peer_info(s->ssl, &s->core->rt->ca, &p->cert_verified, &p->cert_ours, &p->cert_der,
-                     &p->cert_der_len);
+    dp_tls_peer_info(s->ssl, &p->chain, &p->cert_der, &p->cert_der_len);
 }
 
 static bool sess_submit_enroll(dp_sess_t *s, const est_http_req_t *req) {

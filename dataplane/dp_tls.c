@@ -168,54 +168,26 @@ void dp_tls_keyop_run(dp_buf_t *b, EVP_PKEY *key) {
 /* ---- client certificates ---- */
 
 static enum ssl_verify_result_t dp_verify_cb(SSL *ssl, uint8_t *out_alert) {
-    /* Chain verification happens in dp_tls_peer_info when the request needs
-     * it; the handshake itself always proceeds, so a client whose certificate
-     * is not trusted can still authenticate with HTTP Basic. */
+    /* Chain verification happens on a signer worker when a request relies
+     * on the certificate (cx_verify_client_chain); the handshake itself
+     * always proceeds, so a client whose certificate is not trusted can
+     * still authenticate with HTTP Basic. */
     (void)ssl, (void)out_alert;
     return ssl_verify_ok;
 }
 
-void dp_tls_peer_info(SSL *ssl, const cx_ca_t *ca, bool *verified, bool *ours,
-                      const uint8_t **der, size_t *der_len) {
-    *verified = *ours = false;
+void dp_tls_peer_info(SSL *ssl, const STACK_OF(CRYPTO_BUFFER) **chain, const uint8_t **der,
+                      size_t *der_len) {
+    *chain = SSL_get0_peer_certificates(ssl);
     *der = NULL;
     *der_len = 0;
-    const STACK_OF(CRYPTO_BUFFER) *chain = SSL_get0_peer_certificates(ssl);
-    if (!chain || sk_CRYPTO_BUFFER_num(chain) == 0) return;
-    CRYPTO_BUFFER *leaf = sk_CRYPTO_BUFFER_value(chain, 0);
+    if (!*chain || sk_CRYPTO_BUFFER_num(*chain) == 0) {
+        *chain = NULL;
+        return;
+    }
+    CRYPTO_BUFFER *leaf = sk_CRYPTO_BUFFER_value(*chain, 0);
     *der = CRYPTO_BUFFER_data(leaf);
     *der_len = CRYPTO_BUFFER_len(leaf);
-    SSL_CTX *ctx = SSL_get_SSL_CTX(ssl);
-    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
-    const uint8_t *p = *der;
-    X509 *x = d2i_X509(NULL, &p, (long)*der_len);
-    STACK_OF(X509) *untrusted = sk_X509_new_null();
-    X509_STORE_CTX *vctx = X509_STORE_CTX_new();
-    for (size_t i = 1; untrusted && i < sk_CRYPTO_BUFFER_num(chain); i++) {
-        CRYPTO_BUFFER *cb = sk_CRYPTO_BUFFER_value(chain, i);
-        const uint8_t *q = CRYPTO_BUFFER_data(cb);
-        X509 *ix = d2i_X509(NULL, &q, (long)CRYPTO_BUFFER_len(cb));
-        if (ix && !sk_X509_push(untrusted, ix)) X509_free(ix);
-    }
-    if (x && vctx && X509_STORE_CTX_init(vctx, store, x, untrusted)) {
-        X509_STORE_CTX_set_purpose(vctx, X509_PURPOSE_SSL_CLIENT);
-        if (X509_verify_cert(vctx) == 1) {
-            *verified = true;
-            CBS issuer_name;
-            /* Ours if the chain's issuer of the leaf is our CA certificate. */
-            STACK_OF(X509) *vchain = X509_STORE_CTX_get0_chain(vctx);
-            X509 *top = vchain && sk_X509_num(vchain) >= 2 ? sk_X509_value(vchain, 1) : NULL;
-            uint8_t *top_der = NULL;
-            int top_len = top ? i2d_X509(top, &top_der) : -1;
-            *ours = top_len > 0 && (size_t)top_len == ca->ca_der_len &&
-                    memcmp(top_der, ca->ca_der, ca->ca_der_len) == 0;
-            OPENSSL_free(top_der);
-            (void)issuer_name;
-        }
-    }
-    X509_STORE_CTX_free(vctx);
-    sk_X509_pop_free(untrusted, X509_free);
-    X509_free(x);
 }
 
 /* ---- context ---- */

@@ -33,9 +33,10 @@ int dp_tls_session_new(SSL_CTX *ctx, dp_sess_t *s);
  * `b`) with the server key. Thread: signer worker. */
 void dp_tls_keyop_run(dp_buf_t *b, EVP_PKEY *key);
 
-/* dp_tls_peer_info fills whether the client presented a certificate that
- * verified, whether our CA issued it, and its DER (valid while the SSL lives). */
-void dp_tls_peer_info(SSL *ssl, const cx_ca_t *ca, bool *verified, bool *ours,
-                      const uint8_t **der, size_t *der_len);
+/* dp_tls_peer_info returns the client's certificate chain as received
+ * (NULL if none) and its leaf DER; both stay valid while the SSL lives.
+ * Nothing is verified here (see cx_verify). Thread: polling core. */
+void dp_tls_peer_info(SSL *ssl, const STACK_OF(CRYPTO_BUFFER) **chain, const uint8_t **der,
+                      size_t *der_len);
 
 #endif

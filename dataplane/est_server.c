@@ -11,6 +11,7 @@
 
 #include "crypto/cx_b64.h"
 #include "crypto/cx_csr.h"
+#include "crypto/cx_verify.h"
 #include "dataplane/dp_log.h"
 
 #define EST_PREFIX "/.well-known/est/"
@@ -95,11 +96,11 @@ est_action_t est_route(const est_ctx_t *est, const est_http_req_t *req, CBS body
         if (!est_http_basic(&req->authorization, e->basic_buf, sizeof(e->basic_buf), &e->user, &e->pass))
             return reply_text(r, 401, "unauthorized: malformed Basic credentials\n", EST_AUTH_HDR, false);
         e->basic = true;
-    } else if (!peer->cert_verified) {
+    } else if (!peer->chain) {
         return reply_text(r, 401, "unauthorized: send HTTP Basic credentials or a trusted TLS client certificate\n",
                           EST_AUTH_HDR, false);
     }
-    if (op == OP_REENROLL && !(peer->cert_verified && peer->cert_ours))
+    if (op == OP_REENROLL && !peer->chain)
         return reply_text(r, 403, "forbidden: simplereenroll needs a TLS client certificate issued by this CA\n",
                           NULL, false);
     if ((size_t)req->content_length != CBS_len(&body)) return EST_ENROLL; /* caller reads the body */
@@ -147,6 +148,13 @@ void est_enroll_run(const est_ctx_t *est, est_enroll_t *e, unsigned worker) {
                                  : RA_E_UNKNOWN_USER;
         if (re != RA_OK) return est_deny(e, 401, EST_AUTH_HDR, ra_err_str(re));
     }
+    bool ours = false;
+    bool cert_ok = e->peer.chain &&
+                   cx_verify_client_chain(est->trust, e->peer.chain, est->ca_der, est->ca_der_len, &ours);
+    if (!e->basic && !cert_ok)
+        return est_deny(e, 401, EST_AUTH_HDR, "TLS client certificate is not trusted (and no Basic credentials)");
+    if (e->reenroll && !(cert_ok && ours))
+        return est_deny(e, 403, NULL, "simplereenroll needs a TLS client certificate issued by this CA");
     if ((err = cx_b64_decode(der, &der_len, sizeof(der), CBS_data(&e->body), CBS_len(&e->body))) ||
         (err = cx_csr_parse(&csr, der, der_len)))
         return est_deny(e, 400, NULL, cx_err_str(err));

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <openssl/bytestring.h>
+#include <openssl/x509.h>
 
 #include "crypto/cx_cert.h"
 #include "crypto/cx_pool.h"
@@ -27,6 +28,9 @@ typedef struct {
     ra_users_t *users;          /* HTTP Basic users (may be NULL: none) */
     cx_issuer_t issuer;         /* local CA */
     cx_leaf_policy_t policy;
+    X509_STORE *trust;          /* client-certificate trust (our CA + client_ca) */
+    const uint8_t *ca_der;      /* our CA certificate */
+    size_t ca_der_len;
     size_t max_body;
     unsigned retry_after;
 } est_ctx_t;
@@ -34,8 +38,7 @@ typedef struct {
 /* est_peer_t: what the transport and TLS layers know about the client. */
 typedef struct {
     const char *addr;           /* "ip:port" */
-    bool cert_verified;         /* TLS client cert chained to a trusted CA */
-    bool cert_ours;             /* ... and was issued by our CA */
+    const STACK_OF(CRYPTO_BUFFER) *chain; /* client certificates, or NULL */
     const uint8_t *cert_der;    /* leaf DER (valid while the TLS session lives) */
     size_t cert_der_len;
 } est_peer_t;
