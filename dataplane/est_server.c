@@ -5,6 +5,7 @@
 
 #include <openssl/bytestring.h>
 #include <openssl/mem.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,12 +129,22 @@ static void est_deny(est_enroll_t *e, int status, const char *extra, const char 
             e->subject_cn[0] ? e->subject_cn : "-", status, reason);
 }
 
+/* est_reenroll_matches: RFC 7030 §4.2.2: the CSR's subject and
+ * subjectAltName must equal those of the certificate being renewed. */
 static bool est_reenroll_matches(const est_enroll_t *e, const cx_csr_t *csr) {
     CBS subject;
-    if (cx_cert_parse_basic(e->peer.cert_der, e->peer.cert_der_len, &subject, NULL, NULL, NULL) != CX_OK)
+    if (cx_cert_parse_basic(e->peer.cert_der, e->peer.cert_der_len, &subject, NULL, NULL, NULL) != CX_OK ||
+        !CBS_mem_equal(&subject, CBS_data(&csr->subject), CBS_len(&csr->subject)))
         return false;
-    return CBS_len(&subject) == CBS_len(&csr->subject) &&
-           memcmp(CBS_data(&subject), CBS_data(&csr->subject), CBS_len(&subject)) == 0;
+    const uint8_t *p = e->peer.cert_der;
+    X509 *x = d2i_X509(NULL, &p, (long)e->peer.cert_der_len);
+    if (!x) return false;
+    int idx = X509_get_ext_by_NID(x, NID_subject_alt_name, -1);
+    const ASN1_OCTET_STRING *v = idx >= 0 ? X509_EXTENSION_get_data(X509_get_ext(x, idx)) : NULL;
+    bool same = v ? CBS_mem_equal(&csr->san, ASN1_STRING_get0_data(v), (size_t)ASN1_STRING_length(v))
+                  : CBS_len(&csr->san) == 0;
+    X509_free(x);
+    return same;
 }
 
 void est_enroll_run(const est_ctx_t *est, est_enroll_t *e, unsigned worker) {
@@ -163,7 +174,7 @@ void est_enroll_run(const est_ctx_t *est, est_enroll_t *e, unsigned worker) {
     if (csr.subject_empty && !(est->policy.copy_san && CBS_len(&csr.san)))
         return est_deny(e, 400, NULL, "CSR subject is empty");
     if (e->reenroll && !est_reenroll_matches(e, &csr))
-        return est_deny(e, 403, NULL, "CSR subject differs from the client certificate (RFC 7030 4.2.2)");
+        return est_deny(e, 403, NULL, "CSR subject or subjectAltName differs from the client certificate (RFC 7030 4.2.2)");
 
     uint8_t cert[8192], p7[9216];
     CBB cbb;
