@@ -130,12 +130,15 @@ static void est_deny(est_enroll_t *e, int status, const char *extra, const char 
 }
 
 /* est_reenroll_matches: RFC 7030 §4.2.2: the CSR's subject and
- * subjectAltName must equal those of the certificate being renewed. */
-static bool est_reenroll_matches(const est_enroll_t *e, const cx_csr_t *csr) {
+ * subjectAltName must equal those of the certificate being renewed. When
+ * policy does not copy SANs our certificates carry none, so only the
+ * subject is compared. */
+static bool est_reenroll_matches(const est_ctx_t *est, const est_enroll_t *e, const cx_csr_t *csr) {
     CBS subject;
     if (cx_cert_parse_basic(e->peer.cert_der, e->peer.cert_der_len, &subject, NULL, NULL, NULL) != CX_OK ||
         !CBS_mem_equal(&subject, CBS_data(&csr->subject), CBS_len(&csr->subject)))
         return false;
+    if (!est->policy.copy_san) return true;
     const uint8_t *p = e->peer.cert_der;
     X509 *x = d2i_X509(NULL, &p, (long)e->peer.cert_der_len);
     if (!x) return false;
@@ -173,7 +176,7 @@ void est_enroll_run(const est_ctx_t *est, est_enroll_t *e, unsigned worker) {
     if ((err = cx_csr_verify(&csr, NULL))) return est_deny(e, 400, NULL, cx_err_str(err));
     if (csr.subject_empty && !(est->policy.copy_san && CBS_len(&csr.san)))
         return est_deny(e, 400, NULL, "CSR subject is empty");
-    if (e->reenroll && !est_reenroll_matches(e, &csr))
+    if (e->reenroll && !est_reenroll_matches(est, e, &csr))
         return est_deny(e, 403, NULL, "CSR subject or subjectAltName differs from the client certificate (RFC 7030 4.2.2)");
 
     uint8_t cert[8192], p7[9216];
