@@ -1,0 +1,570 @@
+"""stampede_fixture: shared helpers of the stampeded integration tests.
+
+A `Daemon` starts the real stampeded (path from $STAMPEDED) on a free
+127.0.0.1 port with a fresh temporary data directory, waits for its ready
+line, captures stderr to a file, and on stop() sends SIGTERM and checks that
+it exits 0 in time with no AddressSanitizer/LeakSanitizer/UBSan report in
+stderr. Every wait is bounded; every process the fixture starts is killed
+on the way out (try/finally, unittest cleanups and an atexit hook).
+
+Clients are the real ones: curl and the openssl CLI (subprocesses with
+timeouts), and Python's ssl + http.client for keep-alive, raw sockets and
+threads. Keys, CSRs and foreign CAs are made with the openssl CLI at test
+time in temporary directories. Python 3.11 standard library only.
+"""
+import atexit
+import base64
+import http.client
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+STAMPEDED = os.environ.get('STAMPEDED') or os.path.join(
+    os.environ.get('STAMPEDE_BUILD', '/tmp/bt'), 'dataplane', 'stampeded')
+BUILD_ROOT = os.environ.get('STAMPEDE_BUILD', os.path.dirname(os.path.dirname(STAMPEDED)))
+VERSION = '0.1.0'
+READY_LINE = 'stampeded %s: EST on' % VERSION
+SANITIZER_MARKERS = ('ERROR: AddressSanitizer', 'ERROR: LeakSanitizer', 'runtime error:')
+EST = '/.well-known/est/'
+P7_TYPE = 'application/pkcs7-mime; smime-type=certs-only'
+
+READY_TIMEOUT = 20.0      # seconds for the ready line (ASan builds start slower)
+STOP_TIMEOUT = 30.0       # SIGTERM -> exit (drain_timeout 10 s + slack)
+CMD_TIMEOUT = 60.0        # any one curl/openssl subprocess
+NET_TIMEOUT = 30.0        # any one socket operation
+
+_live = set()             # Popen objects still running, killed at exit
+KEEP = os.environ.get('STAMPEDE_IT_KEEP') == '1'   # keep temp dirs (debugging)
+
+
+def rmtree(path):
+    if KEEP:
+        print('kept %s' % path, flush=True)
+    else:
+        shutil.rmtree(path, True)
+
+
+def _kill_leftovers():
+    for p in list(_live):
+        if p.poll() is None:
+            p.kill()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        _live.discard(p)
+
+
+atexit.register(_kill_leftovers)
+
+
+def free_port():
+    """free_port binds port 0 on 127.0.0.1 and returns the port it got."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def run(args, input=None, timeout=CMD_TIMEOUT, check=True, env=None):
+    """run executes a command with a time bound; returns CompletedProcess
+    with bytes stdout/stderr. check=True raises AssertionError on failure."""
+    try:
+        cp = subprocess.run(args, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError('command timed out after %ss: %s' % (timeout, ' '.join(map(str, args))))
+    if check and cp.returncode != 0:
+        raise AssertionError('command failed (%d): %s\nstdout: %s\nstderr: %s' % (
+            cp.returncode, ' '.join(map(str, args)), cp.stdout.decode(errors='replace')[-2000:],
+            cp.stderr.decode(errors='replace')[-2000:]))
+    return cp
+
+
+def openssl(*args, input=None, timeout=CMD_TIMEOUT, check=True):
+    return run(['openssl'] + [str(a) for a in args], input=input, timeout=timeout, check=check)
+
+
+# ---------------------------------------------------------------- the daemon
+
+class Daemon:
+    """Daemon is one stampeded process. `args` are extra flags; `data_dir`
+    defaults to a fresh directory inside `workdir`; the port is free_port()
+    unless `port` is given. Use as a context manager or call start()/stop()
+    and always kill() in a finally."""
+
+    def __init__(self, workdir, args=(), data_dir=None, port=None, name='stampeded',
+                 listen_flag=True):
+        self.workdir = workdir
+        self.args = [str(a) for a in args]
+        self.data_dir = data_dir or os.path.join(workdir, name + '-data')
+        self.port = port or free_port()
+        self.name = name
+        self.listen_flag = listen_flag
+        self.proc = None
+        self.returncode = None
+        self.stderr_path = None
+        self._runs = 0
+
+    # paths and credentials
+    @property
+    def ca_path(self):
+        return os.path.join(self.data_dir, 'ca.crt')
+
+    @property
+    def password(self):
+        with open(os.path.join(self.data_dir, 'est-initial-password')) as f:
+            return f.read().strip()
+
+    def url(self, op):
+        return 'https://127.0.0.1:%d%s%s' % (self.port, EST, op)
+
+    def command(self):
+        cmd = [STAMPEDED, '--data-dir', self.data_dir]
+        if self.listen_flag:
+            cmd += ['--est-listen', '127.0.0.1:%d' % self.port]
+        return cmd + self.args
+
+    def start(self, ready_timeout=READY_TIMEOUT):
+        """start launches the daemon and waits for the ready line; raises
+        AssertionError (with stderr) if it exits or is not ready in time."""
+        self._runs += 1
+        self.stderr_path = os.path.join(self.workdir, '%s-%d.stderr' % (self.name, self._runs))
+        self.returncode = None
+        with open(self.stderr_path, 'wb') as err:
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=err,
+                                         cwd=self.workdir)
+        _live.add(self.proc)
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if READY_LINE in self.stderr():
+                return self
+            if self.proc.poll() is not None:
+                self._reap()
+                raise AssertionError('stampeded exited with %s before it was ready:\n%s' % (
+                    self.returncode, self.stderr()[-4000:]))
+            time.sleep(0.05)
+        self.kill()
+        raise AssertionError('stampeded not ready within %ss:\n%s' % (ready_timeout, self.stderr()[-4000:]))
+
+    def stderr(self):
+        if not self.stderr_path or not os.path.exists(self.stderr_path):
+            return ''
+        with open(self.stderr_path, 'rb') as f:
+            return f.read().decode(errors='replace')
+
+    def sanitizer_reports(self):
+        text = self.stderr()
+        return [m for m in SANITIZER_MARKERS if m in text]
+
+    def assert_clean(self):
+        bad = self.sanitizer_reports()
+        if bad:
+            raise AssertionError('sanitizer report(s) %s in stampeded stderr (%s):\n%s' % (
+                bad, self.stderr_path, self.stderr()[-8000:]))
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def _reap(self):
+        if self.proc is not None:
+            self.returncode = self.proc.returncode
+            _live.discard(self.proc)
+
+    def signal(self, sig):
+        if self.running():
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout=STOP_TIMEOUT):
+        """wait returns the exit code, killing the process (and failing) if
+        it does not exit within `timeout`."""
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError('stampeded did not exit within %ss of SIGTERM:\n%s' % (
+                timeout, self.stderr()[-4000:]))
+        self._reap()
+        return self.returncode
+
+    def stop(self, timeout=STOP_TIMEOUT):
+        """stop sends SIGTERM and asserts: exit code 0 within `timeout`, no
+        sanitizer report in stderr."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        rc = self.wait(timeout)
+        self.assert_clean()
+        if rc != 0:
+            raise AssertionError('stampeded exited %s after SIGTERM (expected 0):\n%s' % (
+                rc, self.stderr()[-4000:]))
+
+    def kill(self):
+        """kill ends the process at once if it is still running (cleanup)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        self._reap()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        try:
+            if exc[0] is None:
+                self.stop()
+        finally:
+            self.kill()
+        return False
+
+
+class DaemonTestCase(unittest.TestCase):
+    """DaemonTestCase gives each test a temporary directory (self.tmp) and
+    a helper that starts a daemon which is stopped (and checked) or killed
+    when the test ends."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix='stampede-it-')
+        self.addCleanup(rmtree, self.tmp)
+
+    def daemon(self, args=(), start=True, **kw):
+        d = Daemon(self.tmp, args, **kw)
+        self.addCleanup(d.kill)
+        if start:
+            d.start()
+        return d
+
+    def stop_ok(self, d):
+        d.stop()
+
+
+class SharedDaemonTestCase(DaemonTestCase):
+    """SharedDaemonTestCase runs one daemon (flags in DAEMON_ARGS) for the
+    whole class; tearDownClass stops it and fails on a non-zero exit or a
+    sanitizer report."""
+    DAEMON_ARGS = ()
+
+    @classmethod
+    def setUpClass(cls):
+        cls.class_tmp = tempfile.mkdtemp(prefix='stampede-it-cls-')
+        cls.d = Daemon(cls.class_tmp, cls.DAEMON_ARGS, name='shared')
+        try:
+            cls.d.start()
+        except BaseException:
+            cls.d.kill()
+            rmtree(cls.class_tmp)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.d.stop()
+        finally:
+            cls.d.kill()
+            rmtree(cls.class_tmp)
+
+
+# ---------------------------------------------------------------- keys, CSRs, certs
+
+def gen_key(path, kind='ec256'):
+    """gen_key writes a PEM private key: rsa2048 or ec256 (P-256)."""
+    if kind == 'rsa2048':
+        openssl('genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', path)
+    elif kind == 'ec256':
+        openssl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', path)
+    else:
+        raise ValueError(kind)
+    return path
+
+
+def make_csr(key, subj, out_der, addext=None):
+    """make_csr writes a DER PKCS#10 request for `key` and returns its bytes."""
+    args = ['req', '-new', '-key', key, '-subj', subj, '-outform', 'DER', '-out', out_der]
+    if addext:
+        args += ['-addext', addext]
+    openssl(*args)
+    with open(out_der, 'rb') as f:
+        return f.read()
+
+
+def b64(data):
+    """b64 encodes with 64-character lines, like `openssl base64`."""
+    s = base64.b64encode(data)
+    return b'\n'.join(s[i:i + 64] for i in range(0, len(s), 64)) + b'\n'
+
+
+def p7_to_pem(p7_b64, workdir, name='p7'):
+    """p7_to_pem decodes a base64 certs-only PKCS#7 and returns the list of
+    PEM certificates `openssl pkcs7 -print_certs` finds in it."""
+    der = base64.b64decode(p7_b64, validate=False)
+    path = os.path.join(workdir, name + '.p7.der')
+    with open(path, 'wb') as f:
+        f.write(der)
+    out = openssl('pkcs7', '-inform', 'DER', '-in', path, '-print_certs').stdout.decode()
+    return re.findall(r'-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n?', out, re.S)
+
+
+def write(path, data):
+    mode = 'wb' if isinstance(data, bytes) else 'w'
+    with open(path, mode) as f:
+        f.write(data)
+    return path
+
+
+def x509_text(pem_path):
+    return openssl('x509', '-in', pem_path, '-noout', '-text').stdout.decode()
+
+
+def x509_field(pem_path, *opts):
+    return openssl('x509', '-in', pem_path, '-noout', *opts).stdout.decode().strip()
+
+
+def verify(ca_path, *cert_paths):
+    """verify runs `openssl verify -CAfile ca` on the certificates; returns
+    the CompletedProcess (check returncode)."""
+    return openssl('verify', '-CAfile', ca_path, *cert_paths, check=False)
+
+
+def foreign_ca(workdir, name='foreign'):
+    """foreign_ca makes a self-signed CA (EC P-256, CA:TRUE) unrelated to
+    stampeded; returns (cert_path, key_path)."""
+    key = gen_key(os.path.join(workdir, name + '-ca.key'))
+    crt = os.path.join(workdir, name + '-ca.crt')
+    openssl('req', '-x509', '-new', '-key', key, '-subj', '/O=Foreign Vendor/CN=%s Manufacturing CA' % name,
+            '-days', '30', '-out', crt,
+            '-addext', 'basicConstraints=critical,CA:TRUE',
+            '-addext', 'keyUsage=critical,keyCertSign,cRLSign')
+    return crt, key
+
+
+def foreign_client_cert(workdir, ca_crt, ca_key, cn, name='foreign-client'):
+    """foreign_client_cert issues a client certificate (EKU clientAuth) from a
+    foreign CA; returns (cert_path, key_path)."""
+    key = gen_key(os.path.join(workdir, name + '.key'))
+    csr = os.path.join(workdir, name + '.csr')
+    openssl('req', '-new', '-key', key, '-subj', '/CN=%s' % cn, '-out', csr)
+    ext = write(os.path.join(workdir, name + '.ext'),
+                'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n'
+                'extendedKeyUsage=clientAuth\n')
+    crt = os.path.join(workdir, name + '.crt')
+    openssl('x509', '-req', '-in', csr, '-CA', ca_crt, '-CAkey', ca_key, '-CAcreateserial',
+            '-days', '7', '-extfile', ext, '-out', crt)
+    return crt, key
+
+
+# ---------------------------------------------------------------- HTTP clients
+
+class Resp:
+    """Resp: status, headers (list of (lower-case name, value)), body bytes."""
+
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def header(self, name, default=None):
+        name = name.lower()
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return default
+
+    def header_all(self, name):
+        return [v for k, v in self.headers if k == name.lower()]
+
+    def __repr__(self):
+        return 'Resp(%d, %r, %r)' % (self.status, self.headers, self.body[:200])
+
+
+def parse_header_block(text):
+    lines = text.split('\r\n')
+    m = re.match(r'HTTP/1\.[01] (\d{3})', lines[0])
+    if not m:
+        raise AssertionError('bad status line %r' % lines[0])
+    headers = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        k, _, v = line.partition(':')
+        headers.append((k.strip().lower(), v.strip()))
+    return int(m.group(1)), headers
+
+
+def curl(d, op, data=None, method=None, headers=(), user=None, password=None, cert=None,
+         key=None, cacert=None, timeout=CMD_TIMEOUT, path=None, extra=()):
+    """curl makes one request to daemon `d` (EST operation `op`, or a raw
+    `path`) with the curl CLI and returns a Resp. `data` (bytes) is POSTed
+    from a file. user/password -> Basic; cert/key -> TLS client certificate."""
+    work = tempfile.mkdtemp(prefix='curl-', dir=d.workdir)
+    try:
+        hdr = os.path.join(work, 'h')
+        body = os.path.join(work, 'b')
+        url = 'https://127.0.0.1:%d%s' % (d.port, path) if path else d.url(op)
+        args = ['curl', '-sS', '--max-time', str(int(timeout)), '--cacert', cacert or d.ca_path,
+                '-D', hdr, '-o', body, '-w', '%{http_code}']
+        if method:
+            args += ['-X', method]
+        for h in headers:
+            args += ['-H', h]
+        if user is not None:
+            args += ['-u', '%s:%s' % (user, password)]
+        if cert:
+            args += ['--cert', cert, '--key', key]
+        if data is not None:
+            args += ['--data-binary', '@' + write(os.path.join(work, 'req'), data)]
+        args += list(extra) + [url]
+        cp = run(args, timeout=timeout + 10, check=False)
+        if cp.returncode != 0:
+            raise AssertionError('curl failed (%d): %s' % (cp.returncode, cp.stderr.decode(errors='replace')))
+        with open(hdr, 'rb') as f:
+            blocks = [b for b in f.read().decode('latin-1').split('\r\n\r\n') if b.strip()]
+        # The last header block is the final response (after any 100 Continue).
+        status, hdrs = parse_header_block(blocks[-1])
+        with open(body, 'rb') if os.path.exists(body) else open(os.devnull, 'rb') as f:
+            b = f.read()
+        return Resp(status, hdrs, b)
+    finally:
+        shutil.rmtree(work, True)
+
+
+def enroll_headers(content_type='application/pkcs10', cte='base64'):
+    h = ['Content-Type: ' + content_type]
+    if cte is not None:
+        h.append('Content-Transfer-Encoding: ' + cte)
+    return h
+
+
+def curl_enroll(d, csr_der, op='simpleenroll', user='est', password=None, **kw):
+    """curl_enroll POSTs a DER CSR (base64) with Basic auth (default: the
+    initial 'est' user; user=None for none)."""
+    if user is not None and password is None:
+        password = d.password
+    return curl(d, op, data=b64(csr_der), headers=enroll_headers(), user=user, password=password, **kw)
+
+
+def client_context(d, cert=None, key=None, cafile=None):
+    """client_context trusts the daemon's CA (ca.crt) and optionally presents
+    a client certificate."""
+    ctx = ssl.create_default_context(cafile=cafile or d.ca_path)
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def https_conn(d, ctx=None, timeout=NET_TIMEOUT):
+    return http.client.HTTPSConnection('127.0.0.1', d.port, context=ctx or client_context(d),
+                                       timeout=timeout)
+
+
+def basic(user, password):
+    return 'Basic ' + base64.b64encode(('%s:%s' % (user, password)).encode()).decode()
+
+
+def http_request(conn, method, path, body=None, headers=None):
+    """http_request sends one request on an http.client connection and
+    returns a Resp (body read fully)."""
+    conn.request(method, path, body=body, headers=headers or {})
+    r = conn.getresponse()
+    body = r.read()
+    return Resp(r.status, [(k.lower(), v) for k, v in r.getheaders()], body)
+
+
+def py_enroll(d, csr_der, password=None, user='est', ctx=None, op='simpleenroll', timeout=NET_TIMEOUT):
+    """py_enroll: one enrollment on a fresh TLS connection with http.client."""
+    conn = https_conn(d, ctx, timeout)
+    try:
+        h = {'Content-Type': 'application/pkcs10', 'Content-Transfer-Encoding': 'base64',
+             'Connection': 'close'}
+        if user is not None:
+            h['Authorization'] = basic(user, password if password is not None else d.password)
+        return http_request(conn, 'POST', EST + op, b64(csr_der), h)
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------- raw sockets
+
+def tcp_connect(d, timeout=NET_TIMEOUT):
+    return socket.create_connection(('127.0.0.1', d.port), timeout=timeout)
+
+
+def tls_connect(d, ctx=None, timeout=NET_TIMEOUT):
+    """tls_connect returns an ssl socket with the handshake done."""
+    sock = tcp_connect(d, timeout)
+    try:
+        return (ctx or client_context(d)).wrap_socket(sock, server_hostname='127.0.0.1')
+    except BaseException:
+        sock.close()
+        raise
+
+
+def read_response(sock, timeout=NET_TIMEOUT):
+    """read_response reads exactly one HTTP/1.1 response (header block plus
+    Content-Length bytes) from `sock` and returns a Resp."""
+    sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    buf = b''
+    while b'\r\n\r\n' not in buf:
+        if time.monotonic() > deadline:
+            raise AssertionError('no complete response header within %ss: %r' % (timeout, buf[:500]))
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError('connection closed before a complete response header: %r' % buf[:500])
+        buf += chunk
+    head, _, rest = buf.partition(b'\r\n\r\n')
+    status, headers = parse_header_block(head.decode('latin-1'))
+    r = Resp(status, headers, b'')
+    n = int(r.header('content-length', '0'))
+    while len(rest) < n:
+        if time.monotonic() > deadline:
+            raise AssertionError('response body incomplete within %ss' % timeout)
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError('connection closed inside the response body (%d of %d bytes)' % (len(rest), n))
+        rest += chunk
+    r.body = rest[:n]
+    r.extra = rest[n:]
+    return r
+
+
+def wait_closed(sock, timeout=10.0):
+    """wait_closed returns (True, seconds) if the peer closes `sock` (EOF,
+    reset, or a TLS error) within `timeout`, discarding any data; else
+    (False, timeout)."""
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False, timeout
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65536)
+        except (socket.timeout, TimeoutError):
+            return False, timeout
+        except (ConnectionError, ssl.SSLError, OSError):
+            return True, time.monotonic() - t0
+        if not data:
+            return True, time.monotonic() - t0
+
+
+def raw_request(method, path, headers=(), body=b''):
+    """raw_request builds request bytes; headers are 'Name: value' strings."""
+    lines = ['%s %s HTTP/1.1' % (method, path), 'Host: 127.0.0.1'] + list(headers)
+    return ('\r\n'.join(lines) + '\r\n\r\n').encode() + body
+
+
+def main():
+    unittest.main(verbosity=2)
