@@ -35,6 +35,7 @@ typedef struct {
     int efd;                   /* eventfd: results arrived */
     unsigned inflight;         /* touched by the owning core only */
     unsigned next_worker;      /* round-robin cursor, core only */
+    uint64_t kick;             /* workers with new jobs since the last kick (bitmask), core only */
 } __attribute__((aligned(64))) cx_done_t;
 
 struct cx_pool {
@@ -155,12 +156,24 @@ cx_err_t cx_pool_submit(cx_pool_t *p, unsigned core, cx_job_t *job, bool force) 
     cx_worker_t *w = &p->workers[d->next_worker];
     if (++d->next_worker == p->num_workers) d->next_worker = 0;
     cds_wfcq_enqueue(&w->head, &w->tail, &job->_node);
-    cmm_smp_mb();
-    if (uatomic_read(&w->sleeping)) {
-        uatomic_set(&w->sleeping, 0);
-        cx_futex_wake(&w->sleeping);
-    }
+    d->kick |= 1ull << ((unsigned)(w - p->workers) % 64);
     return CX_OK;
+}
+
+void cx_pool_kick(cx_pool_t *p, unsigned core) {
+    cx_done_t *d = &p->done[core];
+    if (!d->kick) return;
+    uint64_t mask = d->kick;
+    d->kick = 0;
+    cmm_smp_mb(); /* order the enqueues before reading `sleeping` */
+    for (unsigned i = 0; i < p->num_workers; i++) {
+        if (!(mask & (1ull << (i % 64)))) continue;
+        cx_worker_t *w = &p->workers[i];
+        if (uatomic_read(&w->sleeping)) {
+            uatomic_set(&w->sleeping, 0);
+            cx_futex_wake(&w->sleeping);
+        }
+    }
 }
 
 cx_job_t *cx_pool_poll(cx_pool_t *p, unsigned core) {

@@ -5,8 +5,9 @@
  * Queues are liburcu wait-free concurrent queues (cds_wfcq): one input queue
  * per worker (many cores enqueue, one worker dequeues) and one completion
  * queue per polling core (many workers enqueue, the core dequeues). Cores
- * pick workers round-robin. An idle worker sleeps on a futex; a core wakes it
- * only when it finds it asleep. A worker signals a core through the core's
+ * pick workers round-robin. An idle worker sleeps on a futex; a core rings
+ * the doorbell (cx_pool_kick) once per event-loop batch, and wakes a worker
+ * only if it finds it asleep, so a burst of jobs costs one wake-up. A worker signals a core through the core's
  * eventfd only when that core's completion queue was empty, so under load
  * results flow without system calls.
  *
@@ -52,12 +53,19 @@ cx_pool_t *cx_pool_new(unsigned num_workers, unsigned num_cores, unsigned per_co
  * Returns CX_OK or CX_E_NOMEM. Thread: startup only. */
 cx_err_t cx_pool_start(cx_pool_t *pool, void (*worker_init)(unsigned worker));
 
-/* cx_pool_submit queues `job` (job->fn set) from polling core `core`.
+/* cx_pool_submit queues `job` (job->fn set) from polling core `core`; the
+ * worker is woken at the next cx_pool_kick.
  * `force` ignores the core's bound (for work that must not be refused, such
  * as a handshake already accepted). Never blocks, never allocates.
  * Returns CX_OK, or CX_E_BUSY if the core's bound is reached (nothing queued).
  * Thread: polling core `core` only. */
 cx_err_t cx_pool_submit(cx_pool_t *pool, unsigned core, cx_job_t *job, bool force);
+
+/* cx_pool_kick wakes the workers that received jobs from `core` since the
+ * last kick, if they sleep. Call it once per event-loop iteration, before
+ * the core waits. Until then submitted jobs may sit unnoticed.
+ * Thread: polling core `core` only. */
+void cx_pool_kick(cx_pool_t *pool, unsigned core);
 
 /* cx_pool_poll returns the next finished job of `core`, or NULL if none.
  * Thread: polling core `core` only. */

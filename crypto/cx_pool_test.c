@@ -47,6 +47,7 @@ static void *core_thread(void *arg) {
             if (cx_pool_submit(c->pool, c->core, &t->job, false) != CX_OK) break;
             next++;
         }
+        cx_pool_kick(c->pool, c->core);
         struct pollfd pfd = {cx_pool_core_fd(c->pool, c->core), POLLIN, 0};
         poll(&pfd, 1, 100);
         cx_pool_core_ack(c->pool, c->core);
@@ -98,6 +99,7 @@ static void test_pool_bound_refuses(void **state) {
     assert_int_equal(cx_pool_submit(pool, 0, &jobs[5].job, true), CX_OK);
     assert_int_equal(cx_pool_inflight(pool, 0), 5);
     assert_int_equal(cx_pool_start(pool, NULL), CX_OK);
+    cx_pool_kick(pool, 0);
     unsigned got = 0;
     while (got < 5) {
         struct pollfd pfd = {cx_pool_core_fd(pool, 0), POLLIN, 0};

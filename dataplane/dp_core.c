@@ -48,7 +48,8 @@ int dp_core_init(dp_core_t *c, dp_runtime_t *rt, unsigned id) {
     c->scratch_cap = c->buf_cap;
     c->scratch = malloc(c->scratch_cap);
     c->tx = malloc(DP_TX_CAP);
-    return c->scratch && c->tx ? 0 : -1;
+    c->rx = malloc(DP_RX_CAP);
+    return c->scratch && c->tx && c->rx ? 0 : -1;
 }
 
 /* ---- timers ---- */
@@ -135,6 +136,7 @@ void dp_core_on_completions(dp_core_t *c) {
 }
 
 int dp_core_service(dp_core_t *c, int max_wait_ms) {
+    cx_pool_kick(c->rt->pool, c->id); /* one doorbell for the whole batch */
     c->now_ms = dp_now_ms();
     if (!c->draining && uatomic_read(&c->rt->stop)) {
         c->draining = true;
@@ -204,5 +206,6 @@ void dp_core_cleanup(dp_core_t *c) {
     }
     free(c->scratch);
     free(c->tx);
-    c->scratch = c->tx = NULL;
+    free(c->rx);
+    c->scratch = c->tx = c->rx = NULL;
 }

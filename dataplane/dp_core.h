@@ -82,6 +82,9 @@ struct dp_sess {
     dp_conn_t conn;
     SSL *ssl;
     dp_buf_t *buf;
+    uint8_t *stash;           /* read-ahead bytes left over when the session
+                                 paused (rare); malloc'd, served first */
+    size_t stash_len, stash_off;
     uint8_t *pending;         /* TLS bytes the transport did not take yet
                                  (rare: a full socket buffer); malloc'd */
     size_t pending_len;
@@ -90,6 +93,8 @@ struct dp_sess {
 
 /* Size of the per-core output coalescing buffer. */
 #define DP_TX_CAP 32768
+/* Size of the per-core read-ahead buffer (one TLS record and a bit). */
+#define DP_RX_CAP 18432
 
 enum { DP_POLL_LISTENER = 1, DP_POLL_EVENT, DP_POLL_SESS };
 
@@ -127,6 +132,12 @@ struct dp_core {
     dp_sess_t *tx_owner;
     uint8_t *tx;
     size_t tx_len;
+    /* Read-ahead: BoringSSL asks for a record header, then its body; the
+     * transport BIO reads whatever is available into this buffer once and
+     * serves those asks from it, saving a system call per request. */
+    dp_sess_t *rx_owner;
+    uint8_t *rx;
+    size_t rx_off, rx_len;
     dp_core_stats_t stats;
 } __attribute__((aligned(64)));
 

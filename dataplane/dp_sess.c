@@ -50,6 +50,9 @@ static void sess_free(dp_sess_t *s) {
     free(s->pending);
     s->pending = NULL;
     s->pending_len = 0;
+    free(s->stash);
+    s->stash = NULL;
+    s->stash_len = s->stash_off = 0;
     dp_timer_arm(s, DP_T_NONE);
     if (s->buf) dp_buf_put(c, s->buf);
     s->buf = NULL;
@@ -69,6 +72,10 @@ static void sess_close(dp_sess_t *s, bool notify) {
         if (notify) dp_sess_flush(s);
         c->tx_len = 0;
         c->tx_owner = NULL;
+    }
+    if (c->rx_owner == s) {
+        c->rx_owner = NULL;
+        c->rx_len = c->rx_off = 0;
     }
     c->rt->transport->close(c, &s->conn);
     bool job = s->state == DP_S_JOB;
@@ -352,7 +359,30 @@ int dp_sess_flush(dp_sess_t *s) {
     return s->pending_len ? 1 : 0;
 }
 
-/* sess_drive runs the state machine with output coalescing around it. */
+/* sess_stash keeps read-ahead bytes the engine did not consume (the session
+ * paused, e.g. for a signing job) so they are served first next time. */
+static bool sess_stash(dp_sess_t *s) {
+    dp_core_t *c = s->core;
+    if (c->rx_owner != s) return true;
+    c->rx_owner = NULL;
+    size_t left = c->rx_len - c->rx_off;
+    if (s->stash_off == s->stash_len) s->stash_len = s->stash_off = 0;
+    if (left) {
+        uint8_t *p = realloc(s->stash, s->stash_len + left);
+        if (!p) {
+            sess_close(s, false);
+            return false;
+        }
+        memcpy(p + s->stash_len, c->rx + c->rx_off, left);
+        s->stash = p;
+        s->stash_len += left;
+    }
+    c->rx_len = c->rx_off = 0;
+    return true;
+}
+
+/* sess_drive runs the state machine with output coalescing and read-ahead
+ * around it. */
 static void sess_drive_inner(dp_sess_t *s);
 static void sess_drive(dp_sess_t *s) {
     dp_core_t *c = s->core;
@@ -362,9 +392,12 @@ static void sess_drive(dp_sess_t *s) {
     }
     c->tx_owner = s;
     c->tx_len = 0;
+    c->rx_owner = s;
+    c->rx_len = c->rx_off = 0;
     sess_drive_inner(s);
     if (c->tx_owner != s) return; /* closed meanwhile (flushed there) */
     c->tx_owner = NULL;
+    if (!sess_stash(s)) return;
     int r = dp_sess_flush(s);
     if (r < 0) {
         sess_close(s, false);

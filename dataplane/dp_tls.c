@@ -25,10 +25,30 @@ static BIO_METHOD *dp_bio_method(void);
 
 /* ---- transport BIO ---- */
 
+static int dp_bio_serve(uint8_t *from, size_t *off, size_t avail, char *out, int len) {
+    size_t n = avail - *off < (size_t)len ? avail - *off : (size_t)len;
+    memcpy(out, from + *off, n);
+    *off += n;
+    return (int)n;
+}
+
 static int dp_bio_read(BIO *bio, char *out, int len) {
     dp_sess_t *s = BIO_get_data(bio);
+    dp_core_t *c = s->core;
     BIO_clear_retry_flags(bio);
-    ssize_t n = s->core->rt->transport->recv(&s->conn, out, (size_t)len);
+    if (s->stash_off < s->stash_len) return dp_bio_serve(s->stash, &s->stash_off, s->stash_len, out, len);
+    if (c->rx_owner == s && c->rx_off < c->rx_len) return dp_bio_serve(c->rx, &c->rx_off, c->rx_len, out, len);
+    ssize_t n;
+    if (c->rx_owner == s) { /* read ahead: take everything available at once */
+        n = c->rt->transport->recv(&s->conn, c->rx, DP_RX_CAP);
+        if (n > 0) {
+            c->rx_off = 0;
+            c->rx_len = (size_t)n;
+            return dp_bio_serve(c->rx, &c->rx_off, c->rx_len, out, len);
+        }
+    } else {
+        n = c->rt->transport->recv(&s->conn, out, (size_t)len);
+    }
     if (n > 0) return (int)n;
     if (n == DP_IO_AGAIN) {
         BIO_set_retry_read(bio);
