@@ -42,6 +42,7 @@ struct cx_pool {
     unsigned num_workers, num_cores, bound;
     int stop;                  /* set at cx_pool_free */
     void (*worker_init)(unsigned);
+    void (*worker_idle)(unsigned);
     cx_worker_t *workers;
     cx_done_t *done;
 };
@@ -92,7 +93,7 @@ fail:
 
 /* cx_pool_take dequeues one job for worker `w`, sleeping when idle.
  * Returns NULL when the pool stops and the queue is empty. */
-static cx_job_t *cx_pool_take(cx_pool_t *p, cx_worker_t *w) {
+static cx_job_t *cx_pool_take(cx_pool_t *p, cx_worker_t *w, unsigned id) {
     for (;;) {
         for (int spin = 0; spin < CX_SPIN_ROUNDS; spin++) {
             struct cds_wfcq_node *n = __cds_wfcq_dequeue_blocking(&w->head, &w->tail);
@@ -100,6 +101,7 @@ static cx_job_t *cx_pool_take(cx_pool_t *p, cx_worker_t *w) {
             if (uatomic_read(&p->stop)) return NULL;
             caa_cpu_relax();
         }
+        if (p->worker_idle) p->worker_idle(id);
         uatomic_set(&w->sleeping, 1);
         cmm_smp_mb();
         if (cds_wfcq_empty(&w->head, &w->tail) && !uatomic_read(&p->stop))
@@ -115,7 +117,7 @@ static void *cx_pool_worker(void *arg) {
     cx_worker_t *w = &p->workers[a.id];
     if (p->worker_init) p->worker_init(a.id);
     cx_job_t *job;
-    while ((job = cx_pool_take(p, w)) != NULL) {
+    while ((job = cx_pool_take(p, w, a.id)) != NULL) {
         job->fn(job, a.id);
         cx_done_t *d = &p->done[job->core];
         /* A dequeued node keeps its stale next pointer: reset it first. */
@@ -128,11 +130,13 @@ static void *cx_pool_worker(void *arg) {
             (void)r;
         }
     }
+    if (p->worker_idle) p->worker_idle(a.id);
     return NULL;
 }
 
-cx_err_t cx_pool_start(cx_pool_t *p, void (*worker_init)(unsigned)) {
+cx_err_t cx_pool_start(cx_pool_t *p, void (*worker_init)(unsigned), void (*worker_idle)(unsigned)) {
     p->worker_init = worker_init;
+    p->worker_idle = worker_idle;
     for (unsigned i = 0; i < p->num_workers; i++) {
         cx_worker_arg_t *a = malloc(sizeof(*a));
         if (!a) return CX_E_NOMEM;

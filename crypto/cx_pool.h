@@ -49,9 +49,12 @@ struct cx_job {
 cx_pool_t *cx_pool_new(unsigned num_workers, unsigned num_cores, unsigned per_core_bound);
 
 /* cx_pool_start starts the worker threads. `worker_init`, if not NULL, runs
- * first on each worker thread (names it, sets up thread state).
+ * first on each worker thread (names it, sets up thread state); `worker_idle`,
+ * if not NULL, runs on a worker each time it is about to sleep (flush
+ * buffered logs).
  * Returns CX_OK or CX_E_NOMEM. Thread: startup only. */
-cx_err_t cx_pool_start(cx_pool_t *pool, void (*worker_init)(unsigned worker));
+cx_err_t cx_pool_start(cx_pool_t *pool, void (*worker_init)(unsigned worker),
+                       void (*worker_idle)(unsigned worker));
 
 /* cx_pool_submit queues `job` (job->fn set) from polling core `core`; the
  * worker is woken at the next cx_pool_kick.

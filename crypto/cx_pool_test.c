@@ -65,7 +65,7 @@ static void test_pool_delivers_each_job_once(void **state) {
     (void)state;
     cx_pool_t *pool = cx_pool_new(2, 2, 64);
     assert_non_null(pool);
-    assert_int_equal(cx_pool_start(pool, NULL), CX_OK);
+    assert_int_equal(cx_pool_start(pool, NULL, NULL), CX_OK);
     core_arg_t cores[2];
     pthread_t th[2];
     for (unsigned i = 0; i < 2; i++) {
@@ -98,7 +98,7 @@ static void test_pool_bound_refuses(void **state) {
     jobs[5].job.fn = test_fn;
     assert_int_equal(cx_pool_submit(pool, 0, &jobs[5].job, true), CX_OK);
     assert_int_equal(cx_pool_inflight(pool, 0), 5);
-    assert_int_equal(cx_pool_start(pool, NULL), CX_OK);
+    assert_int_equal(cx_pool_start(pool, NULL, NULL), CX_OK);
     cx_pool_kick(pool, 0);
     unsigned got = 0;
     while (got < 5) {

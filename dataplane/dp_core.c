@@ -137,6 +137,7 @@ void dp_core_on_completions(dp_core_t *c) {
 
 int dp_core_service(dp_core_t *c, int max_wait_ms) {
     cx_pool_kick(c->rt->pool, c->id); /* one doorbell for the whole batch */
+    dp_log_flush();
     c->now_ms = dp_now_ms();
     if (!c->draining && uatomic_read(&c->rt->stop)) {
         c->draining = true;
@@ -169,9 +170,12 @@ static void *dp_core_main(void *arg) {
     char name[16];
     snprintf(name, sizeof(name), "core%u", c->id);
     dp_log_set_thread(name);
+    dp_log_set_buffered(true);
     pthread_setname_np(pthread_self(), name);
     c->now_ms = dp_now_ms();
     c->rt->transport->run(c);
+    dp_log_flush();
+    dp_log_set_buffered(false);
     DP_INFO("stopped: accepted=%llu handshakes=%llu requests=%llu enrolled=%llu denied=%llu "
             "shed=%llu timeouts=%llu bad_requests=%llu",
             (unsigned long long)c->stats.accepted, (unsigned long long)c->stats.handshakes,

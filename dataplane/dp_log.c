@@ -10,6 +10,21 @@
 
 static int dp_log_level = DP_LOG_INFO;
 static _Thread_local char dp_log_thread[16] = "main";
+static _Thread_local bool dp_log_buffered;
+static _Thread_local size_t dp_log_buf_len;
+static _Thread_local char dp_log_buf[8192];
+
+void dp_log_set_buffered(bool on) { dp_log_buffered = on; }
+
+void dp_log_flush(void) {
+    size_t off = 0;
+    while (off < dp_log_buf_len) {
+        ssize_t w = write(STDERR_FILENO, dp_log_buf + off, dp_log_buf_len - off);
+        if (w <= 0) break;
+        off += (size_t)w;
+    }
+    dp_log_buf_len = 0;
+}
 
 static const char *const dp_log_names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
 
@@ -46,6 +61,13 @@ void dp_log(dp_log_level_t level, const char *fmt, ...) {
     size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
     if (len > sizeof(line) - 2) len = sizeof(line) - 2;
     line[len++] = '\n';
+    if (dp_log_buffered) {
+        if (dp_log_buf_len + len > sizeof(dp_log_buf)) dp_log_flush();
+        memcpy(dp_log_buf + dp_log_buf_len, line, len);
+        dp_log_buf_len += len;
+        if (level <= DP_LOG_WARN) dp_log_flush(); /* problems are not delayed */
+        return;
+    }
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
 }

@@ -5,6 +5,8 @@
 #ifndef DP_LOG_H
 #define DP_LOG_H
 
+#include <stdbool.h>
+
 typedef enum { DP_LOG_ERROR = 0, DP_LOG_WARN, DP_LOG_INFO, DP_LOG_DEBUG } dp_log_level_t;
 
 /* dp_log_set_level sets the most verbose level that is written. Startup only. */
@@ -13,6 +15,13 @@ void dp_log_set_level(dp_log_level_t level);
 int dp_log_parse_level(const char *s);
 /* dp_log_set_thread names the calling thread in its log lines ("core0", "signer1"). */
 void dp_log_set_thread(const char *name);
+/* dp_log_set_buffered makes the calling thread gather its lines in a
+ * thread-local buffer, written (whole lines, one write) when it fills or at
+ * dp_log_flush. Polling cores flush once per event-loop iteration and signer
+ * workers before they sleep, so lines are late by at most one batch. */
+void dp_log_set_buffered(bool on);
+/* dp_log_flush writes the calling thread's buffered lines. */
+void dp_log_flush(void);
 /* dp_log_enabled says whether `level` would be written. */
 int dp_log_enabled(dp_log_level_t level);
 

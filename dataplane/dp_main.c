@@ -99,6 +99,12 @@ static void dp_worker_init(unsigned id) {
     snprintf(name, sizeof(name), "signer%u", id);
     dp_log_set_thread(name);
     pthread_setname_np(pthread_self(), name);
+    dp_log_set_buffered(true);
+}
+
+static void dp_worker_idle(unsigned id) {
+    (void)id;
+    dp_log_flush();
 }
 
 static void dp_pidfile(const dp_runtime_t *rt, bool create) {
@@ -176,7 +182,7 @@ int main(int argc, char **argv) {
     for (unsigned i = 0; i < rt.num_cores; i++)
         if (dp_core_init(&rt.cores[i], &rt, i)) return dp_fail("cores", "out of memory");
     if (rt.transport->setup(&rt, why, sizeof(why))) return dp_fail("listen", why);
-    if (cx_pool_start(rt.pool, dp_worker_init) != CX_OK) return dp_fail("signing pool", "cannot start workers");
+    if (cx_pool_start(rt.pool, dp_worker_init, dp_worker_idle) != CX_OK) return dp_fail("signing pool", "cannot start workers");
     for (unsigned i = 0; i < rt.num_cores; i++)
         if (dp_core_start(&rt.cores[i])) return dp_fail("cores", "cannot start thread");
     dp_pidfile(&rt, true);
