@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,7 +78,7 @@ cx_pool_t *cx_pool_new(unsigned num_workers, unsigned num_cores, unsigned per_co
     for (unsigned i = 0; i < num_cores; i++) {
         cds_wfcq_init(&p->done[i].head, &p->done[i].tail);
         p->done[i].efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        p->done[i].next_worker = i % num_workers;
+        p->done[i].next_worker = i % num_workers;  /* first worker of core i */
         if (p->done[i].efd < 0) goto fail;
     }
     return p;
@@ -115,6 +116,13 @@ static void *cx_pool_worker(void *arg) {
     free(arg);
     cx_pool_t *p = a.pool;
     cx_worker_t *w = &p->workers[a.id];
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (ncpu > 1) { /* same CPU as the core(s) it serves, see cx_pool_submit */
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET((a.id % p->num_cores) % (unsigned)ncpu, &set);
+        pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+    }
     if (p->worker_init) p->worker_init(a.id);
     cx_job_t *job;
     while ((job = cx_pool_take(p, w, a.id)) != NULL) {
@@ -157,8 +165,14 @@ cx_err_t cx_pool_submit(cx_pool_t *p, unsigned core, cx_job_t *job, bool force) 
     d->inflight++;
     job->core = (uint16_t)core;
     cds_wfcq_node_init(&job->_node);
+    /* Core c feeds the workers w with w % num_cores == c (or, with fewer
+     * workers than cores, worker c % num_workers): with workers pinned like
+     * cores, hand-offs stay on one CPU and wake-ups need no IPI. */
     cx_worker_t *w = &p->workers[d->next_worker];
-    if (++d->next_worker == p->num_workers) d->next_worker = 0;
+    if (p->num_workers > p->num_cores) {
+        d->next_worker += p->num_cores;
+        if (d->next_worker >= p->num_workers) d->next_worker = core;
+    }
     cds_wfcq_enqueue(&w->head, &w->tail, &job->_node);
     d->kick |= 1ull << ((unsigned)(w - p->workers) % 64);
     return CX_OK;
