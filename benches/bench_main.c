@@ -86,7 +86,9 @@ static const bench_opt_t bench_opts[] = {
      "size of the client key pool (default 32), cached in DIR/bench-keys.pem"},
     {"tls12", OPT_FLAG, CFG(tls12), 0, 0, NULL, "TLS 1.2 instead of TLS 1.3"},
     {"no-verify", OPT_FLAG, CFG(no_verify), 0, 0, NULL,
-     "do not verify the server certificate against DIR/ca.crt"},
+     "do not verify the server certificate (by default it is verified in full "
+     "against DIR/ca.crt the first time and pinned: later connections presenting the "
+     "same certificate skip the chain check; CertificateVerify is always checked)"},
     {"timeout", OPT_DBL, CFG(timeout_s), 0.1, 3600, "SECONDS",
      "limit for one attempt, connect to last response byte (default 15)"},
     {"pid", OPT_U64, CFG(pid), 1, 4194304, "PID",
@@ -527,7 +529,7 @@ static void main_report(const bench_run_t *run, main_result_t *r) {
                cfg->keepalive ? "keep-alive connections" : "a new connection per enrollment",
                (unsigned long long)cfg->concurrency, (unsigned long long)cfg->threads);
         printf("  tls: %s, server %s\n", atomic_load(&run->tls_seen) ? tls : "none negotiated",
-               cfg->no_verify ? "not verified" : "verified against DIR/ca.crt");
+               cfg->no_verify ? "not verified" : "verified against DIR/ca.crt once, then pinned");
         printf("  client: %llu %s keys, %zu unique CSRs (run %s)\n",
                (unsigned long long)cfg->num_keys, bench_keytype_str(cfg->key_type),
                run->csrs->num_reqs, run->csrs->run_id);
