@@ -76,7 +76,7 @@ static const bench_opt_t bench_opts[] = {
     {"concurrency", OPT_U64, CFG(concurrency), 1, 10000, "C",
      "enrollments in flight = client connections (default 64)"},
     {"threads", OPT_U64, CFG(threads), 1, 64, "T",
-     "client threads, each driving C/T connections with epoll (default 1)"},
+     "client threads, each driving C/T connections with epoll (default: one per CPU)"},
     {"keepalive", OPT_FLAG, CFG(keepalive), 0, 0, NULL,
      "C persistent connections sending requests back to back (default: a new TCP+TLS "
      "connection per enrollment, `Connection: close`)"},
@@ -281,7 +281,8 @@ static void main_defaults(bench_cfg_t *cfg) {
     cfg->key_type_name = "rsa2048";
     cfg->count = 10000;
     cfg->concurrency = 64;
-    cfg->threads = 1;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->threads = ncpu > 0 ? (uint64_t)ncpu : 1;
     cfg->num_keys = 32;
     cfg->duration_s = 120;
     cfg->timeout_s = 15;
