@@ -20,19 +20,22 @@ static const char cx_b64_alphabet[64] =
  * whitespace to 65 and anything else to -1. */
 enum { CX_B64_PAD = 64, CX_B64_SPACE = 65 };
 static int cx_b64_value(uint8_t c) {
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    switch (c) {
-    case '+': return 62;
-    case '/': return 63;
-    case '=': return CX_B64_PAD;
-    case '\r': case '\n': case ' ': case '\t': return CX_B64_SPACE;
-    default: return -1;
-    }
+    /* 256-entry table built at compile time: 0..63, PAD, SPACE, or -1 (0 in
+     * the table means "invalid"; valid entries are stored as value + 1). */
+    static const uint8_t table[256] = {
+        ['A'] = 1,  ['B'] = 2,  ['C'] = 3,  ['D'] = 4,  ['E'] = 5,  ['F'] = 6,  ['G'] = 7,
+        ['H'] = 8,  ['I'] = 9,  ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14,
+        ['O'] = 15, ['P'] = 16, ['Q'] = 17, ['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21,
+        ['V'] = 22, ['W'] = 23, ['X'] = 24, ['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28,
+        ['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32, ['g'] = 33, ['h'] = 34, ['i'] = 35,
+        ['j'] = 36, ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40, ['o'] = 41, ['p'] = 42,
+        ['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48, ['w'] = 49,
+        ['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56,
+        ['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['+'] = 63,
+        ['/'] = 64, ['='] = CX_B64_PAD + 1, ['\r'] = CX_B64_SPACE + 1, ['\n'] = CX_B64_SPACE + 1,
+        [' '] = CX_B64_SPACE + 1, ['\t'] = CX_B64_SPACE + 1,
+    };
+    return (int)table[c] - 1;
 }
 
 /* cx_b64_flush emits the bytes of one complete group of `num_chars` (2..4)
@@ -64,12 +67,13 @@ cx_err_t cx_b64_decode(uint8_t *out, size_t *out_len, size_t out_cap,
 
     *out_len = 0;
     CBS_init(&cbs, in, in_len);
-    while (CBS_len(&cbs) > 0) {
-        uint8_t c;
-        int v;
-        if (!CBS_get_u8(&cbs, &c))
-            return CX_E_BASE64;
-        v = cx_b64_value(c);
+    /* The cursor's bytes are read by index below [0, CBS_len): one bounds
+     * check per byte without a library call per byte (this runs for every
+     * enrollment body). */
+    const uint8_t *data = CBS_data(&cbs);
+    size_t len = CBS_len(&cbs);
+    for (size_t i = 0; i < len; i++) {
+        int v = cx_b64_value(data[i]);
         if (v == CX_B64_SPACE)
             continue;
         if (v < 0 || done)
