@@ -21,6 +21,7 @@
 #include <urcu/uatomic.h>
 
 #define CX_SPIN_ROUNDS 256   /* empty polls before a worker sleeps */
+#define CX_SIGNAL_BATCH 8    /* results a worker may hold back from a core's eventfd */
 
 typedef struct {
     struct cds_wfcq_head head;
@@ -111,6 +112,17 @@ static cx_job_t *cx_pool_take(cx_pool_t *p, cx_worker_t *w, unsigned id) {
     }
 }
 
+/* cx_pool_ring writes the eventfd of every core in `owe` and clears it. */
+static void cx_pool_ring(cx_pool_t *p, bool *owe) {
+    for (unsigned c = 0; c < p->num_cores; c++) {
+        if (!owe[c]) continue;
+        owe[c] = false;
+        uint64_t one = 1;
+        ssize_t r = write(p->done[c].efd, &one, sizeof(one));
+        (void)r;
+    }
+}
+
 static void *cx_pool_worker(void *arg) {
     cx_worker_arg_t a = *(cx_worker_arg_t *)arg;
     free(arg);
@@ -124,20 +136,27 @@ static void *cx_pool_worker(void *arg) {
         pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
     }
     if (p->worker_init) p->worker_init(a.id);
+    /* owe[c]: this worker put a result into core c's empty completion queue
+     * and has not rung core c's eventfd yet. It rings when its own input
+     * queue runs dry (about to sleep) or after CX_SIGNAL_BATCH jobs, so a
+     * burst of results costs the core one wake-up, not one per job. */
+    bool *owe = calloc(p->num_cores, sizeof(bool));
+    unsigned since = 0;
     cx_job_t *job;
-    while ((job = cx_pool_take(p, w, a.id)) != NULL) {
+    while (owe && (job = cx_pool_take(p, w, a.id)) != NULL) {
         job->fn(job, a.id);
         cx_done_t *d = &p->done[job->core];
         /* A dequeued node keeps its stale next pointer: reset it first. */
         cds_wfcq_node_init(&job->_node);
         /* cds_wfcq_enqueue returns false when the queue was empty before:
          * only then does the core need a wake-up. */
-        if (!cds_wfcq_enqueue(&d->head, &d->tail, &job->_node)) {
-            uint64_t one = 1;
-            ssize_t r = write(d->efd, &one, sizeof(one));
-            (void)r;
+        if (!cds_wfcq_enqueue(&d->head, &d->tail, &job->_node)) owe[job->core] = true;
+        if (++since >= CX_SIGNAL_BATCH || cds_wfcq_empty(&w->head, &w->tail)) {
+            cx_pool_ring(p, owe);
+            since = 0;
         }
     }
+    free(owe);
     if (p->worker_idle) p->worker_idle(a.id);
     return NULL;
 }
