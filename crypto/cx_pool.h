@@ -4,12 +4,13 @@
  *
  * Queues are liburcu wait-free concurrent queues (cds_wfcq): one input queue
  * per worker (many cores enqueue, one worker dequeues) and one completion
- * queue per polling core (many workers enqueue, the core dequeues). Cores
- * pick workers round-robin. An idle worker sleeps on a futex; a core rings
- * the doorbell (cx_pool_kick) once per event-loop batch, and wakes a worker
- * only if it finds it asleep, so a burst of jobs costs one wake-up. A worker signals a core through the core's
- * eventfd only when that core's completion queue was empty, so under load
- * results flow without system calls.
+ * queue per polling core (many workers enqueue, the core dequeues). Core c
+ * feeds the workers pinned to its CPU. An idle worker sleeps on a futex; a
+ * core rings the doorbell (cx_pool_kick) once per event-loop batch and wakes
+ * a worker only if it finds it asleep, so a burst of jobs costs one wake-up.
+ * A worker rings a core's eventfd only for results it put into an empty
+ * completion queue, and only when its own queue runs dry or every few jobs,
+ * so a burst of results costs the core one wake-up too.
  *
  * Load shedding is per core and lock-free: a core counts the jobs it has in
  * flight and refuses new ones past its bound (cx_pool_submit -> CX_E_BUSY).
