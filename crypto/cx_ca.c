@@ -339,7 +339,7 @@ static bool cx_key_matches_cert(const EVP_PKEY *key, const uint8_t *der, size_t 
 static cx_err_t cx_ca_issuer_fill(cx_ca_t *ca) {
     CBS spki;
     if (cx_cert_parse_basic(ca->ca_der, ca->ca_der_len, &ca->issuer.subject, &spki, NULL,
-                            NULL) != CX_OK ||
+                            &ca->issuer.not_after) != CX_OK ||
         cx_cert_ski(ca->issuer.ski, &spki) != CX_OK)
         return CX_E_CERT;
     ca->issuer.key = ca->ca_key;

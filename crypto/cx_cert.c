@@ -309,6 +309,8 @@ cx_err_t cx_cert_issue_leaf(CBB *out, uint8_t serial[CX_SERIAL_LEN],
         .eku = CX_EKU_CLIENT_AUTH | (pol->server_auth ? CX_EKU_SERVER_AUTH : 0),
         .is_ca = false,
     };
+    if (iss->not_after > 0 && tbs.not_after > iss->not_after)
+        tbs.not_after = iss->not_after;
     if (pol->copy_san)
         tbs.san = csr->san;
     else

@@ -35,6 +35,8 @@ typedef struct {
     CBS subject;              /* issuer Name TLV (points into the CA cert) */
     uint8_t ski[20];          /* issuer subjectKeyIdentifier -> leaf AKI */
     EVP_PKEY *key;            /* issuer private key (not owned) */
+    int64_t not_after;        /* issuer notAfter; leaves never outlive it
+                                 (0 = no cap, e.g. while self-signing) */
 } cx_issuer_t;
 
 /* cx_tbs_t: the variable part of one certificate. */
@@ -81,7 +83,8 @@ cx_err_t cx_cert_build(CBB *out, uint8_t serial[CX_SERIAL_LEN],
 /* cx_cert_issue_leaf builds the leaf for a verified `csr` under `pol`:
  * subject and key from the CSR, keyUsage digitalSignature+keyEncipherment,
  * EKU clientAuth (+serverAuth if pol->server_auth), SAN only if pol->copy_san,
- * validity [now - backdate, now + days]. Writes DER to `out`.
+ * validity [now - backdate, now + days], notAfter capped at the issuer's
+ * notAfter (iss->not_after) so no leaf outlives its CA. Writes DER to `out`.
  * Thread: signer worker only. Returns as cx_cert_build. */
 cx_err_t cx_cert_issue_leaf(CBB *out, uint8_t serial[CX_SERIAL_LEN],
                             const cx_issuer_t *iss, const cx_csr_t *csr,

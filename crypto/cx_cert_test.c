@@ -284,6 +284,28 @@ static void test_leaf_san_and_eku(void **state) {
     X509_free(x);
 }
 
+/* A leaf never outlives its issuer: notAfter is capped at iss->not_after. */
+static void test_leaf_capped_by_issuer(void **state) {
+    (void)state;
+    test_ca_t ca = g_ec_ca;
+    int64_t now = (int64_t)time(NULL), na;
+    cx_leaf_policy_t pol = {.validity_days = 730, .backdate_s = 300};
+    uint8_t serial[CX_SERIAL_LEN], *der;
+    size_t der_len;
+    ca.iss.not_after = now + 10 * 86400;
+    X509 *x = leaf_issue(&ca, g_leaf_p256, NULL, &pol, serial, NULL, &der, &der_len);
+    assert_int_equal(cx_cert_parse_basic(der, der_len, NULL, NULL, NULL, &na), CX_OK);
+    assert_int_equal(na, ca.iss.not_after);
+    X509_free(x);
+    OPENSSL_free(der);
+    ca.iss.not_after = now + 10000 * 86400LL; /* far away: the policy decides */
+    x = leaf_issue(&ca, g_leaf_p256, NULL, &pol, serial, NULL, &der, &der_len);
+    assert_int_equal(cx_cert_parse_basic(der, der_len, NULL, NULL, NULL, &na), CX_OK);
+    assert_true(na <= now + 730 * 86400LL + 5 && na >= now + 730 * 86400LL - 5);
+    X509_free(x);
+    OPENSSL_free(der);
+}
+
 static void test_serials(void **state) {
     (void)state;
     uint8_t *spki;
@@ -572,6 +594,7 @@ int main(void) {
         cmocka_unit_test(test_ca_certificate),
         cmocka_unit_test(test_leaf_from_csr),
         cmocka_unit_test(test_leaf_san_and_eku),
+        cmocka_unit_test(test_leaf_capped_by_issuer),
         cmocka_unit_test(test_serials),
         cmocka_unit_test(test_time_encoding),
         cmocka_unit_test(test_other_issuer_keys),
