@@ -137,5 +137,45 @@ class TestConcurrency(fx.SharedDaemonTestCase):
         self.assertEqual(wrong, [])
 
 
+
+class TestOverload(fx.DaemonTestCase):
+    """One core, one signer, a queue bound of 16 and slow RSA-3072 keys: the
+    daemon must shed with HTTP 503 + Retry-After (design.md: "A core sheds
+    load (503 + Retry-After ...)"), and a handshake it has accepted is not
+    refused (cx_pool.h: `force` is for "a handshake already accepted")."""
+
+    def test_overload_sheds_with_503(self):
+        d = self.daemon(['--queue-bound', '16', '--cores', '1', '--signers', '1',
+                         '--ca-key', 'rsa3072', '--tls-key', 'rsa3072', '--retry-after', '7'])
+        key = fx.gen_key(os.path.join(self.tmp, 'o.key'), 'ec256')
+        csr = fx.make_csr(key, '/CN=overload', os.path.join(self.tmp, 'o.der'))
+        password = d.password
+
+        def one(i):
+            try:
+                r = fx.py_enroll(d, csr, password=password, timeout=60)
+                return r.status, r.header('retry-after'), r.header('content-type'), r.body
+            except Exception as e:
+                return 'client error', type(e).__name__, str(e)[:100], b''
+
+        with concurrent.futures.ThreadPoolExecutor(100) as ex:
+            res = list(ex.map(one, range(200), timeout=240))
+        counts = {}
+        for r in res:
+            k = r[0] if r[0] != 'client error' else '%s %s' % (r[0], r[1])
+            counts[k] = counts.get(k, 0) + 1
+        print('\n  outcomes: %s' % counts, flush=True)
+        for status, retry, ctype, body in res:
+            self.assertIn(status, (200, 503), 'every client gets an HTTP answer: %s' % counts)
+            if status == 503:
+                self.assertEqual(retry, '7')
+                self.assertEqual(ctype, 'text/plain')
+                self.assertTrue(body.strip())
+        self.assertGreater(counts.get(200, 0), 0)
+        # After the burst the daemon serves normally again.
+        self.assertEqual(fx.py_enroll(d, csr, password=password).status, 200)
+        d.stop()
+
+
 if __name__ == '__main__':
     fx.main()

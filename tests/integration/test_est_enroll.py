@@ -188,6 +188,26 @@ class TestEnrollDefault(EnrollBase):
         self.assertEqual(cv.returncode, 0, cv.stdout + cv.stderr)
         self.assertIn('CN = SEPAABBCCDDEEFF', fx.x509_field(leaf, '-subject'))
 
+    def test_expect_100_continue(self):
+        key = fx.gen_key(os.path.join(self.tmp, 'ex.key'), 'ec256')
+        body = fx.b64(fx.make_csr(key, '/CN=expect', os.path.join(self.tmp, 'ex.csr')))
+        s = fx.tls_connect(self.d)
+        try:
+            s.sendall(fx.raw_request('POST', fx.EST + 'simpleenroll', [
+                'Authorization: ' + fx.basic('est', self.d.password), 'Content-Type: application/pkcs10',
+                'Content-Transfer-Encoding: base64', 'Content-Length: %d' % len(body),
+                'Expect: 100-continue']))
+            r = fx.read_response(s, timeout=10)
+            self.assertEqual(r.status, 100, r)
+            self.assertEqual(r.extra, b'', 'nothing may follow 100 Continue before the body is sent')
+            s.sendall(body)
+            r2 = fx.read_response(s)
+            self.assertEqual(r2.status, 200, r2)
+            self.assertEqual(r2.header('content-type'), fx.P7_TYPE)
+            self.assertEqual(len(fx.p7_to_pem(r2.body, self.tmp, 'ex')), 1)
+        finally:
+            s.close()
+
     def test_keep_alive_cacerts_then_enroll(self):
         key = fx.gen_key(os.path.join(self.tmp, 'ka.key'), 'ec256')
         csr = fx.make_csr(key, '/CN=keep-alive', os.path.join(self.tmp, 'ka.csr'))
