@@ -262,6 +262,10 @@ dp_cfg_err_t dp_config_load(dp_config_t *cfg, int argc, char **argv, char *why, 
         memcpy(name, a + 2, n);
         name[n] = 0;
         if (!strcmp(name, "dump-config")) continue;
+        if (strcmp(name, "config") != 0 && !dp_setting_find(name)) {
+            snprintf(why, why_len, "unknown flag '--%s' (see --help)", name);
+            return DP_CFG_E_USAGE;
+        }
         const char *v = flag_value(argc, argv, &i, eq);
         if (!strcmp(name, "config")) continue;
         if (!v) {

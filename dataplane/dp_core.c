@@ -19,6 +19,7 @@
 
 /* Implemented in dp_sess.c. */
 void dp_sess_job_done(dp_sess_t *s, dp_buf_t *b);
+void dp_sess_keyop_done(dp_sess_t *s, dp_keyop_t *k);
 void dp_sess_timeout(dp_sess_t *s);
 void dp_sess_drain(dp_sess_t *s);
 
@@ -43,8 +44,10 @@ int dp_core_init(dp_core_t *c, dp_runtime_t *rt, unsigned id) {
     c->timeout_ms[DP_T_BODY] = (int64_t)cfg->body_timeout * 1000;
     c->timeout_ms[DP_T_IDLE] = (int64_t)cfg->idle_timeout * 1000;
     c->timeout_ms[DP_T_WRITE] = (int64_t)cfg->body_timeout * 1000;
-    /* request (header + body) + room for the longest response */
-    c->buf_cap = cfg->max_header + cfg->max_body + 16384;
+    /* request (header + body) + room for the longest response: the largest
+     * CSR a body can carry (3/4 of it) becomes a slightly larger certificate,
+     * wrapped in PKCS#7 and base64 again (4/3 + CRLFs), plus headers. */
+    c->buf_cap = cfg->max_header + cfg->max_body + cfg->max_body + cfg->max_body / 2 + 4096;
     c->scratch_cap = c->buf_cap;
     c->scratch = malloc(c->scratch_cap);
     c->tx = malloc(DP_TX_CAP);
@@ -117,6 +120,20 @@ dp_buf_t *dp_buf_get(dp_core_t *c) {
     return b;
 }
 
+dp_keyop_t *dp_keyop_get(dp_core_t *c) {
+    dp_keyop_t *k = c->free_keyops;
+    if (k) c->free_keyops = k->next_free;
+    else if (!(k = malloc(sizeof(*k)))) return NULL;
+    k->next_free = NULL;
+    return k;
+}
+
+void dp_keyop_put(dp_core_t *c, dp_keyop_t *k) {
+    k->sess = NULL;
+    k->next_free = c->free_keyops;
+    c->free_keyops = k;
+}
+
 void dp_buf_put(dp_core_t *c, dp_buf_t *b) {
     b->sess = NULL;
     b->next_free = c->free_bufs;
@@ -130,8 +147,13 @@ void dp_core_on_completions(dp_core_t *c) {
     c->now_ms = dp_now_ms();
     cx_job_t *j;
     while ((j = cx_pool_poll(c->rt->pool, c->id)) != NULL) {
-        dp_buf_t *b = caa_container_of(j, dp_buf_t, job);
-        dp_sess_job_done(b->sess, b);
+        if (j->kind == DP_JOB_ENROLL) {
+            dp_buf_t *b = caa_container_of(j, dp_buf_t, job);
+            dp_sess_job_done(b->sess, b);
+        } else {
+            dp_keyop_t *k = caa_container_of(j, dp_keyop_t, job);
+            dp_sess_keyop_done(k->sess, k);
+        }
     }
 }
 
@@ -207,6 +229,11 @@ void dp_core_cleanup(dp_core_t *c) {
         dp_buf_t *b = c->free_bufs;
         c->free_bufs = b->next_free;
         free(b);
+    }
+    while (c->free_keyops) {
+        dp_keyop_t *k = c->free_keyops;
+        c->free_keyops = k->next_free;
+        free(k);
     }
     free(c->scratch);
     free(c->tx);

@@ -47,17 +47,25 @@ enum { DP_JOB_KEY_SIGN = 1, DP_JOB_KEY_DECRYPT, DP_JOB_ENROLL };
 
 typedef struct dp_sess dp_sess_t;
 
-/* dp_buf_t: a pooled work buffer: the request, the signing job and its
- * result, and an unsent response. */
+/* dp_keyop_t: a pooled TLS private-key operation (handshake signature or
+ * RSA decryption) on its way to and from the signing pool. Small, so every
+ * handshaking session can have one. */
+typedef struct dp_keyop {
+    struct dp_keyop *next_free;
+    cx_job_t job;
+    dp_sess_t *sess;          /* owner (set while in use) */
+    uint16_t sigalg;
+    size_t in_len, out_len;
+    uint8_t in[1024];
+    uint8_t out[1024];
+} dp_keyop_t;
+
+/* dp_buf_t: a pooled work buffer: the request, the enrollment job and its
+ * result, and an unsent response. Large; bounded by queue_bound. */
 typedef struct dp_buf {
     struct dp_buf *next_free;
     cx_job_t job;
     dp_sess_t *sess;          /* owner (set while in use) */
-    /* TLS private-key operation */
-    uint16_t sigalg;
-    size_t key_in_len, key_out_len;
-    uint8_t key_in[1024];
-    uint8_t key_out[1024];
     est_enroll_t enroll;      /* EST enrollment job */
     /* request / response bookkeeping */
     size_t len;               /* request bytes buffered in data */
@@ -82,6 +90,7 @@ struct dp_sess {
     dp_conn_t conn;
     SSL *ssl;
     dp_buf_t *buf;
+    dp_keyop_t *keyop;        /* handshake key operation, while one runs */
     uint8_t *stash;           /* read-ahead bytes left over when the session
                                  paused (rare); malloc'd, served first */
     size_t stash_len, stash_off;
@@ -121,6 +130,7 @@ struct dp_core {
     int64_t now_ms;
     dp_sess_t *free_sess;
     dp_buf_t *free_bufs;
+    dp_keyop_t *free_keyops;
     unsigned num_sess;        /* live sessions */
     unsigned num_bufs;        /* buffers allocated (in use + free) */
     size_t buf_cap;           /* dp_buf_t data capacity */

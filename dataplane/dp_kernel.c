@@ -61,7 +61,7 @@ static int dp_parse_hostport(const char *spec, struct sockaddr_storage *ss, sock
 static int dp_listen_socket(const struct sockaddr_storage *ss, socklen_t len, bool reuseport) {
     int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
-    int one = 1, defer = 5;
+    int one = 1, defer = 1; /* seconds; silent clients then meet handshake_timeout */
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof(defer));

@@ -22,12 +22,16 @@ dp_sess_t *dp_sess_alloc(dp_core_t *c);
 void dp_sess_release(dp_sess_t *s);
 dp_buf_t *dp_buf_get(dp_core_t *c);
 void dp_buf_put(dp_core_t *c, dp_buf_t *b);
+dp_keyop_t *dp_keyop_get(dp_core_t *c);
+void dp_keyop_put(dp_core_t *c, dp_keyop_t *k);
 
 void dp_sess_job_done(dp_sess_t *s, dp_buf_t *b);
 void dp_sess_timeout(dp_sess_t *s);
 void dp_sess_drain(dp_sess_t *s);
 dp_buf_t *dp_sess_job_buf(dp_sess_t *s);
+dp_keyop_t *dp_sess_keyop(dp_sess_t *s);
 void dp_sess_keyop_submitted(dp_sess_t *s);
+void dp_sess_keyop_done(dp_sess_t *s, dp_keyop_t *k);
 int dp_sess_flush(dp_sess_t *s);
 
 static void sess_drive(dp_sess_t *s);
@@ -37,10 +41,13 @@ static size_t req_cap(const dp_core_t *c) { return c->rt->cfg.max_header + c->rt
 /* ---- jobs (signer worker side) ---- */
 
 static void dp_job_run(cx_job_t *j, unsigned worker) {
-    dp_buf_t *b = caa_container_of(j, dp_buf_t, job);
-    dp_runtime_t *rt = b->sess->core->rt;
-    if (j->kind == DP_JOB_ENROLL) est_enroll_run(&rt->est, &b->enroll, worker);
-    else dp_tls_keyop_run(b, rt->ca.tls_key);
+    if (j->kind == DP_JOB_ENROLL) {
+        dp_buf_t *b = caa_container_of(j, dp_buf_t, job);
+        est_enroll_run(&b->sess->core->rt->est, &b->enroll, worker);
+    } else {
+        dp_keyop_t *k = caa_container_of(j, dp_keyop_t, job);
+        dp_tls_keyop_run(k, k->sess->core->rt->ca.tls_key);
+    }
 }
 
 /* ---- lifecycle ---- */
@@ -56,6 +63,8 @@ static void sess_free(dp_sess_t *s) {
     dp_timer_arm(s, DP_T_NONE);
     if (s->buf) dp_buf_put(c, s->buf);
     s->buf = NULL;
+    if (s->keyop) dp_keyop_put(c, s->keyop);
+    s->keyop = NULL;
     SSL_free(s->ssl);
     s->ssl = NULL;
     c->stats.closed++;
@@ -68,8 +77,8 @@ static void sess_close(dp_sess_t *s, bool notify) {
     dp_core_t *c = s->core;
     if (s->state == DP_S_CLOSED) return;
     if (notify && s->ssl && s->state != DP_S_HANDSHAKE && s->state != DP_S_JOB) SSL_shutdown(s->ssl);
-    if (c->tx_owner == s) {
-        if (notify) dp_sess_flush(s);
+    if (c->tx_owner == s) { /* best effort: a close_notify or a TLS alert */
+        if (c->tx_len) c->rt->transport->send(&s->conn, c->tx, c->tx_len);
         c->tx_len = 0;
         c->tx_owner = NULL;
     }
@@ -109,6 +118,13 @@ dp_buf_t *dp_sess_job_buf(dp_sess_t *s) {
     s->buf->sess = s;
     s->buf->job.fn = dp_job_run;
     return s->buf;
+}
+
+dp_keyop_t *dp_sess_keyop(dp_sess_t *s) {
+    if (!s->keyop && !(s->keyop = dp_keyop_get(s->core))) return NULL;
+    s->keyop->sess = s;
+    s->keyop->job.fn = dp_job_run;
+    return s->keyop;
 }
 
 void dp_sess_keyop_submitted(dp_sess_t *s) { s->state = DP_S_JOB; }
@@ -253,13 +269,38 @@ static int sess_request(dp_sess_t *s, const est_http_req_t *req) {
     return sess_submit_enroll(s, req);
 }
 
+/* sess_shed answers 503 + Retry-After when the core has no request buffer
+ * left (queue_bound reached): it reads what the client sent into the core's
+ * scratch (so closing does not reset the connection under the answer),
+ * replies from a static text and closes. */
+static void sess_shed(dp_sess_t *s) {
+    dp_core_t *c = s->core;
+    c->stats.shed++;
+    size_t got = 0;
+    int n = 0;
+    while (got < c->scratch_cap && (n = SSL_read(s->ssl, c->scratch, (int)c->scratch_cap)) > 0)
+        got += (size_t)n;
+    if (!got) {
+        if (SSL_get_error(s->ssl, n) != SSL_ERROR_WANT_READ) sess_close(s, false);
+        return; /* nothing sent yet: keep waiting (the header timer runs) */
+    }
+    char resp[256];
+    int len = snprintf(resp, sizeof(resp),
+                       "HTTP/1.1 503 Service Unavailable\r\nServer: stampede\r\nContent-Type: text/plain\r\n"
+                       "Retry-After: %u\r\nContent-Length: 18\r\nConnection: close\r\n\r\nbusy: retry later\n",
+                       c->rt->cfg.retry_after);
+    SSL_write(s->ssl, resp, len);
+    DP_INFO("EST 503 peer=%s: no request buffer left (queue_bound %u reached), shedding load", s->peer,
+            c->rt->cfg.queue_bound);
+    sess_close(s, true);
+}
+
 /* sess_read reads and parses until a request is complete or the transport
  * has nothing more. Returns true to continue the state machine. */
 static bool sess_read(dp_sess_t *s) {
     dp_core_t *c = s->core;
     if (!dp_sess_job_buf(s)) {
-        c->stats.shed++;
-        sess_close(s, false);
+        sess_shed(s);
         return false;
     }
     dp_buf_t *b = s->buf;
@@ -305,9 +346,9 @@ static bool sess_handshake(dp_sess_t *s) {
     int r = SSL_do_handshake(s->ssl);
     if (r == 1) {
         s->core->stats.handshakes++;
-        if (s->buf) {
-            dp_buf_put(s->core, s->buf);
-            s->buf = NULL;
+        if (s->keyop) {
+            dp_keyop_put(s->core, s->keyop);
+            s->keyop = NULL;
         }
         s->state = DP_S_READ;
         dp_timer_arm(s, DP_T_HEADER);
@@ -434,11 +475,6 @@ void dp_sess_job_done(dp_sess_t *s, dp_buf_t *b) {
         sess_free(s);
         return;
     }
-    if (b->job.kind != DP_JOB_ENROLL) { /* handshake key operation */
-        s->state = DP_S_HANDSHAKE;
-        sess_drive(s);
-        return;
-    }
     est_enroll_t *e = &b->enroll;
     if (e->status == 200) c->stats.enrolled++;
     else c->stats.denied++;
@@ -454,6 +490,16 @@ void dp_sess_job_done(dp_sess_t *s, dp_buf_t *b) {
     sess_drive(s);
 }
 
+void dp_sess_keyop_done(dp_sess_t *s, dp_keyop_t *k) {
+    (void)k; /* s->keyop: read by the TLS complete callback */
+    if (s->state == DP_S_CLOSED) { /* client went away meanwhile */
+        sess_free(s);
+        return;
+    }
+    s->state = DP_S_HANDSHAKE;
+    sess_drive(s);
+}
+
 void dp_sess_timeout(dp_sess_t *s) {
     static const char *const phase[DP_T__COUNT] = {"handshake", "request header", "request body",
                                                    "idle keep-alive", "response write"};
@@ -464,5 +510,9 @@ void dp_sess_timeout(dp_sess_t *s) {
 
 void dp_sess_drain(dp_sess_t *s) {
     s->closing = true;
+    if (s->state != DP_S_READ || (s->buf && s->buf->len)) return; /* busy: finishes, then closes */
+    /* Idle as far as we know: a request may have arrived unread. Read once;
+     * it is answered (and the connection closed after it), else close now. */
+    sess_drive(s);
     if (s->state == DP_S_READ && (!s->buf || s->buf->len == 0)) sess_close(s, true);
 }

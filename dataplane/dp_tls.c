@@ -15,9 +15,9 @@
 #include "dataplane/dp_log.h"
 #include "dataplane/dp_runtime.h"
 
-/* dp_sess_job_buf is implemented in dp_sess.c: it gives the session a buffer
- * for a job, or NULL if the core is out of buffers. */
-dp_buf_t *dp_sess_job_buf(dp_sess_t *s);
+/* Implemented in dp_sess.c: a key-operation slot for the session (NULL if
+ * out of memory), and the state change once it is queued. */
+dp_keyop_t *dp_sess_keyop(dp_sess_t *s);
 void dp_sess_keyop_submitted(dp_sess_t *s);
 int dp_sess_flush(dp_sess_t *s);
 
@@ -110,20 +110,19 @@ static BIO_METHOD *dp_bio_method(void) {
 
 static int dp_keyop_submit(SSL *ssl, int kind, uint16_t sigalg, const uint8_t *in, size_t in_len) {
     dp_sess_t *s = SSL_get_app_data(ssl);
-    if (in_len > sizeof(((dp_buf_t *)0)->key_in)) return -1;
-    dp_buf_t *b = dp_sess_job_buf(s);
-    if (!b) return -1;
-    b->job.kind = (uint8_t)kind;
-    b->sigalg = sigalg;
-    memcpy(b->key_in, in, in_len);
-    b->key_in_len = in_len;
-    b->key_out_len = 0;
-    b->job.result = -1;
+    if (in_len > sizeof(((dp_keyop_t *)0)->in)) return -1;
+    dp_keyop_t *k = dp_sess_keyop(s);
+    if (!k) return -1;
+    k->job.kind = (uint8_t)kind;
+    k->sigalg = sigalg;
+    memcpy(k->in, in, in_len);
+    k->in_len = in_len;
+    k->out_len = 0;
+    k->job.result = -1;
     dp_core_t *c = s->core;
-    if (cx_pool_submit(c->rt->pool, c->id, &b->job, false) != CX_OK) {
-        c->stats.shed++;
-        return -1;
-    }
+    /* A connection already accepted finishes its handshake: load is shed
+     * at the request, with 503 + Retry-After, not with a TLS failure. */
+    if (cx_pool_submit(c->rt->pool, c->id, &k->job, true) != CX_OK) return -1;
     dp_sess_keyop_submitted(s);
     return 0;
 }
@@ -147,40 +146,39 @@ static enum ssl_private_key_result_t dp_key_decrypt(SSL *ssl, uint8_t *out, size
 static enum ssl_private_key_result_t dp_key_complete(SSL *ssl, uint8_t *out, size_t *out_len,
                                                      size_t max_out) {
     dp_sess_t *s = SSL_get_app_data(ssl);
-    dp_buf_t *b = s->buf;
-    if (!b || s->state == DP_S_JOB) return ssl_private_key_retry;
-    if (b->job.result != 0 || b->key_out_len > max_out) return ssl_private_key_failure;
-    memcpy(out, b->key_out, b->key_out_len);
-    *out_len = b->key_out_len;
+    dp_keyop_t *k = s->keyop;
+    if (!k || s->state == DP_S_JOB) return ssl_private_key_retry;
+    if (k->job.result != 0 || k->out_len > max_out) return ssl_private_key_failure;
+    memcpy(out, k->out, k->out_len);
+    *out_len = k->out_len;
     return ssl_private_key_success;
 }
 
 static const SSL_PRIVATE_KEY_METHOD dp_key_method = {dp_key_sign, dp_key_decrypt, dp_key_complete};
 
-void dp_tls_keyop_run(dp_buf_t *b, EVP_PKEY *key) {
-    b->job.result = -1;
-    if (b->job.kind == DP_JOB_KEY_DECRYPT) {
+void dp_tls_keyop_run(dp_keyop_t *k, EVP_PKEY *key) {
+    k->job.result = -1;
+    if (k->job.kind == DP_JOB_KEY_DECRYPT) {
         RSA *rsa = EVP_PKEY_get0_RSA(key);
         size_t n;
-        if (rsa && RSA_decrypt(rsa, &n, b->key_out, sizeof(b->key_out), b->key_in, b->key_in_len,
-                               RSA_NO_PADDING)) {
-            b->key_out_len = n;
-            b->job.result = 0;
+        if (rsa && RSA_decrypt(rsa, &n, k->out, sizeof(k->out), k->in, k->in_len, RSA_NO_PADDING)) {
+            k->out_len = n;
+            k->job.result = 0;
         }
         return;
     }
-    const EVP_MD *md = SSL_get_signature_algorithm_digest(b->sigalg);
+    const EVP_MD *md = SSL_get_signature_algorithm_digest(k->sigalg);
     EVP_MD_CTX ctx;
     EVP_PKEY_CTX *pctx;
-    size_t n = sizeof(b->key_out);
+    size_t n = sizeof(k->out);
     EVP_MD_CTX_init(&ctx);
     if (EVP_DigestSignInit(&ctx, &pctx, md, NULL, key) &&
-        (!SSL_is_signature_algorithm_rsa_pss(b->sigalg) ||
+        (!SSL_is_signature_algorithm_rsa_pss(k->sigalg) ||
          (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) &&
           EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, -1))) &&
-        EVP_DigestSign(&ctx, b->key_out, &n, b->key_in, b->key_in_len)) {
-        b->key_out_len = n;
-        b->job.result = 0;
+        EVP_DigestSign(&ctx, k->out, &n, k->in, k->in_len)) {
+        k->out_len = n;
+        k->job.result = 0;
     }
     EVP_MD_CTX_cleanup(&ctx);
 }

@@ -29,9 +29,9 @@ SSL_CTX *dp_tls_ctx_new(const dp_config_t *cfg, const cx_ca_t *ca, char *why, si
 /* dp_tls_session_new creates the SSL object of session `s`. Returns 0 or -1. */
 int dp_tls_session_new(SSL_CTX *ctx, dp_sess_t *s);
 
-/* dp_tls_keyop_run performs a queued private-key operation (the job is in
- * `b`) with the server key. Thread: signer worker. */
-void dp_tls_keyop_run(dp_buf_t *b, EVP_PKEY *key);
+/* dp_tls_keyop_run performs the queued private-key operation `k` with the
+ * server key. Thread: signer worker. */
+void dp_tls_keyop_run(dp_keyop_t *k, EVP_PKEY *key);
 
 /* dp_tls_peer_info returns the client's certificate chain as received
  * (NULL if none) and its leaf DER; both stay valid while the SSL lives.

@@ -102,11 +102,14 @@ static est_http_err_t parse_request_line(est_http_req_t *req, CBS *line, bool *h
         return EST_HTTP_E_SYNTAX;
     for (size_t i = 0; i < CBS_len(&target); i++)
         if (CBS_data(&target)[i] <= ' ' || CBS_data(&target)[i] == 0x7f) return EST_HTTP_E_SYNTAX;
-    if (CBS_len(&version) != 8 || memcmp(CBS_data(&version), "HTTP/1.", 7) != 0)
-        return CBS_len(&version) >= 5 && memcmp(CBS_data(&version), "HTTP/", 5) == 0
-                   ? EST_HTTP_E_VERSION : EST_HTTP_E_SYNTAX;
-    uint8_t minor = CBS_data(&version)[7];
-    if (minor != '0' && minor != '1') return EST_HTTP_E_VERSION;
+    /* HTTP-version = "HTTP/" DIGIT "." DIGIT; a well-formed other version
+     * is 505, anything else (e.g. a third space-separated word) is 400. */
+    const uint8_t *v = CBS_data(&version);
+    if (CBS_len(&version) != 8 || memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' ||
+        v[6] != '.' || v[7] < '0' || v[7] > '9')
+        return EST_HTTP_E_SYNTAX;
+    uint8_t minor = v[7];
+    if (v[5] != '1' || (minor != '0' && minor != '1')) return EST_HTTP_E_VERSION;
     *http11 = minor == '1';
     req->method_text = method;
     req->method = est_http_ieq(&method, "GET") ? EST_M_GET

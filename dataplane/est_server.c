@@ -179,25 +179,33 @@ void est_enroll_run(const est_ctx_t *est, est_enroll_t *e, unsigned worker) {
     if (e->reenroll && !est_reenroll_matches(est, e, &csr))
         return est_deny(e, 403, NULL, "CSR subject or subjectAltName differs from the client certificate (RFC 7030 4.2.2)");
 
-    uint8_t cert[8192], p7[9216];
+    /* Worker-side buffers grow as needed: a CSR with a long subject or many
+     * SANs makes a long certificate. */
     CBB cbb;
+    uint8_t *cert = NULL, *p7 = NULL, *b64 = NULL;
     size_t cert_len, p7_len;
-    CBB_init_fixed(&cbb, cert, sizeof(cert));
-    err = cx_cert_issue_leaf(&cbb, e->serial, &est->issuer, &csr, &est->policy, time(NULL));
-    if (err || !CBB_finish(&cbb, NULL, &cert_len)) {
+    if (!CBB_init(&cbb, 2048) ||
+        (err = cx_cert_issue_leaf(&cbb, e->serial, &est->issuer, &csr, &est->policy, time(NULL))) ||
+        !CBB_finish(&cbb, &cert, &cert_len)) {
         CBB_cleanup(&cbb);
-        return est_deny(e, 500, NULL, err ? cx_err_str(err) : "certificate too large");
+        return est_deny(e, 500, NULL, err ? cx_err_str(err) : "out of memory");
     }
     CBS certs[1];
     CBS_init(&certs[0], cert, cert_len);
-    CBB_init_fixed(&cbb, p7, sizeof(p7));
-    if (cx_pkcs7_certs_only(&cbb, certs, 1) || !CBB_finish(&cbb, NULL, &p7_len)) {
+    if (!CBB_init(&cbb, cert_len + 64) || cx_pkcs7_certs_only(&cbb, certs, 1) ||
+        !CBB_finish(&cbb, &p7, &p7_len) || !(b64 = malloc(cx_b64_encoded_len(p7_len)))) {
         CBB_cleanup(&cbb);
+        OPENSSL_free(cert);
+        OPENSSL_free(p7);
         return est_deny(e, 500, NULL, "PKCS#7 encoding failed");
     }
-    uint8_t b64[12800];
     size_t b64_len = cx_b64_encode(b64, p7, p7_len);
     est_respond(e, 200, EST_P7_TYPE, EST_B64_HDR, b64, b64_len);
+    OPENSSL_free(cert);
+    OPENSSL_free(p7);
+    free(b64);
+    if (!e->out_len) /* cannot happen with the sized buffers; never send half */
+        return est_deny(e, 413, NULL, "the certificate for this CSR is too large to return");
     char serial[2 * CX_SERIAL_LEN + 1];
     for (size_t i = 0; i < CX_SERIAL_LEN; i++) snprintf(serial + 2 * i, 3, "%02x", e->serial[i]);
     DP_INFO("EST %s issued serial=%s cn=%s peer=%s auth=%s%.*s", e->reenroll ? "simplereenroll" : "simpleenroll",
@@ -219,7 +227,9 @@ static int est_build_csrattrs(est_ctx_t *est, const char *oids, char *why, size_
     char *list = strdup(oids), *save = NULL;
     if (!list || !CBB_init(&cbb, 64) || !CBB_add_asn1(&cbb, &seq, CBS_ASN1_SEQUENCE)) goto fail;
     for (char *tok = strtok_r(list, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
-        if (!CBB_add_asn1_oid_from_text(&seq, tok, strlen(tok))) {
+        CBB oid;
+        if (!CBB_add_asn1(&seq, &oid, CBS_ASN1_OBJECT) ||
+            !CBB_add_asn1_oid_from_text(&oid, tok, strlen(tok))) {
             snprintf(why, why_len, "csrattrs: '%s' is not a dotted OID", tok);
             goto fail;
         }

@@ -3,7 +3,9 @@ gets the right status (with a text/plain reason) or a closed connection, and
 stampeded keeps serving other clients afterwards. Raw sockets over ssl give
 byte-exact control of what is sent. The last test enrolls after all of them;
 tearDownClass asserts a clean SIGTERM exit and no sanitizer report."""
+import base64
 import os
+import subprocess
 import random
 import socket
 import ssl
@@ -104,14 +106,27 @@ class TestBadInput(fx.SharedDaemonTestCase):
         r = self.exchange(self.enroll_req(fx.b64(bytes(der))), 400, False)
         self.assertNotIn(b'SEPBAD', r.body)
 
-    def test_csr_too_big_to_issue_is_a_client_error(self):
-        # A valid CSR whose certificate would not fit the issuance buffer:
-        # the client's fault (4xx with a reason), not "500 out of memory".
+    def test_largest_valid_csr_is_issued(self):
+        # A valid CSR just under max_body (long subject: 150 OUs) gets its
+        # certificate, complete, never "500 out of memory" or a cut response.
         key = fx.gen_key(os.path.join(self.tmp, 'big.key'), 'ec256')
         subj = '/CN=big' + ''.join('/OU=unit%03d%s' % (i, 'y' * 40) for i in range(150))
         der = fx.make_csr(key, subj, os.path.join(self.tmp, 'big.csr'))
         self.assertLess(len(fx.b64(der)), 16384, 'must fit max_body')
-        self.exchange(self.enroll_req(fx.b64(der)), (400, 413), False)
+        s = fx.tls_connect(self.d)
+        try:
+            s.sendall(self.enroll_req(fx.b64(der)))
+            r = fx.read_response(s)
+        finally:
+            s.close()
+        self.assertEqual(r.status, 200, r)
+        p7 = os.path.join(self.tmp, 'big.p7')
+        with open(p7, 'wb') as f:
+            f.write(base64.b64decode(r.body))
+        out = subprocess.run(['openssl', 'pkcs7', '-inform', 'DER', '-in', p7, '-print_certs'],
+                             capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn('unit149', out.stdout)
 
     def test_400_empty_body(self):
         self.exchange(self.enroll_req(b''), 400, False)
