@@ -55,6 +55,10 @@ static void test_errors(void **state) {
     assert_int_equal(dp_config_load(&c, 3, a2, why, sizeof(why)), DP_CFG_E_USAGE);
     assert_non_null(strstr(why, "bogus"));
     dp_config_free(&c);
+    char *a6[] = {"stampeded", "--data-dir", "/d", "--bogus", NULL};
+    assert_int_equal(dp_config_load(&c, 4, a6, why, sizeof(why)), DP_CFG_E_USAGE);
+    assert_non_null(strstr(why, "unknown flag"));
+    dp_config_free(&c);
     char *a3[] = {"stampeded", NULL};
     assert_int_equal(dp_config_load(&c, 1, a3, why, sizeof(why)), DP_CFG_E_USAGE);
     assert_non_null(strstr(why, "--data-dir"));

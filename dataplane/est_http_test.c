@@ -52,6 +52,9 @@ static void test_hostile(void **state) {
     est_http_req_t r;
     assert_int_equal(parse("GET / HTTP/2.0\r\n\r\n", &r), EST_HTTP_E_VERSION);
     assert_int_equal(parse("GET / FOO/1.1\r\n\r\n", &r), EST_HTTP_E_SYNTAX);
+    assert_int_equal(parse("GET / HTTP/1.1 extra\r\n\r\n", &r), EST_HTTP_E_SYNTAX);
+    assert_int_equal(parse("GET / HTTP/1.x\r\n\r\n", &r), EST_HTTP_E_SYNTAX);
+    assert_int_equal(parse("GET / HTTP/1.2\r\n\r\n", &r), EST_HTTP_E_VERSION);
     assert_int_equal(parse("GET noslash HTTP/1.1\r\n\r\n", &r), EST_HTTP_E_SYNTAX);
     assert_int_equal(parse("GET / HTTP/1.1\nHost: a\r\n\r\n", &r), EST_HTTP_E_SYNTAX);
     assert_int_equal(parse("GET / HTTP/1.1\r\nBad Name: a\r\n\r\n", &r), EST_HTTP_E_SYNTAX);
