@@ -89,32 +89,34 @@ class TestSlowClients(fx.SharedDaemonTestCase):
         finally:
             s.close()
 
+    def drip(self, s, data, pause):
+        """drip sends `data` one byte at a time, `pause` seconds apart, until
+        the server closes the connection or BOUND passes. Returns (closed,
+        seconds)."""
+        t0 = time.monotonic()
+        for i in range(len(data)):
+            if time.monotonic() - t0 > BOUND:
+                break
+            try:
+                s.sendall(data[i:i + 1])
+            except OSError:
+                return True, time.monotonic() - t0
+            s.settimeout(pause)
+            try:
+                if s.recv(4096) == b'':
+                    return True, time.monotonic() - t0
+            except (socket.timeout, TimeoutError):
+                pass
+            except (ssl.SSLError, OSError):
+                return True, time.monotonic() - t0
+        return False, time.monotonic() - t0
+
     def test_header_drip_closed(self):
         """Slowloris: one header byte every 0.2 s never resets the deadline."""
         s = fx.tls_connect(self.d)
         req = b'GET /.well-known/est/cacerts HTTP/1.1\r\n' + b'X-Drip: ' + b'a' * 200
-        t0 = time.monotonic()
-        closed = False
         try:
-            for i in range(len(req)):
-                if time.monotonic() - t0 > BOUND:
-                    break
-                try:
-                    s.sendall(req[i:i + 1])
-                except OSError:
-                    closed = True
-                    break
-                s.settimeout(0.2)
-                try:
-                    if s.recv(4096) == b'':
-                        closed = True
-                        break
-                except (socket.timeout, TimeoutError):
-                    pass
-                except (ssl.SSLError, OSError):
-                    closed = True
-                    break
-            t = time.monotonic() - t0
+            closed, t = self.drip(s, req, 0.2)
             self.assertTrue(closed, 'a dripping header was not cut off within %.0fs' % BOUND)
             self.assertLess(t, 5.0, 'header deadline (1 s) must not be extended by drips (closed after %.1fs)' % t)
         finally:
@@ -133,29 +135,9 @@ class TestSlowClients(fx.SharedDaemonTestCase):
         req = self.enroll_request()
         head = len(req) - len(self.body)
         s = fx.tls_connect(self.d)
-        t0 = time.monotonic()
-        closed = False
         try:
             s.sendall(req[:head])
-            for i in range(head, len(req)):
-                if time.monotonic() - t0 > BOUND:
-                    break
-                try:
-                    s.sendall(req[i:i + 1])
-                except OSError:
-                    closed = True
-                    break
-                s.settimeout(0.25)
-                try:
-                    if s.recv(4096) == b'':
-                        closed = True
-                        break
-                except (socket.timeout, TimeoutError):
-                    pass
-                except (ssl.SSLError, OSError):
-                    closed = True
-                    break
-            t = time.monotonic() - t0
+            closed, t = self.drip(s, req[head:], 0.25)
             self.assertTrue(closed, 'a dripping body was not cut off within %.0fs' % BOUND)
             self.assertLess(t, 6.0, 'body deadline (2 s) must not be extended by drips (closed after %.1fs)' % t)
         finally:
