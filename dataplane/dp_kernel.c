@@ -166,16 +166,28 @@ static void dp_kernel_run(dp_core_t *c) {
             uint32_t e = evs[i].events;
             if (type == DP_POLL_LISTENER) dp_kernel_accept(c);
             else if (type == DP_POLL_EVENT) dp_core_on_completions(c);
-            else dp_sess_on_io(evs[i].data.ptr, e & EPOLLIN, e & EPOLLOUT,
-                               e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR));
+            else {
+                dp_sess_t *s = evs[i].data.ptr;
+                if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s->conn.rx_dry = false;
+                dp_sess_on_io(s, e & EPOLLIN, e & EPOLLOUT, e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR));
+            }
         }
     }
 }
 
+/* Sockets are edge-triggered: once a read came back short (or empty), the
+ * socket was drained, and anything arriving later raises a new readable
+ * event; until then reads are answered without a system call. */
 static ssize_t dp_kernel_recv(dp_conn_t *conn, void *buf, size_t len) {
+    if (conn->rx_dry) return DP_IO_AGAIN;
     ssize_t n = read(conn->fd, buf, len);
+    if (n > 0 && (size_t)n < len) conn->rx_dry = true;
     if (n >= 0) return n;
-    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? DP_IO_AGAIN : DP_IO_ERROR;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        conn->rx_dry = true;
+        return DP_IO_AGAIN;
+    }
+    return errno == EINTR ? DP_IO_AGAIN : DP_IO_ERROR;
 }
 
 static ssize_t dp_kernel_send(dp_conn_t *conn, const void *buf, size_t len) {

@@ -465,7 +465,11 @@ static void sess_drive_inner(dp_sess_t *s) {
 /* ---- events ---- */
 
 void dp_sess_on_io(dp_sess_t *s, bool readable, bool writable, bool hangup) {
-    (void)readable, (void)writable, (void)hangup;
+    /* "Writable" alone matters only to a session with bytes waiting to go
+     * out; otherwise (e.g. the edge reported right after registration)
+     * driving would only cost a read that finds nothing. */
+    if (!readable && !hangup && writable && !s->pending_len && !s->want_write && s->state != DP_S_WRITE)
+        return;
     sess_drive(s);
 }
 

@@ -6,6 +6,7 @@
 #ifndef DP_TRANSPORT_H
 #define DP_TRANSPORT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -16,6 +17,8 @@ typedef struct dp_runtime dp_runtime_t;
 typedef struct {
     int fd;           /* kernel transport: the socket */
     void *pcb;        /* other transports: their connection object */
+    bool rx_dry;      /* a read found nothing since the last readable event:
+                         reads answer DP_IO_AGAIN without a system call */
 } dp_conn_t;
 
 /* Results of recv/send besides a positive byte count. */
