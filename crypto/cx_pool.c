@@ -129,10 +129,10 @@ static void *cx_pool_worker(void *arg) {
     cx_pool_t *p = a.pool;
     cx_worker_t *w = &p->workers[a.id];
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    if (ncpu > 1) { /* same CPU as the core(s) it serves, see cx_pool_submit */
+    if (ncpu > 1) { /* worker i on CPU i, like core i: see cx_pool_submit */
         cpu_set_t set;
         CPU_ZERO(&set);
-        CPU_SET((a.id % p->num_cores) % (unsigned)ncpu, &set);
+        CPU_SET(a.id % (unsigned)ncpu, &set);
         pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
     }
     if (p->worker_init) p->worker_init(a.id);
