@@ -30,6 +30,7 @@ typedef enum {
     DP_T_BODY,
     DP_T_IDLE,
     DP_T_WRITE,
+    DP_T_LINGER,
     DP_T__COUNT,
     DP_T_NONE = DP_T__COUNT
 } dp_timer_kind_t;
@@ -39,6 +40,8 @@ typedef enum {
     DP_S_READ,           /* reading a request */
     DP_S_JOB,            /* request in the signing pool */
     DP_S_WRITE,          /* response partly sent, waiting for the socket */
+    DP_S_LINGER,         /* last response and close_notify sent: waiting
+                            briefly for the client to close first */
     DP_S_CLOSED,         /* socket gone; freed when its job returns */
 } dp_state_t;
 
@@ -99,6 +102,11 @@ struct dp_sess {
     size_t pending_len;
     char peer[48];            /* "addr:port" for logs */
 };
+
+/* How long a finished connection waits for the client to close first (so the
+ * client, not the appliance, keeps TIME_WAIT, and unread client bytes never
+ * turn our close into a reset under the response). */
+#define DP_LINGER_MS 2000
 
 /* Size of the per-core output coalescing buffer. */
 #define DP_TX_CAP 32768

@@ -132,6 +132,40 @@ void dp_sess_keyop_submitted(dp_sess_t *s) { s->state = DP_S_JOB; }
 /* ---- responses ---- */
 
 static void sess_after_response(dp_sess_t *s);
+static void sess_close(dp_sess_t *s, bool notify);
+
+/* sess_linger ends a connection politely: close_notify goes out with the
+ * last response, then the client gets DP_LINGER_MS to close first. */
+static void sess_linger(dp_sess_t *s) {
+    dp_core_t *c = s->core;
+    if (c->draining || s->state == DP_S_HANDSHAKE) {
+        sess_close(s, true);
+        return;
+    }
+    SSL_shutdown(s->ssl);
+    if (s->buf) {
+        dp_buf_put(c, s->buf);
+        s->buf = NULL;
+    }
+    s->state = DP_S_LINGER;
+    dp_timer_arm(s, DP_T_LINGER);
+}
+
+/* sess_linger_read discards what the client still sends and closes at its
+ * end of stream (or on any error). */
+static void sess_linger_read(dp_sess_t *s) {
+    dp_core_t *c = s->core;
+    s->stash_len = s->stash_off = 0;
+    if (c->rx_owner == s) c->rx_len = c->rx_off = 0;
+    for (;;) {
+        ssize_t n = c->rt->transport->recv(&s->conn, c->scratch, c->scratch_cap);
+        if (n == DP_IO_AGAIN) return;
+        if (n <= 0) {
+            sess_close(s, false);
+            return;
+        }
+    }
+}
 
 /* sess_send writes the prepared response (buf data[resp_off..]) in one
  * SSL_write, i.e. one TLS record for responses up to 16 KiB. */
@@ -189,7 +223,7 @@ static void sess_after_response(dp_sess_t *s) {
     dp_buf_t *b = s->buf;
     s->served = true;
     if (!s->keep_alive || c->draining) {
-        sess_close(s, true);
+        sess_linger(s);
         return;
     }
     /* Keep pipelined bytes that followed the request. */
@@ -455,6 +489,7 @@ static void sess_drive_inner(dp_sess_t *s) {
         case DP_S_HANDSHAKE: more = sess_handshake(s); break;
         case DP_S_READ: more = sess_read(s); break;
         case DP_S_WRITE: more = sess_send(s); break;
+        case DP_S_LINGER: sess_linger_read(s); return;
         case DP_S_JOB:
         case DP_S_CLOSED: return;
         }
@@ -506,14 +541,18 @@ void dp_sess_keyop_done(dp_sess_t *s, dp_keyop_t *k) {
 
 void dp_sess_timeout(dp_sess_t *s) {
     static const char *const phase[DP_T__COUNT] = {"handshake", "request header", "request body",
-                                                   "idle keep-alive", "response write"};
-    if (s->timer < DP_T__COUNT && s->timer != DP_T_IDLE && !s->core->draining)
+                                                   "idle keep-alive", "response write", "linger"};
+    if (s->timer < DP_T__COUNT && s->timer != DP_T_IDLE && s->timer != DP_T_LINGER && !s->core->draining)
         DP_INFO("peer=%s timed out in %s; closing", s->peer, phase[s->timer]);
     sess_close(s, s->timer == DP_T_IDLE);
 }
 
 void dp_sess_drain(dp_sess_t *s) {
     s->closing = true;
+    if (s->state == DP_S_LINGER) {
+        sess_close(s, false);
+        return;
+    }
     if (s->state != DP_S_READ || (s->buf && s->buf->len)) return; /* busy: finishes, then closes */
     /* Idle as far as we know: a request may have arrived unread. Read once;
      * it is answered (and the connection closed after it), else close now. */
