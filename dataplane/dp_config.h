@@ -48,6 +48,7 @@ typedef struct {
     uint32_t queue_bound;
     uint32_t max_sessions;
     uint32_t retry_after;
+    uint32_t so_sndbuf;
     char *log_level;
 } dp_config_t;
 

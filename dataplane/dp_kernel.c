@@ -58,7 +58,8 @@ static int dp_parse_hostport(const char *spec, struct sockaddr_storage *ss, sock
     return 0;
 }
 
-static int dp_listen_socket(const struct sockaddr_storage *ss, socklen_t len, bool reuseport) {
+static int dp_listen_socket(const struct sockaddr_storage *ss, socklen_t len, bool reuseport,
+                            unsigned sndbuf) {
     int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     int one = 1, defer = 1; /* seconds; silent clients then meet handshake_timeout */
@@ -66,6 +67,7 @@ static int dp_listen_socket(const struct sockaddr_storage *ss, socklen_t len, bo
     if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof(defer));
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* inherited by accepted sockets */
+    if (sndbuf) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)); /* inherited too */
     if (bind(fd, (const struct sockaddr *)ss, len) < 0 || listen(fd, 4096) < 0) {
         int e = errno;
         close(fd);
@@ -81,7 +83,7 @@ static int dp_kernel_setup(dp_runtime_t *rt, char *why, size_t why_len) {
     if (dp_parse_hostport(rt->cfg.est_listen, &ss, &len, why, why_len)) return -1;
     /* Probe without SO_REUSEPORT first: if another process holds the port
      * (even with SO_REUSEPORT), fail loudly instead of sharing it. */
-    int probe = dp_listen_socket(&ss, len, false);
+    int probe = dp_listen_socket(&ss, len, false, 0);
     if (probe < 0) {
         snprintf(why, why_len, "cannot listen on %s: %s", rt->cfg.est_listen, strerror(errno));
         return -1;
@@ -90,13 +92,13 @@ static int dp_kernel_setup(dp_runtime_t *rt, char *why, size_t why_len) {
     for (unsigned i = 0; i < rt->num_cores; i++) {
         dp_core_t *c = &rt->cores[i];
         c->epfd = epoll_create1(EPOLL_CLOEXEC);
-        c->est_listener.fd = dp_listen_socket(&ss, len, true);
+        c->est_listener.fd = dp_listen_socket(&ss, len, true, rt->cfg.so_sndbuf);
         if (c->epfd < 0 || c->est_listener.fd < 0) {
             snprintf(why, why_len, "cannot listen on %s: %s", rt->cfg.est_listen, strerror(errno));
             return -1;
         }
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &c->est_listener};
-        struct epoll_event ev2 = {.events = EPOLLIN, .data.ptr = &c->event_poll_type};
+        struct epoll_event ev2 = {.events = EPOLLIN | EPOLLET, .data.ptr = &c->event_poll_type};
         if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->est_listener.fd, &ev) ||
             epoll_ctl(c->epfd, EPOLL_CTL_ADD, cx_pool_core_fd(rt->pool, c->id), &ev2)) {
             snprintf(why, why_len, "epoll_ctl: %s", strerror(errno));
@@ -141,7 +143,10 @@ static void dp_kernel_accept(dp_core_t *c) {
             close(fd);
             continue;
         }
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = s};
+        /* Writable interest is added only when a send would block
+         * (dp_kernel_watch_write): registering it up front costs an extra
+         * wake-up per connection for the edge reported at once. */
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.ptr = s};
         if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev)) {
             DP_WARN("epoll_ctl add peer=%s: %s", peer, strerror(errno));
             dp_sess_on_io(s, false, false, true);
@@ -196,6 +201,12 @@ static ssize_t dp_kernel_send(dp_conn_t *conn, const void *buf, size_t len) {
     return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? DP_IO_AGAIN : DP_IO_ERROR;
 }
 
+static void dp_kernel_watch_write(dp_core_t *c, dp_conn_t *conn, void *owner) {
+    if (conn->watch_out || conn->fd < 0) return;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = owner};
+    if (epoll_ctl(c->epfd, EPOLL_CTL_MOD, conn->fd, &ev) == 0) conn->watch_out = true;
+}
+
 static void dp_kernel_close(dp_core_t *c, dp_conn_t *conn) {
     (void)c;
     if (conn->fd >= 0) close(conn->fd);
@@ -216,5 +227,6 @@ const dp_transport_ops_t dp_kernel_transport = {
     .recv = dp_kernel_recv,
     .send = dp_kernel_send,
     .close = dp_kernel_close,
+    .watch_write = dp_kernel_watch_write,
     .stop_listening = dp_kernel_stop_listening,
 };

@@ -479,6 +479,8 @@ static void sess_drive(dp_sess_t *s) {
     } else if (r == 0 && s->want_write && s->state != DP_S_CLOSED) {
         s->want_write = false;
         sess_drive(s); /* the engine was told to retry: let it */
+    } else if (r > 0 || s->want_write) {
+        c->rt->transport->watch_write(c, &s->conn, s);
     }
 }
 

@@ -19,6 +19,8 @@ typedef struct {
     void *pcb;        /* other transports: their connection object */
     bool rx_dry;      /* a read found nothing since the last readable event:
                          reads answer DP_IO_AGAIN without a system call */
+    bool watch_out;   /* the transport reports writability (after a send
+                         would have blocked) */
 } dp_conn_t;
 
 /* Results of recv/send besides a positive byte count. */
@@ -36,6 +38,9 @@ typedef struct {
     ssize_t (*recv)(dp_conn_t *c, void *buf, size_t len);
     /* send writes up to `len` bytes: >0 count, DP_IO_AGAIN, DP_IO_ERROR. */
     ssize_t (*send)(dp_conn_t *c, const void *buf, size_t len);
+    /* watch_write asks for writable events on `c` from now on (called
+     * when a send would block); `owner` is the session. */
+    void (*watch_write)(dp_core_t *core, dp_conn_t *c, void *owner);
     /* close releases the connection. */
     void (*close)(dp_core_t *core, dp_conn_t *c);
     /* stop_listening closes `core`'s listeners (drain on SIGTERM). */

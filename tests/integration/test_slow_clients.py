@@ -15,15 +15,17 @@ import stampede_fixture as fx  # noqa: E402
 
 ENROLL = fx.EST + 'simpleenroll'
 # A silent TCP client is not even accepted before data arrives:
-# dp_kernel sets TCP_DEFER_ACCEPT (5 s), which Linux rounds up to the SYN-ACK
-# retransmission schedule (~7 s), so the handshake deadline starts late.
+# dp_kernel sets TCP_DEFER_ACCEPT (1 s), which Linux rounds up to the SYN-ACK
+# retransmission schedule, so the handshake deadline starts a little late.
 SILENT_BOUND = 15.0
 BOUND = 10.0
 
 
 class TestSlowClients(fx.SharedDaemonTestCase):
+    # A 4 KiB send buffer makes a long response block the server's send, so
+    # the pending-output path (writable events) is exercised.
     DAEMON_ARGS = ('--handshake-timeout', '1', '--header-timeout', '1', '--body-timeout', '2',
-                   '--idle-timeout', '2')
+                   '--idle-timeout', '2', '--so-sndbuf', '4096')
 
     @classmethod
     def setUpClass(cls):
@@ -42,6 +44,33 @@ class TestSlowClients(fx.SharedDaemonTestCase):
         self.assertTrue(closed, 'connection still open after %.1fs' % hi)
         self.assertGreaterEqual(t, lo, 'closed after %.2fs: too early for the deadline' % t)
         return t
+
+    # ---- a reader slower than the response
+
+    def test_slow_reader_gets_every_response(self):
+        """A client with a tiny receive buffer pipelines 61 requests and reads
+        late: the server's sends block, the rest waits in the session and goes
+        out on writable events; every response arrives, whole and in order."""
+        get = fx.raw_request('GET', fx.EST + 'cacerts')
+        last = fx.raw_request('GET', fx.EST + 'cacerts', ['Connection: close'])
+        raw = socket.create_connection(('127.0.0.1', self.d.port), timeout=BOUND)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        s = fx.client_context(self.d).wrap_socket(raw, server_hostname='127.0.0.1')
+        try:
+            s.sendall(get * 60 + last)
+            time.sleep(1.5)  # the server fills the tiny window and blocks
+            s.settimeout(BOUND)
+            data = b''
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < BOUND:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            self.assertEqual(data.count(b'HTTP/1.1 200 OK\r\n'), 61)
+            self.assertTrue(data.endswith(b'\n'), 'the last response is complete')
+        finally:
+            s.close()
 
     # ---- one stall per phase
 
