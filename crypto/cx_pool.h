@@ -76,8 +76,10 @@ void cx_pool_kick(cx_pool_t *pool, unsigned core);
 cx_job_t *cx_pool_poll(cx_pool_t *pool, unsigned core);
 
 /* cx_pool_core_fd returns the eventfd that becomes readable when results for
- * `core` arrive; cx_pool_core_ack clears it (call before draining with
- * cx_pool_poll). Thread: polling core `core` only. */
+ * `core` arrive. A poller watching it level-triggered clears it with
+ * cx_pool_core_ack before draining with cx_pool_poll; an edge-triggered
+ * poller need not read it (each ring is a new edge; the counter cannot
+ * realistically overflow). Thread: polling core `core` only. */
 int cx_pool_core_fd(const cx_pool_t *pool, unsigned core);
 void cx_pool_core_ack(cx_pool_t *pool, unsigned core);
 
