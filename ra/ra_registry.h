@@ -1,0 +1,66 @@
+/* ra_registry: the device registry in Redis (docs/redis-schema.md): one hash
+ * `stp:dev:{NAME}` per device, the index set `stp:devices`, and an entry in
+ * the audit stream for each change made here.
+ * Atomicity: the record itself is written by one single-key script (DEL +
+ * HSET of all fields, refused if it exists and replace is off), so a record
+ * is never half written and two racing adds cannot both win. The set member
+ * and the audit entry follow in one pipelined round trip; they live in other
+ * hash slots, so on Redis Cluster they cannot share a MULTI. A crash between
+ * the two leaves a record missing from `stp:devices` (the daemon looks
+ * devices up by key, so it still serves it; `device add --replace` or a
+ * re-import repairs the index). Delete removes the record first, then the
+ * member, the same way round.
+ * Synchronous hiredis: for stampedectl and start-up code, never a polling
+ * core. Thread: the thread owning `c`. */
+#ifndef RA_REGISTRY_H
+#define RA_REGISTRY_H
+
+#include <hiredis/hiredis.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "ra/ra_device.h"
+#include "ra/ra_err.h"
+
+#define RA_REGISTRY_SET "stp:devices"
+
+/* ra_registry_key writes `stp:dev:{NAME}` into `buf`. */
+void ra_registry_key(char *buf, size_t buf_len, const char *name);
+
+/* ra_registry_add stores `d` (validated first) and indexes it. `created`
+ * and `updated` are set to now; with `replace` an existing record is
+ * overwritten (its `created` kept). `peer` names the actor for the audit
+ * entry "device-add". Returns RA_OK, the RA_E_BAD_* of ra_device_validate,
+ * RA_E_EXISTS (nothing changed), or RA_E_REDIS / RA_E_REDIS_CONNECT with the
+ * cause in `why`. */
+ra_err_t ra_registry_add(redisContext *c, const ra_device_t *d, bool replace, const char *peer,
+                         char *why, size_t why_len);
+
+/* ra_registry_get reads device `name` into `out`. Returns RA_OK,
+ * RA_E_BAD_NAME, RA_E_NOT_FOUND, RA_E_BAD_RECORD or RA_E_REDIS* (cause in
+ * `why`). */
+ra_err_t ra_registry_get(redisContext *c, const char *name, ra_device_t *out, char *why,
+                         size_t why_len);
+
+/* ra_registry_list_cb is called once per indexed name (SSCAN order; a name
+ * may repeat if the set changes during the scan). Return 0 to go on. */
+typedef int (*ra_registry_list_cb)(const char *name, void *arg);
+
+/* ra_registry_list walks `stp:devices` with SSCAN. Returns RA_OK (also if
+ * the callback stopped it) or RA_E_REDIS* with the cause in `why`. */
+ra_err_t ra_registry_list(redisContext *c, ra_registry_list_cb cb, void *arg, char *why,
+                          size_t why_len);
+
+/* ra_registry_delete removes device `name` and its index entry, and audits
+ * "device-delete-record". Returns RA_OK, RA_E_BAD_NAME, RA_E_NOT_FOUND or
+ * RA_E_REDIS* (cause in `why`). */
+ra_err_t ra_registry_delete(redisContext *c, const char *name, const char *peer, char *why,
+                            size_t why_len);
+
+/* ra_registry_set_status sets `status`, `reason` ("" clears it) and
+ * `updated` of an existing device in one step. Returns RA_OK, RA_E_BAD_NAME,
+ * RA_E_NOT_FOUND or RA_E_REDIS* (cause in `why`). */
+ra_err_t ra_registry_set_status(redisContext *c, const char *name, ra_status_t status,
+                                const char *reason, char *why, size_t why_len);
+
+#endif
