@@ -49,6 +49,7 @@ typedef struct {
     uint32_t max_sessions;
     uint32_t retry_after;
     uint32_t so_sndbuf;
+    uint32_t close_linger_ms;
     char *log_level;
 } dp_config_t;
 

@@ -44,7 +44,7 @@ int dp_core_init(dp_core_t *c, dp_runtime_t *rt, unsigned id) {
     c->timeout_ms[DP_T_BODY] = (int64_t)cfg->body_timeout * 1000;
     c->timeout_ms[DP_T_IDLE] = (int64_t)cfg->idle_timeout * 1000;
     c->timeout_ms[DP_T_WRITE] = (int64_t)cfg->body_timeout * 1000;
-    c->timeout_ms[DP_T_LINGER] = DP_LINGER_MS;
+    c->timeout_ms[DP_T_LINGER] = cfg->close_linger_ms;
     /* request (header + body) + room for the longest response: the largest
      * CSR a body can carry (3/4 of it) becomes a slightly larger certificate,
      * wrapped in PKCS#7 and base64 again (4/3 + CRLFs), plus headers. */

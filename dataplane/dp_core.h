@@ -103,11 +103,6 @@ struct dp_sess {
     char peer[48];            /* "addr:port" for logs */
 };
 
-/* How long a finished connection waits for the client to close first (so the
- * client, not the appliance, keeps TIME_WAIT, and unread client bytes never
- * turn our close into a reset under the response). */
-#define DP_LINGER_MS 2000
-
 /* Size of the per-core output coalescing buffer. */
 #define DP_TX_CAP 32768
 /* Size of the per-core read-ahead buffer (one TLS record and a bit). */

@@ -135,10 +135,12 @@ static void sess_after_response(dp_sess_t *s);
 static void sess_close(dp_sess_t *s, bool notify);
 
 /* sess_linger ends a connection politely: close_notify goes out with the
- * last response, then the client gets DP_LINGER_MS to close first. */
+ * last response, then the client gets close_linger_ms to close first (so the
+ * client, not the appliance, keeps TIME_WAIT, and unread client bytes never
+ * turn our close into a reset under the response). */
 static void sess_linger(dp_sess_t *s) {
     dp_core_t *c = s->core;
-    if (c->draining || s->state == DP_S_HANDSHAKE) {
+    if (c->draining || s->state == DP_S_HANDSHAKE || c->timeout_ms[DP_T_LINGER] == 0) {
         sess_close(s, true);
         return;
     }
