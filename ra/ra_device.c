@@ -286,12 +286,12 @@ ra_err_t ra_device_decode(ra_device_t *d, const char *name, const char *const *f
         CBS_init(&v, (const uint8_t *)values[i], value_lens[i]);
         if (!ra_cbs_get_text(&fv, f, sizeof(f), 0)) continue; /* not one of ours */
         if (!ra_decode_field(d, f, &v)) {
-            snprintf(why, why_len, "field '%s' of %s", f, name);
+            snprintf(why, why_len, "malformed record: field '%s' of %s", f, name);
             return RA_E_BAD_RECORD;
         }
     }
     if (ra_device_validate(d) != RA_OK) {
-        snprintf(why, why_len, "fields of %s inconsistent (auth/auth_hash or keys)", name);
+        snprintf(why, why_len, "malformed record: fields of %s inconsistent (auth/auth_hash or keys)", name);
         return RA_E_BAD_RECORD;
     }
     return RA_OK;

@@ -114,7 +114,7 @@ ra_err_t ra_registry_add(redisContext *c, const ra_device_t *d, bool replace, co
                               why, why_len);
 }
 
-/* ra_get_reply decodes an HGETALL array reply into `out`. */
+/* ra_get_decode decodes an HGETALL array reply into `out`. */
 static ra_err_t ra_get_decode(const redisReply *r, const char *name, ra_device_t *out, char *why,
                               size_t why_len) {
     enum { MAXF = 64 };
@@ -152,6 +152,30 @@ ra_err_t ra_registry_get(redisContext *c, const char *name, ra_device_t *out, ch
     if (e == RA_OK) e = ra_get_decode(r, name, out, why, why_len);
     if (r) freeReplyObject(r);
     return e;
+}
+
+ra_err_t ra_registry_get_batch(redisContext *c, const char *const *names, size_t num,
+                               ra_device_t *out, ra_err_t *errs, char *why, size_t why_len) {
+    char key[RA_DEVICE_NAME_MAX + 16], cause[256];
+    for (size_t i = 0; i < num; i++) {
+        errs[i] = ra_device_name_valid(names[i]) ? RA_OK : RA_E_BAD_NAME;
+        if (errs[i] != RA_OK) continue;
+        ra_registry_key(key, sizeof(key), names[i]);
+        if (redisAppendCommand(c, "HGETALL %s", key) != REDIS_OK) {
+            snprintf(why, why_len, "out of memory");
+            return RA_E_NOMEM; /* the context is unusable after a partial pipeline */
+        }
+    }
+    for (size_t i = 0; i < num; i++) {
+        redisReply *r = NULL;
+        if (errs[i] != RA_OK) continue;
+        if (redisGetReply(c, (void **)&r) != REDIS_OK) return ra_redis_reply_err(c, NULL, why, why_len);
+        if (r->type == REDIS_REPLY_ERROR) errs[i] = RA_E_BAD_RECORD; /* e.g. WRONGTYPE */
+        else errs[i] = ra_get_decode(r, names[i], &out[i], cause, sizeof(cause));
+        if (errs[i] == RA_E_REDIS) errs[i] = RA_E_BAD_RECORD;
+        freeReplyObject(r);
+    }
+    return RA_OK;
 }
 
 /* ra_list_page hands one SSCAN page to `cb`; sets *stop if it asked to. */

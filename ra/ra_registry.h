@@ -42,6 +42,14 @@ ra_err_t ra_registry_add(redisContext *c, const ra_device_t *d, bool replace, co
 ra_err_t ra_registry_get(redisContext *c, const char *name, ra_device_t *out, char *why,
                          size_t why_len);
 
+/* ra_registry_get_batch reads the `num` devices `names` in one pipelined
+ * round trip (for reports over many devices). errs[i] gets RA_OK (out[i]
+ * filled), RA_E_BAD_NAME, RA_E_NOT_FOUND or RA_E_BAD_RECORD (also for a
+ * key of the wrong type). Returns RA_OK, or RA_E_REDIS* / RA_E_NOMEM with
+ * the cause in `why` if the round trip failed (errs then unspecified). */
+ra_err_t ra_registry_get_batch(redisContext *c, const char *const *names, size_t num,
+                               ra_device_t *out, ra_err_t *errs, char *why, size_t why_len);
+
 /* ra_registry_list_cb is called once per indexed name (SSCAN order; a name
  * may repeat if the set changes during the scan). Return 0 to go on. */
 typedef int (*ra_registry_list_cb)(const char *name, void *arg);

@@ -514,11 +514,31 @@ static void ra_ctl_report_row(const ra_device_t *d, int64_t now, bool csv) {
     for (size_t i = 0; i < 9; i++) ra_ctl_csv_field(cols[i], i == 8);
 }
 
+#define RA_CTL_BATCH 256
+
+/* ra_ctl_report_batch prints the rows of names[0..num) (one round trip). */
+static int ra_ctl_report_batch(ra_ctl_t *ctl, char *const *names, size_t num, int64_t now, long days,
+                               bool csv) {
+    static ra_device_t devs[RA_CTL_BATCH];
+    ra_err_t errs[RA_CTL_BATCH];
+    char why[RA_CTL_WHY];
+    ra_err_t e = ra_registry_get_batch(ctl->redis, (const char *const *)names, num, devs, errs, why, sizeof(why));
+    if (e != RA_OK) return ra_ctl_redis_fail(ctl, "report", why);
+    for (size_t i = 0; i < num; i++) {
+        const ra_device_t *d = &devs[i];
+        if (errs[i] == RA_E_BAD_RECORD) fprintf(stderr, "stampedectl: report: skipped %s: malformed record\n", names[i]);
+        if (errs[i] != RA_OK) continue; /* deleted meanwhile, or a stale index entry */
+        if (days < 0 || (d->lsc_not_after > 0 && d->lsc_not_after <= now + (int64_t)days * 86400))
+            ra_ctl_report_row(d, now, csv);
+    }
+    return RA_CTL_EXIT_OK;
+}
+
 static int ra_ctl_report(ra_ctl_t *ctl, int argc, char **argv) {
     bool csv = false;
     long days = -1;
     const char *v;
-    char why[RA_CTL_WHY], *end;
+    char *end;
     for (int i = 0; i < argc; i++) {
         int r;
         if (!strcmp(argv[i], "--csv")) csv = true;
@@ -534,18 +554,9 @@ static int ra_ctl_report(ra_ctl_t *ctl, int argc, char **argv) {
     if (!rc && !csv)
         printf("%-20s %-13s %-7s %-8s %-24s %-25s %9s  %s\n", "DEVICE", "OPERATION", "AUTH", "STATUS",
                "LSC SERIAL", "LSC EXPIRES", "DAYS LEFT", "REASON");
-    for (size_t i = 0; !rc && i < n.num; i++) {
-        ra_device_t d;
-        ra_err_t e = ra_registry_get(ctl->redis, n.names[i], &d, why, sizeof(why));
-        if (e == RA_E_NOT_FOUND) continue; /* deleted meanwhile, or stale index entry */
-        if (e == RA_E_BAD_RECORD) {
-            fprintf(stderr, "stampedectl: report: skipped %s: %s\n", n.names[i], why);
-            continue;
-        }
-        if (e != RA_OK) rc = ra_ctl_redis_fail(ctl, "report", why);
-        else if (days < 0 || (d.lsc_not_after > 0 && d.lsc_not_after <= now + (int64_t)days * 86400))
-            ra_ctl_report_row(&d, now, csv);
-    }
+    for (size_t i = 0; !rc && i < n.num; i += RA_CTL_BATCH)
+        rc = ra_ctl_report_batch(ctl, n.names + i, n.num - i < RA_CTL_BATCH ? n.num - i : RA_CTL_BATCH, now,
+                                 days, csv);
     ra_ctl_names_free(&n);
     return rc;
 }

@@ -236,6 +236,30 @@ class TestStampedectl(unittest.TestCase):
         self.assertNotIn('REP3', names)
         self.assertEqual(self.ctl('report', '--expiring-days', 'soon')[0], EXIT_USAGE)
 
+    def test_report_many_stale_and_malformed(self):
+        path = os.path.join(self.tmp, 'many.csv')
+        with open(path, 'w') as f:
+            f.write('name,op,auth,auth_string,keys,by\n')
+            f.writelines('MANY%04d,install,null,,,\n' % i for i in range(600))
+        rc, out, err = self.ctl('import', path)
+        self.assertEqual((rc, out.strip()), (EXIT_OK, 'imported 600, failed 0'), err)
+        self.redis.cli('SADD', 'stp:devices', 'GHOST1')                  # index entry, no record
+        self.redis.cli('HSET', 'stp:dev:{MAL1}', 'op', 'install', 'by', 'soon')
+        self.redis.cli('SADD', 'stp:devices', 'MAL1')
+        rc, out, err = self.ctl('report', '--csv')
+        self.assertEqual(rc, EXIT_OK, err)
+        names = [r['device'] for r in csv.DictReader(io.StringIO(out))]
+        self.assertEqual(len([n for n in names if n.startswith('MANY')]), 600)
+        self.assertNotIn('GHOST1', names)
+        self.assertNotIn('MAL1', names)
+        self.assertIn('skipped MAL1', err)
+        rc, _, err = self.ctl('device', 'show', 'MAL1')
+        self.assertEqual(rc, EXIT_REDIS)
+        self.assertIn("field 'by' of MAL1", err)
+        self.assertEqual(self.ctl('device', 'delete', 'GHOST1')[0], EXIT_NOT_FOUND)
+        self.assertNotIn('GHOST1', self.ctl('device', 'list')[1].split())
+        self.assertEqual(self.ctl('device', 'delete', 'MAL1')[0], EXIT_OK)
+
     def test_audit_stream(self):
         before = int(self.redis.cli('XLEN', 'stp:audit').strip() or 0)
         self.add('AUD1', '--op', 'install', '--auth', 'null')
