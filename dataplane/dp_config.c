@@ -25,6 +25,8 @@ static const dp_setting_t dp_settings[] = {
     S(est_listen, DP_T_STR, "127.0.0.1:8443", 0, 0, "EST listener HOST:PORT (IPv6 as [addr]:port)"),
     S(capf_listen, DP_T_STR, "", 0, 0, "CAPF listener HOST:PORT (reserved: CAPF is not served yet)"),
     S(est_users, DP_T_STR, "", 0, 0, "htpasswd-style 'user:hash' file (hashes from `openssl passwd -6`); default DATA/est-users, created with a random password for user 'est' on first start"),
+    S(redis, DP_T_STR, "", 0, 0, "Redis to use: redis://host:port/db or a unix socket path; empty = start a private redis-server child on DATA/redis.sock (no TCP port, AOF on)"),
+    S(redis_fsync, DP_T_STR, "everysec", 0, 0, "embedded Redis AOF fsync policy: everysec or always"),
     S(cores, DP_T_UINT, "0", 0, 256, "polling cores (threads with their own epoll loop); 0 = one per CPU"),
     S(signers, DP_T_UINT, "0", 0, 256, "signing pool workers; 0 = one per CPU"),
     S(ca_key, DP_T_STR, "ec256", 0, 0, "key type of a newly generated CA: ec256, ec384, rsa2048, rsa3072"),

@@ -50,6 +50,8 @@ typedef struct {
     uint32_t retry_after;
     uint32_t so_sndbuf;
     uint32_t close_linger_ms;
+    char *redis;
+    char *redis_fsync;
     char *log_level;
 } dp_config_t;
 

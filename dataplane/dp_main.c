@@ -125,7 +125,13 @@ static void dp_pidfile(const dp_runtime_t *rt, bool create) {
 static void dp_wait_signals(dp_runtime_t *rt, const sigset_t *set) {
     for (;;) {
         siginfo_t si;
-        int sig = sigwaitinfo(set, &si);
+        int due = dp_redis_child_tick(&rt->redis);
+        struct timespec ts = {due < 0 ? 3600 : due / 1000, due < 0 ? 0 : (long)(due % 1000) * 1000000};
+        int sig = sigtimedwait(set, &si, &ts);
+        if (sig == SIGCHLD) {
+            dp_redis_child_reaped(&rt->redis);
+            continue;
+        }
         if (sig == SIGTERM || sig == SIGINT) {
             DP_INFO("%s: draining in-flight requests (up to %us)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                     rt->cfg.drain_timeout);
@@ -159,6 +165,7 @@ int main(int argc, char **argv) {
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGCHLD);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -182,9 +189,23 @@ int main(int argc, char **argv) {
     for (unsigned i = 0; i < rt.num_cores; i++)
         if (dp_core_init(&rt.cores[i], &rt, i)) return dp_fail("cores", "out of memory");
     if (rt.transport->setup(&rt, why, sizeof(why))) return dp_fail("listen", why);
-    if (cx_pool_start(rt.pool, dp_worker_init, dp_worker_idle) != CX_OK) return dp_fail("signing pool", "cannot start workers");
+    /* Last step that can fail before threads start: a failed start never
+     * leaves a redis-server behind. */
+    if (!rt.cfg.redis[0]) {
+        if (dp_redis_child_start(&rt.redis, rt.cfg.data_dir, rt.cfg.redis_fsync, why, sizeof(why)))
+            return dp_fail("embedded Redis", why);
+    } else {
+        DP_INFO("Redis: external %s", rt.cfg.redis);
+    }
+    if (cx_pool_start(rt.pool, dp_worker_init, dp_worker_idle) != CX_OK) {
+        dp_redis_child_stop(&rt.redis);
+        return dp_fail("signing pool", "cannot start workers");
+    }
     for (unsigned i = 0; i < rt.num_cores; i++)
-        if (dp_core_start(&rt.cores[i])) return dp_fail("cores", "cannot start thread");
+        if (dp_core_start(&rt.cores[i])) {
+            dp_redis_child_stop(&rt.redis);
+            return dp_fail("cores", "cannot start thread");
+        }
     dp_pidfile(&rt, true);
     DP_INFO("stampeded %s: EST on https://%s/.well-known/est/ transport=%s cores=%u signers=%u users=%zu ca=%s/ca.crt",
             STAMPEDE_VERSION, rt.cfg.est_listen, rt.transport->name, rt.num_cores, signers,
@@ -195,6 +216,7 @@ int main(int argc, char **argv) {
     dp_wait_signals(&rt, &set);
     for (unsigned i = 0; i < rt.num_cores; i++) pthread_join(rt.cores[i].thread, NULL);
     cx_pool_free(rt.pool);
+    dp_redis_child_stop(&rt.redis);
     for (unsigned i = 0; i < rt.num_cores; i++) {
         close(rt.cores[i].epfd);
         dp_core_cleanup(&rt.cores[i]);

@@ -14,6 +14,7 @@
 #include "crypto/cx_pool.h"
 #include "dataplane/dp_config.h"
 #include "dataplane/dp_core.h"
+#include "dataplane/dp_redis_child.h"
 #include "dataplane/dp_transport.h"
 #include "dataplane/est_server.h"
 
@@ -26,6 +27,7 @@ struct dp_runtime {
     const dp_transport_ops_t *transport;
     unsigned num_cores;
     dp_core_t *cores;
+    dp_redis_child_t redis;  /* embedded Redis (main thread only) */
     int stop;                /* atomic: 1 after SIGTERM/SIGINT */
     int64_t stop_deadline_ms;/* drain deadline (monotonic ms), set with stop */
 };
