@@ -168,7 +168,7 @@ ra_err_t ra_device_validate(const ra_device_t *d) {
     if (!ra_device_name_valid(d->name)) return RA_E_BAD_NAME;
     if ((unsigned)d->op >= RA_OP__COUNT) return RA_E_BAD_OP;
     if ((unsigned)d->auth >= RA_AUTH__COUNT) return RA_E_BAD_AUTH;
-    if ((d->auth == RA_AUTH_STRING) != (d->auth_hash[0] == '$')) return RA_E_BAD_AUTH;
+    if (d->auth == RA_AUTH_STRING ? d->auth_hash[0] != '$' : d->auth_hash[0] != '\0') return RA_E_BAD_AUTH;
     if (d->num_keys == 0 || d->num_keys > RA_KEY__COUNT) return RA_E_BAD_KEYS;
     for (size_t i = 0; i < d->num_keys; i++)
         if ((unsigned)d->keys[i] >= RA_KEY__COUNT) return RA_E_BAD_KEYS;

@@ -107,7 +107,8 @@ bool ra_auth_string_check(const char *s, const char *hash);
 ra_err_t ra_time_parse(const char *s, int64_t *out);
 
 /* ra_device_validate checks a record before it is stored: name, enums, at
- * least one key, auth_hash present iff auth is string.
+ * least one key, a crypt hash ('$...') if auth is string and no hash
+ * otherwise.
  * Returns RA_OK or the RA_E_BAD_* of the first problem. */
 ra_err_t ra_device_validate(const ra_device_t *d);
 
