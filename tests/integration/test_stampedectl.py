@@ -11,7 +11,11 @@ import shutil
 import subprocess
 import tempfile
 import time
+import sys
 import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import stampede_fixture as fx  # noqa: E402
 
 CTL = os.environ.get('STAMPEDECTL', '')
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_PARTIAL, EXIT_REDIS = 0, 1, 2, 3, 4
@@ -295,6 +299,27 @@ class TestStampedectl(unittest.TestCase):
         self.assertEqual(r.returncode, EXIT_USAGE)
         self.assertIn('--data-dir DIR or --redis URL', r.stderr)
         self.assertEqual(self.ctl('frobnicate')[0], EXIT_USAGE)
+
+
+class TestStampedectlEmbedded(fx.DaemonTestCase):
+    """stampedectl --data-dir finds the Redis that stampeded embeds."""
+
+    def ctl(self, data_dir, *args):
+        r = subprocess.run([CTL, '--data-dir', data_dir] + list(args), capture_output=True, text=True, timeout=60)
+        return r.returncode, r.stdout, r.stderr
+
+    def test_data_dir_reaches_embedded_redis(self):
+        if not CTL or not os.environ.get('STAMPEDED'):
+            self.skipTest('STAMPEDECTL/STAMPEDED not set')
+        d = self.daemon()
+        rc, _, err = self.ctl(d.data_dir, 'device', 'add', 'SEPEMBED00001', '--op', 'install', '--auth', 'null')
+        self.assertEqual(rc, EXIT_OK, err)
+        rc, out, err = self.ctl(d.data_dir, 'device', 'list')
+        self.assertEqual((rc, out.split()), (EXIT_OK, ['SEPEMBED00001']), err)
+        self.stop_ok(d)
+        rc, _, err = self.ctl(d.data_dir, 'device', 'list')
+        self.assertEqual(rc, EXIT_REDIS)
+        self.assertIn(os.path.join(d.data_dir, 'redis.sock'), err)
 
 
 if __name__ == '__main__':
