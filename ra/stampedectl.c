@@ -618,7 +618,9 @@ static int ra_ctl_global(ra_ctl_t *ctl, int argc, char **argv, int *rc) {
         if (r < 0) return *rc = ra_ctl_fail(RA_CTL_EXIT_USAGE, "%s needs a value", argv[i]), -1;
     }
     if (i >= argc) return ra_ctl_usage(stderr), *rc = RA_CTL_EXIT_USAGE, -1;
-    if (ra_ctl_is_help(argv[argc - 1]) || (argc - i == 1 && !strcmp(argv[i], "device"))) return i; /* no Redis needed */
+    for (int j = i; j < argc; j++)
+        if (ra_ctl_is_help(argv[j])) return i; /* COMMAND --help: no Redis needed */
+    if (argc - i == 1 && !strcmp(argv[i], "device")) return i; /* reported as an unknown command */
     if (dir && url) return *rc = ra_ctl_fail(RA_CTL_EXIT_USAGE, "give --data-dir or --redis, not both"), -1;
     if (!dir && !url) return *rc = ra_ctl_fail(RA_CTL_EXIT_USAGE, "give --data-dir DIR or --redis URL"), -1;
     ra_err_t e = url ? ra_redis_parse_url(&ctl->addr, url) : ra_redis_addr_data_dir(&ctl->addr, dir);
