@@ -84,6 +84,17 @@ class TestDrain(fx.DaemonTestCase):
             t.start()
         go.wait()
         time.sleep(0.01)
+        self.sigterm_and_join(d, threads)
+        answered = self.check_outcomes(outcomes)
+        errs = sorted(set(v.split(':')[0][:60] for k, v in outcomes.values() if k == 'error'))
+        print('\n  %d of %d in-flight enrollments answered before exit; others: %s' % (
+            answered, len(socks), errs or '-'), flush=True)
+        self.assertIn('draining', d.stderr())
+        self.assertTrue(refused(d.port), 'port still accepts connections after exit')
+
+    def sigterm_and_join(self, d, threads):
+        """SIGTERM `d`, wait (bounded) for the client threads, and check the
+        daemon drained and exited 0 with no sanitizer report."""
         d.signal(signal.SIGTERM)
         for t in threads:
             t.join(40)
@@ -91,12 +102,6 @@ class TestDrain(fx.DaemonTestCase):
         rc = d.wait(fx.STOP_TIMEOUT)
         d.assert_clean()
         self.assertEqual(rc, 0, d.stderr()[-3000:])
-        answered = self.check_outcomes(outcomes)
-        errs = sorted(set(v.split(':')[0][:60] for k, v in outcomes.values() if k == 'error'))
-        print('\n  %d of %d in-flight enrollments answered before exit; others: %s' % (
-            answered, len(socks), errs or '-'), flush=True)
-        self.assertIn('draining', d.stderr())
-        self.assertTrue(refused(d.port), 'port still accepts connections after exit')
 
     def test_sigterm_during_stream_of_new_connections(self):
         d = self.daemon()
@@ -115,13 +120,7 @@ class TestDrain(fx.DaemonTestCase):
         for t in threads:
             t.start()
         time.sleep(0.04)
-        d.signal(signal.SIGTERM)
-        for t in threads:
-            t.join(40)
-        self.assertFalse(any(t.is_alive() for t in threads))
-        rc = d.wait(fx.STOP_TIMEOUT)
-        d.assert_clean()
-        self.assertEqual(rc, 0, d.stderr()[-3000:])
+        self.sigterm_and_join(d, threads)
         self.check_outcomes(outcomes)
         self.assertTrue(refused(d.port))
 
