@@ -30,6 +30,17 @@ void ra_registry_key(char *buf, size_t buf_len, const char *name) {
     snprintf(buf, buf_len, "stp:dev:{%s}", name);
 }
 
+/* ra_named_key validates a device name from a caller and writes its record
+ * key. Returns RA_OK or RA_E_BAD_NAME (cause in `why`). */
+static ra_err_t ra_named_key(char *key, size_t key_len, const char *name, char *why, size_t why_len) {
+    if (!ra_device_name_valid(name)) {
+        snprintf(why, why_len, "%s", ra_err_str(RA_E_BAD_NAME));
+        return RA_E_BAD_NAME;
+    }
+    ra_registry_key(key, key_len, name);
+    return RA_OK;
+}
+
 /* ra_reply_take reads one pipelined reply, checking for errors. */
 static ra_err_t ra_reply_take(redisContext *c, redisReply **out, char *why, size_t why_len) {
     redisReply *r = NULL;
@@ -142,11 +153,7 @@ static ra_err_t ra_get_decode(const redisReply *r, const char *name, ra_device_t
 ra_err_t ra_registry_get(redisContext *c, const char *name, ra_device_t *out, char *why,
                          size_t why_len) {
     char key[RA_DEVICE_NAME_MAX + 16];
-    if (!ra_device_name_valid(name)) {
-        snprintf(why, why_len, "%s", ra_err_str(RA_E_BAD_NAME));
-        return RA_E_BAD_NAME;
-    }
-    ra_registry_key(key, sizeof(key), name);
+    if (ra_named_key(key, sizeof(key), name, why, why_len) != RA_OK) return RA_E_BAD_NAME;
     redisReply *r = redisCommand(c, "HGETALL %s", key);
     ra_err_t e = ra_redis_reply_err(c, r, why, why_len);
     if (e == RA_OK) e = ra_get_decode(r, name, out, why, why_len);
@@ -215,11 +222,7 @@ ra_err_t ra_registry_delete(redisContext *c, const char *name, const char *peer,
                             size_t why_len) {
     char key[RA_DEVICE_NAME_MAX + 16];
     long long n = 0;
-    if (!ra_device_name_valid(name)) {
-        snprintf(why, why_len, "%s", ra_err_str(RA_E_BAD_NAME));
-        return RA_E_BAD_NAME;
-    }
-    ra_registry_key(key, sizeof(key), name);
+    if (ra_named_key(key, sizeof(key), name, why, why_len) != RA_OK) return RA_E_BAD_NAME;
     redisReply *r = redisCommand(c, "DEL %s", key);
     ra_err_t e = ra_redis_reply_err(c, r, why, why_len);
     if (e == RA_OK && r->type == REDIS_REPLY_INTEGER) n = r->integer;
@@ -237,11 +240,7 @@ ra_err_t ra_registry_delete(redisContext *c, const char *name, const char *peer,
 ra_err_t ra_registry_set_status(redisContext *c, const char *name, ra_status_t status,
                                 const char *reason, char *why, size_t why_len) {
     char key[RA_DEVICE_NAME_MAX + 16], now[24];
-    if (!ra_device_name_valid(name)) {
-        snprintf(why, why_len, "%s", ra_err_str(RA_E_BAD_NAME));
-        return RA_E_BAD_NAME;
-    }
-    ra_registry_key(key, sizeof(key), name);
+    if (ra_named_key(key, sizeof(key), name, why, why_len) != RA_OK) return RA_E_BAD_NAME;
     snprintf(now, sizeof(now), "%lld", (long long)time(NULL));
     const char *argv[] = {"EVAL", ra_status_script, "1", key, ra_status_name(status),
                           reason ? reason : "", now};
