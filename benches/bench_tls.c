@@ -15,6 +15,7 @@
 #include <openssl/x509v3.h>
 
 #include "benches/bench.h"
+#include "crypto/cx_verify.h"
 
 /* The server certificate is verified in full (chain to DIR/ca.crt, TLS
  * server purpose) the first time it is seen and pinned afterwards: later
@@ -23,20 +24,6 @@
  * every connection still proves possession of the pinned key. This keeps the
  * bench's CPU for the server's work on a machine it shares. */
 static _Atomic(CRYPTO_BUFFER *) bench_tls_pinned;
-
-static bool bench_tls_chain_ok(SSL *ssl, const STACK_OF(CRYPTO_BUFFER) *chain) {
-    X509_STORE *store = SSL_CTX_get_cert_store(SSL_get_SSL_CTX(ssl));
-    const CRYPTO_BUFFER *lb = sk_CRYPTO_BUFFER_value(chain, 0);
-    const uint8_t *p = CRYPTO_BUFFER_data(lb);
-    X509 *leaf = d2i_X509(NULL, &p, (long)CRYPTO_BUFFER_len(lb));
-    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
-    bool ok = leaf && ctx && X509_STORE_CTX_init(ctx, store, leaf, NULL) &&
-              X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_SERVER) &&
-              X509_verify_cert(ctx) == 1;
-    X509_STORE_CTX_free(ctx);
-    X509_free(leaf);
-    return ok;
-}
 
 static enum ssl_verify_result_t bench_tls_verify(SSL *ssl, uint8_t *out_alert) {
     const STACK_OF(CRYPTO_BUFFER) *chain = SSL_get0_peer_certificates(ssl);
@@ -49,7 +36,8 @@ static enum ssl_verify_result_t bench_tls_verify(SSL *ssl, uint8_t *out_alert) {
     if (pin && CRYPTO_BUFFER_len(pin) == CRYPTO_BUFFER_len(leaf) &&
         memcmp(CRYPTO_BUFFER_data(pin), CRYPTO_BUFFER_data(leaf), CRYPTO_BUFFER_len(pin)) == 0)
         return ssl_verify_ok;
-    if (!bench_tls_chain_ok(ssl, chain)) {
+    X509_STORE *store = SSL_CTX_get_cert_store(SSL_get_SSL_CTX(ssl));
+    if (!cx_verify_chain(store, chain, X509_PURPOSE_SSL_SERVER, NULL, 0, NULL)) {
         *out_alert = SSL_AD_BAD_CERTIFICATE;
         return ssl_verify_invalid;
     }

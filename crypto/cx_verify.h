@@ -12,10 +12,16 @@
 #include <openssl/pool.h>
 #include <openssl/x509.h>
 
-/* cx_verify_client_chain verifies `chain` (leaf first, as received in TLS)
- * for the TLS client purpose against `store` at the current time.
- * On success sets *ours to whether the leaf was issued directly by the CA
- * certificate `ca_der` (our CA). Returns true if the chain verified. */
+/* cx_verify_chain verifies `chain` (leaf first, as received in TLS) for
+ * `purpose` (X509_PURPOSE_SSL_CLIENT or _SSL_SERVER) against `store` at the
+ * current time. If `ours` is not NULL, on success it says whether the leaf
+ * was issued directly by the CA certificate `ca_der` (may be NULL then).
+ * Returns true if the chain verified. */
+bool cx_verify_chain(X509_STORE *store, const STACK_OF(CRYPTO_BUFFER) *chain, int purpose,
+                     const uint8_t *ca_der, size_t ca_der_len, bool *ours);
+
+/* cx_verify_client_chain is cx_verify_chain for a TLS client's chain
+ * (EST certificate authentication); `ours` is required. */
 bool cx_verify_client_chain(X509_STORE *store, const STACK_OF(CRYPTO_BUFFER) *chain,
                             const uint8_t *ca_der, size_t ca_der_len, bool *ours);
 
