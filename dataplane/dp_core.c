@@ -201,9 +201,10 @@ static void *dp_core_main(void *arg) {
     c->rt->transport->run(c);
     dp_log_flush();
     dp_log_set_buffered(false);
-    DP_INFO("stopped: accepted=%llu handshakes=%llu requests=%llu enrolled=%llu denied=%llu "
-            "shed=%llu timeouts=%llu bad_requests=%llu",
-            (unsigned long long)c->stats.accepted, (unsigned long long)c->stats.handshakes,
+    DP_INFO("stopped: accepted=%llu closed=%llu handshakes=%llu handshake_failures=%llu requests=%llu "
+            "enrolled=%llu denied=%llu shed=%llu timeouts=%llu bad_requests=%llu",
+            (unsigned long long)c->stats.accepted, (unsigned long long)c->stats.closed,
+            (unsigned long long)c->stats.handshakes, (unsigned long long)c->stats.hs_failed,
             (unsigned long long)c->stats.requests, (unsigned long long)c->stats.enrolled,
             (unsigned long long)c->stats.denied, (unsigned long long)c->stats.shed,
             (unsigned long long)c->stats.timeouts, (unsigned long long)c->stats.bad_requests);

@@ -82,10 +82,8 @@ struct dp_sess {
     uint8_t state;            /* dp_state_t */
     uint8_t timer;            /* dp_timer_kind_t armed, or DP_T_NONE */
     bool keep_alive;          /* keep the connection after this response */
-    bool served;              /* at least one response sent */
     bool want_write;          /* waiting for the transport to accept bytes */
     bool closing;             /* close after the current response */
-    bool client_verified;     /* TLS client certificate chain verified */
     struct cds_list_head timer_link;
     int64_t deadline_ms;
     dp_sess_t *next_free;

@@ -90,7 +90,6 @@ static int dp_crypto(dp_runtime_t *rt, char *why, size_t why_len) {
         .copy_san = rt->cfg.leaf_copy_san,
     };
     rt->est.max_body = rt->cfg.max_body;
-    rt->est.retry_after = rt->cfg.retry_after;
     return est_ctx_init(&rt->est, rt->ca.ca_der, rt->ca.ca_der_len, rt->cfg.csrattrs, why, why_len);
 }
 

@@ -58,8 +58,6 @@ static pid_t dp_redis_spawn(const dp_redis_child_t *rc) {
     _exit(127);
 }
 
-static int64_t dp_mono_ms(void) { return dp_now_ms(); }
-
 int dp_redis_child_start(dp_redis_child_t *rc, const char *data_dir, const char *fsync, char *why,
                          size_t why_len) {
     memset(rc, 0, sizeof(*rc));
@@ -97,7 +95,7 @@ int dp_redis_child_start(dp_redis_child_t *rc, const char *data_dir, const char 
     }
     for (int i = 0; i < 200; i++) { /* 10 s */
         if (dp_redis_ping(rc->sock, 50)) {
-            rc->started_ms = dp_mono_ms();
+            rc->started_ms = dp_now_ms();
             DP_INFO("embedded Redis pid %d on unix:%s (AOF appendfsync %s, data %s)", (int)rc->pid,
                     rc->sock, rc->fsync_always ? "always" : "everysec", rc->dir);
             return 0;
@@ -124,7 +122,7 @@ void dp_redis_child_reaped(dp_redis_child_t *rc) {
     while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
         if (pid != rc->pid) continue;
         rc->pid = 0;
-        int64_t now = dp_mono_ms();
+        int64_t now = dp_now_ms();
         if (now - rc->started_ms > DP_REDIS_HEALTHY_MS) rc->restarts = 0;
         int64_t delay = 1000;
         for (unsigned i = 0; i < rc->restarts && delay < DP_REDIS_BACKOFF_MAX_MS; i++) delay *= 2;
@@ -139,7 +137,7 @@ void dp_redis_child_reaped(dp_redis_child_t *rc) {
 
 int dp_redis_child_tick(dp_redis_child_t *rc) {
     if (!rc->next_start_ms) return -1;
-    int64_t now = dp_mono_ms();
+    int64_t now = dp_now_ms();
     if (now < rc->next_start_ms) return (int)(rc->next_start_ms - now);
     rc->next_start_ms = 0;
     rc->pid = dp_redis_spawn(rc);

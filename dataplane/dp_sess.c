@@ -77,9 +77,8 @@ static void sess_close(dp_sess_t *s, bool notify) {
     dp_core_t *c = s->core;
     if (s->state == DP_S_CLOSED) return;
     if (notify && s->ssl && s->state != DP_S_HANDSHAKE && s->state != DP_S_JOB) SSL_shutdown(s->ssl);
-    if (c->tx_owner == s) { /* best effort: a close_notify or a TLS alert */
-        if (c->tx_len) c->rt->transport->send(&s->conn, c->tx, c->tx_len);
-        c->tx_len = 0;
+    if (c->tx_owner == s) { /* best effort: a close_notify or a TLS alert, after older bytes */
+        dp_sess_flush(s);
         c->tx_owner = NULL;
     }
     if (c->rx_owner == s) {
@@ -190,18 +189,27 @@ static bool sess_send(dp_sess_t *s) {
     return false;
 }
 
-static bool sess_reply(dp_sess_t *s, const est_reply_t *r, bool keep_alive) {
-    dp_buf_t *b = s->buf;
+/* The answer when load is shed (with a Retry-After header). */
+static const char sess_busy_text[] = "busy: retry later\n";
+
+/* sess_format writes `r` as an HTTP response into `out`; a 503 carries the
+ * configured Retry-After. Returns the length, 0 if `cap` is too small. */
+static size_t sess_format(const dp_sess_t *s, uint8_t *out, size_t cap, const est_reply_t *r,
+                          bool keep_alive) {
     char extra[160];
     const char *hdrs = r->extra_headers;
     if (r->status == 503) {
         snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", s->core->rt->cfg.retry_after);
         hdrs = extra;
     }
+    return est_http_response(out, cap, r->status, r->content_type, hdrs, keep_alive, r->body, r->body_len);
+}
+
+static bool sess_reply(dp_sess_t *s, const est_reply_t *r, bool keep_alive) {
+    dp_buf_t *b = s->buf;
     s->keep_alive = keep_alive && !r->close && !s->closing;
     b->resp_off = req_cap(s->core);
-    b->resp_len = est_http_response(b->data + b->resp_off, s->core->buf_cap - b->resp_off, r->status,
-                                    r->content_type, hdrs, s->keep_alive, r->body, r->body_len);
+    b->resp_len = sess_format(s, b->data + b->resp_off, s->core->buf_cap - b->resp_off, r, s->keep_alive);
     if (r->status >= 400) {
         s->core->stats.bad_requests++;
         DP_INFO("EST %d peer=%s: %.*s", r->status, s->peer,
@@ -223,7 +231,6 @@ static bool sess_reply_error(dp_sess_t *s, int status, const char *reason) {
 static void sess_after_response(dp_sess_t *s) {
     dp_core_t *c = s->core;
     dp_buf_t *b = s->buf;
-    s->served = true;
     if (!s->keep_alive || c->draining) {
         sess_linger(s);
         return;
@@ -262,8 +269,8 @@ static bool sess_submit_enroll(dp_sess_t *s, const est_http_req_t *req) {
     b->sess = s;
     if (cx_pool_submit(c->rt->pool, c->id, &b->job, false) != CX_OK) {
         c->stats.shed++;
-        est_reply_t r = {503, "text/plain", NULL, (const uint8_t *)"busy: retry later\n", 18, false,
-                         "signing queue full, shedding load"};
+        est_reply_t r = {503, "text/plain", NULL, (const uint8_t *)sess_busy_text,
+                         sizeof(sess_busy_text) - 1, false, "signing queue full, shedding load"};
         return sess_reply(s, &r, req->keep_alive);
     }
     s->state = DP_S_JOB;
@@ -320,12 +327,11 @@ static void sess_shed(dp_sess_t *s) {
         if (SSL_get_error(s->ssl, n) != SSL_ERROR_WANT_READ) sess_close(s, false);
         return; /* nothing sent yet: keep waiting (the header timer runs) */
     }
-    char resp[256];
-    int len = snprintf(resp, sizeof(resp),
-                       "HTTP/1.1 503 Service Unavailable\r\nServer: stampede\r\nContent-Type: text/plain\r\n"
-                       "Retry-After: %u\r\nContent-Length: 18\r\nConnection: close\r\n\r\nbusy: retry later\n",
-                       c->rt->cfg.retry_after);
-    SSL_write(s->ssl, resp, len);
+    uint8_t resp[256];
+    est_reply_t r = {503, "text/plain", NULL, (const uint8_t *)sess_busy_text, sizeof(sess_busy_text) - 1,
+                     true, NULL};
+    size_t len = sess_format(s, resp, sizeof(resp), &r, false);
+    if (len) SSL_write(s->ssl, resp, (int)len);
     DP_INFO("EST 503 peer=%s: no request buffer left (queue_bound %u reached), shedding load", s->peer,
             c->rt->cfg.queue_bound);
     sess_close(s, true);

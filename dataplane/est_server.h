@@ -32,7 +32,6 @@ typedef struct {
     const uint8_t *ca_der;      /* our CA certificate */
     size_t ca_der_len;
     size_t max_body;
-    unsigned retry_after;
 } est_ctx_t;
 
 /* est_peer_t: what the transport and TLS layers know about the client. */
