@@ -377,4 +377,21 @@ bench_err_t bench_crypto_measure(bench_crypto_t *out, const bench_cfg_t *cfg,
                                  const uint8_t *csr_der, size_t csr_len,
                                  char *why, size_t why_len);
 
+/* bench_crypto_sampler_t: the same measurement one sample at a time, for
+ * sampling while the load runs (each sample is one handshake + CSR check +
+ * leaf, timed in the calling thread's CPU time). Owned by one thread.
+ * bench_crypto_open loads the material and room for `cap` samples (BENCH_OK
+ * or an error with `why`; `csr_der` must outlive the sampler);
+ * bench_crypto_sample runs one iteration and keeps it if `keep` and there is
+ * room; bench_crypto_result gives the medians of the kept samples (false if
+ * none); bench_crypto_close frees (NULL is fine). */
+typedef struct bench_crypto_sampler bench_crypto_sampler_t;
+bench_err_t bench_crypto_open(bench_crypto_sampler_t **out, const bench_cfg_t *cfg,
+                              const bench_tls_params_t *tls, const uint8_t *csr_der,
+                              size_t csr_len, size_t cap, char *why, size_t why_len);
+bench_err_t bench_crypto_sample(bench_crypto_sampler_t *s, bool keep, char *why,
+                                size_t why_len);
+bool bench_crypto_result(bench_crypto_sampler_t *s, bench_crypto_t *out);
+void bench_crypto_close(bench_crypto_sampler_t *s);
+
 #endif

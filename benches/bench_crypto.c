@@ -236,50 +236,106 @@ static void crypto_pin(cpu_set_t *saved) {
     sched_setaffinity(0, sizeof one, &one);
 }
 
+/* bench_crypto_sampler: the material plus room for `cap` samples. */
+struct bench_crypto_sampler {
+    crypto_material_t m;
+    const char *sni;
+    bench_tls_params_t want;    /* the load's parameters */
+    bench_tls_params_t got;     /* what the in-memory handshakes negotiated */
+    size_t cap, n;
+    uint64_t *hs, *verify, *sign;
+    const uint8_t *csr_der;
+    size_t csr_len;
+};
+
+void bench_crypto_close(bench_crypto_sampler_t *s) {
+    if (s == NULL)
+        return;
+    free(s->hs);
+    crypto_material_cleanup(&s->m);
+    free(s);
+    ERR_clear_error();
+}
+
+bench_err_t bench_crypto_open(bench_crypto_sampler_t **out, const bench_cfg_t *cfg,
+                              const bench_tls_params_t *tls, const uint8_t *csr_der,
+                              size_t csr_len, size_t cap, char *why, size_t why_len) {
+    bench_crypto_sampler_t *s = calloc(1, sizeof *s);
+    bench_err_t err = BENCH_E_SETUP;
+    *out = NULL;
+    snprintf(why, why_len, "out of memory");
+    if (s == NULL)
+        return BENCH_E_SETUP;
+    s->hs = calloc(3 * cap, sizeof *s->hs);
+    if (s->hs != NULL) {
+        s->verify = s->hs + cap;
+        s->sign = s->hs + 2 * cap;
+        s->cap = cap;
+        s->sni = bench_tls_sni(cfg);
+        s->want = *tls;
+        s->csr_der = csr_der;
+        s->csr_len = csr_len;
+        err = crypto_tls_ctxs(&s->m, cfg, tls, why, why_len);
+        if (err == BENCH_OK)
+            err = crypto_issuer(&s->m, cfg, why, why_len);
+    }
+    if (err != BENCH_OK) {
+        bench_crypto_close(s);
+        return err;
+    }
+    *out = s;
+    return BENCH_OK;
+}
+
+bench_err_t bench_crypto_sample(bench_crypto_sampler_t *s, bool keep, char *why,
+                                size_t why_len) {
+    uint64_t h = 0, v = 0, g = 0;
+    bench_err_t err = crypto_handshake(&s->m, s->sni, &h, &s->got, why, why_len);
+    if (err == BENCH_OK)
+        err = crypto_csr_and_leaf(&s->m, s->csr_der, s->csr_len, &v, &g, why, why_len);
+    if (err == BENCH_OK && (s->got.version != s->want.version ||
+                            (s->want.group != 0 && s->got.group != s->want.group))) {
+        snprintf(why, why_len, "the in-memory handshake negotiated other parameters than the load");
+        err = BENCH_E_TLS;
+    }
+    if (err == BENCH_OK && keep && s->n < s->cap) {
+        s->hs[s->n] = h;
+        s->verify[s->n] = v;
+        s->sign[s->n] = g;
+        s->n++;
+    }
+    return err;
+}
+
+bool bench_crypto_result(bench_crypto_sampler_t *s, bench_crypto_t *out) {
+    memset(out, 0, sizeof *out);
+    if (s->n == 0)
+        return false;
+    out->handshake_us = crypto_median_us(s->hs, s->n);
+    out->csr_verify_us = crypto_median_us(s->verify, s->n);
+    out->leaf_sign_us = crypto_median_us(s->sign, s->n);
+    out->iterations = (unsigned)s->n;
+    out->tls = s->got;
+    return true;
+}
+
 bench_err_t bench_crypto_measure(bench_crypto_t *out, const bench_cfg_t *cfg,
                                  const bench_tls_params_t *tls,
                                  const uint8_t *csr_der, size_t csr_len,
                                  char *why, size_t why_len) {
-    crypto_material_t m;
+    bench_crypto_sampler_t *s;
     cpu_set_t saved;
-    const char *sni = bench_tls_sni(cfg);
-    const size_t n = CRYPTO_ITERATIONS, total = CRYPTO_WARMUP + CRYPTO_ITERATIONS;
-    uint64_t *hs = calloc(3 * n, sizeof *hs), *verify = hs + n, *sign = hs + 2 * n;
-    bench_err_t err;
-
-    memset(&m, 0, sizeof m);
     memset(out, 0, sizeof *out);
-    snprintf(why, why_len, "out of memory");
-    if (hs == NULL)
-        return BENCH_E_SETUP;
-    err = crypto_tls_ctxs(&m, cfg, tls, why, why_len);
-    if (err == BENCH_OK)
-        err = crypto_issuer(&m, cfg, why, why_len);
+    bench_err_t err = bench_crypto_open(&s, cfg, tls, csr_der, csr_len, CRYPTO_ITERATIONS,
+                                        why, why_len);
+    if (err != BENCH_OK)
+        return err;
     crypto_pin(&saved);
-    for (size_t i = 0; err == BENCH_OK && i < total; i++) {
-        uint64_t h = 0, v = 0, s = 0;
-        size_t slot = i < CRYPTO_WARMUP ? 0 : i - CRYPTO_WARMUP;
-        err = crypto_handshake(&m, sni, &h, &out->tls, why, why_len);
-        if (err == BENCH_OK)
-            err = crypto_csr_and_leaf(&m, csr_der, csr_len, &v, &s, why, why_len);
-        hs[slot] = h;
-        verify[slot] = v;
-        sign[slot] = s;
-    }
+    for (size_t i = 0; err == BENCH_OK && i < CRYPTO_WARMUP + CRYPTO_ITERATIONS; i++)
+        err = bench_crypto_sample(s, i >= CRYPTO_WARMUP, why, why_len);
     sched_setaffinity(0, sizeof saved, &saved);
-    if (err == BENCH_OK && (out->tls.version != tls->version ||
-                            (tls->group != 0 && out->tls.group != tls->group))) {
-        snprintf(why, why_len, "the in-memory handshake negotiated other parameters than the load");
-        err = BENCH_E_TLS;
-    }
-    if (err == BENCH_OK) {
-        out->handshake_us = crypto_median_us(hs, n);
-        out->csr_verify_us = crypto_median_us(verify, n);
-        out->leaf_sign_us = crypto_median_us(sign, n);
-        out->iterations = (unsigned)n;
-    }
-    free(hs);
-    crypto_material_cleanup(&m);
-    ERR_clear_error();
+    if (err == BENCH_OK)
+        bench_crypto_result(s, out);
+    bench_crypto_close(s);
     return err;
 }

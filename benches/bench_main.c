@@ -18,6 +18,10 @@
 
 #define MAIN_NS 1000000000ull
 #define MAIN_POLL_NS 20000000ull        /* how often the main thread looks */
+#define MAIN_SAMPLE_GAP_NS 10000000ull  /* in-load crypto: one sample per 10 ms */
+#define MAIN_SAMPLE_WARMUP 5            /* in-load samples dropped first */
+#define MAIN_SAMPLE_CAP 4000
+#define MAIN_SAMPLE_MIN 30              /* fewer: fall back to the quiet figure */
 
 static const char *const bench_err_text[BENCH_E__COUNT] = {
     [BENCH_OK] = "ok",
@@ -487,10 +491,53 @@ typedef struct {
     uint64_t client_us;                 /* this program's CPU during the load */
     bool crypto_known;
     bool crypto_twice;                  /* measured before and after the load */
-    bench_crypto_t crypto;              /* mean of before and after */
+    bench_crypto_t crypto;              /* what the ratio uses: in-load if known */
+    bench_crypto_t crypto_quiet;        /* mean of before and after */
     bench_crypto_t crypto_before, crypto_after;
+    bool crypto_in_load;                /* r->crypto was sampled during the load */
+    bench_crypto_t crypto_load;
     char crypto_why[300];
 } main_result_t;
+
+/* main_sampler_t: the in-load crypto sampler thread and what it found. */
+typedef struct {
+    bench_run_t *run;
+    pthread_t thread;
+    bool started;
+    bool ok;
+    bench_crypto_t result;
+    char why[300];
+} main_sampler_t;
+
+/* main_sampler_thread: while the load runs, every MAIN_SAMPLE_GAP_NS, one
+ * in-memory handshake + CSR check + leaf with the load's TLS parameters,
+ * timed in this thread's CPU time. It measures the crypto under the same
+ * machine speed and cache pressure as the server's crypto at that moment,
+ * which the before/after figures cannot when the host's speed drifts.
+ * Cost: one sample (~0.3 ms) per 10 ms of one core, ~1.5% of the machine. */
+static void *main_sampler_thread(void *arg) {
+    main_sampler_t *ms = arg;
+    bench_run_t *run = ms->run;
+    bench_crypto_sampler_t *s = NULL;
+    struct timespec gap = {.tv_nsec = MAIN_SAMPLE_GAP_NS};
+    bench_err_t err = BENCH_OK;
+
+    while (!atomic_load(&run->tls_seen) && atomic_load(&run->workers_done) < run->num_workers)
+        nanosleep(&gap, NULL);
+    if (atomic_load(&run->tls_seen))
+        err = bench_crypto_open(&s, run->cfg, &run->tls, run->csrs->csr0_der,
+                                run->csrs->csr0_len, MAIN_SAMPLE_CAP, ms->why, sizeof ms->why);
+    for (unsigned i = 0; s != NULL && err == BENCH_OK &&
+                         atomic_load(&run->workers_done) < run->num_workers &&
+                         atomic_load(&run->stop) == 0; i++) {
+        err = bench_crypto_sample(s, i >= MAIN_SAMPLE_WARMUP, ms->why, sizeof ms->why);
+        nanosleep(&gap, NULL);
+    }
+    ms->ok = s != NULL && err == BENCH_OK && bench_crypto_result(s, &ms->result) &&
+             ms->result.iterations >= MAIN_SAMPLE_MIN;
+    bench_crypto_close(s);
+    return NULL;
+}
 
 static double main_div(double a, double b) {
     return b > 0 ? a / b : 0;
@@ -511,6 +558,8 @@ static void main_report(const bench_run_t *run, main_result_t *r) {
     double hs_share = cfg->keepalive ? main_div(1.0, per_conn) : 1.0;
     double crypto_us = r->crypto.csr_verify_us + r->crypto.leaf_sign_us +
                        r->crypto.handshake_us * hs_share;
+    double quiet_us = r->crypto_quiet.csr_verify_us + r->crypto_quiet.leaf_sign_us +
+                      r->crypto_quiet.handshake_us * hs_share;
     double cpu_us = main_div((double)r->server_us, (double)n);
     char a[32], b[32], o[32], p50s[32], p99s[32], tls[160];
 
@@ -524,6 +573,10 @@ static void main_report(const bench_run_t *run, main_result_t *r) {
     main_fmt(a, sizeof a, cpu_known, cpu_us);
     main_fmt(b, sizeof b, crypto_known, crypto_us);
     main_fmt(o, sizeof o, cpu_known && crypto_known, main_div(cpu_us, crypto_us));
+    char q[32], qo[32];
+    bool quiet_known = r->crypto_quiet.iterations > 0 && quiet_us > 0;
+    main_fmt(q, sizeof q, quiet_known, quiet_us);
+    main_fmt(qo, sizeof qo, cpu_known && quiet_known, main_div(cpu_us, quiet_us));
     main_fmt(p50s, sizeof p50s, n > 0, p50);
     main_fmt(p99s, sizeof p99s, n > 0, p99);
 
@@ -568,11 +621,21 @@ static void main_report(const bench_run_t *run, main_result_t *r) {
         else
             printf("  server: pid unknown (no --pid, no live DIR/stampeded.pid): CPU not measured\n");
         if (r->crypto_known) {
-            printf("  crypto (one core, medians of %u; mean of before and after the load): handshake %.2f%s + "
-                   "csr_verify %.2f + leaf_sign %.2f = %.2f us/enrollment\n",
-                   r->crypto.iterations, r->crypto.handshake_us,
-                   cfg->keepalive ? " / requests_per_connection" : "", r->crypto.csr_verify_us,
-                   r->crypto.leaf_sign_us, crypto_us);
+            const char *share = cfg->keepalive ? " / requests_per_connection" : "";
+            if (r->crypto_in_load)
+                printf("  crypto during the load (medians of %u samples, one per %llu ms): "
+                       "handshake %.2f%s + csr_verify %.2f + leaf_sign %.2f = %.2f us/enrollment\n",
+                       r->crypto.iterations, MAIN_SAMPLE_GAP_NS / 1000000ull,
+                       r->crypto.handshake_us, share, r->crypto.csr_verify_us,
+                       r->crypto.leaf_sign_us, crypto_us);
+            else
+                printf("  crypto during the load: not sampled (%s); the quiet figure is used\n",
+                       r->crypto_why[0] ? r->crypto_why : "run too short");
+            if (quiet_known)
+                printf("  crypto quiet (one core, medians of %u; mean of before and after the load): "
+                   "handshake %.2f%s + csr_verify %.2f + leaf_sign %.2f = %.2f us/enrollment\n",
+                   r->crypto_quiet.iterations, r->crypto_quiet.handshake_us, share,
+                   r->crypto_quiet.csr_verify_us, r->crypto_quiet.leaf_sign_us, quiet_us);
             if (r->crypto_twice)
                 printf("  crypto before the load: handshake %.2f + csr_verify %.2f + leaf_sign %.2f; "
                        "after: %.2f + %.2f + %.2f (us, unamortised)\n",
@@ -581,20 +644,20 @@ static void main_report(const bench_run_t *run, main_result_t *r) {
                        r->crypto_after.csr_verify_us, r->crypto_after.leaf_sign_us);
         } else
             printf("  crypto: not measured: %s\n", r->crypto_why);
-        printf("  overhead (server CPU / crypto): %s\n", o);
+        printf("  overhead (server CPU / crypto): %s (against the quiet crypto: %s)\n", o, qo);
     }
     printf("enrollments=%llu errors=%llu seconds=%.2f rate=%.2f/s p50_ms=%s p99_ms=%s "
-           "server_cpu_us_per_enroll=%s crypto_us_per_enroll=%s overhead=%s\n",
+           "server_cpu_us_per_enroll=%s crypto_us_per_enroll=%s overhead=%s "
+           "crypto_quiet_us=%s overhead_quiet=%s\n",
            (unsigned long long)r->t.ok, (unsigned long long)errors, r->seconds,
-           main_div((double)n, r->seconds), p50s, p99s, a, b, o);
+           main_div((double)n, r->seconds), p50s, p99s, a, b, o, q, qo);
     fflush(stdout);
 }
 
-/* main_measure_crypto fills r->crypto with the load's TLS parameters. It
- * runs twice, right before and right after the load, and keeps the mean of
- * the two medians per component: on a shared machine whose speed drifts,
- * that is the best estimate of what the crypto cost while the load ran (the
- * server CPU is accounted over the same span). Both sums are printed. */
+/* main_measure_crypto measures the crypto quietly (the bench idle) with the
+ * load's TLS parameters. It runs twice, right before and right after the
+ * load, and keeps the mean of the two medians per component in
+ * r->crypto_quiet; both are printed. */
 static void main_measure_crypto(const bench_run_t *run, main_result_t *r) {
     bench_tls_params_t tls = {.version = run->cfg->tls12 ? TLS1_2_VERSION : TLS1_3_VERSION};
     if (atomic_load(&run->tls_seen))
@@ -604,17 +667,30 @@ static void main_measure_crypto(const bench_run_t *run, main_result_t *r) {
                              r->crypto_why, sizeof r->crypto_why) != BENCH_OK)
         return;
     if (!r->crypto_known) {
-        r->crypto = c;
+        r->crypto_quiet = c;
         r->crypto_before = c;
         r->crypto_known = true;
         return;
     }
     r->crypto_after = c;
     r->crypto_twice = true;
-    r->crypto.handshake_us = (r->crypto_before.handshake_us + c.handshake_us) / 2;
-    r->crypto.csr_verify_us = (r->crypto_before.csr_verify_us + c.csr_verify_us) / 2;
-    r->crypto.leaf_sign_us = (r->crypto_before.leaf_sign_us + c.leaf_sign_us) / 2;
-    r->crypto.tls = c.tls;
+    r->crypto_quiet.handshake_us = (r->crypto_before.handshake_us + c.handshake_us) / 2;
+    r->crypto_quiet.csr_verify_us = (r->crypto_before.csr_verify_us + c.csr_verify_us) / 2;
+    r->crypto_quiet.leaf_sign_us = (r->crypto_before.leaf_sign_us + c.leaf_sign_us) / 2;
+    r->crypto_quiet.tls = c.tls;
+}
+
+/* main_pick_crypto sets r->crypto, the figure the ratio uses: the in-load
+ * samples when there are enough of them, else the quiet figure. */
+static void main_pick_crypto(main_result_t *r, const main_sampler_t *ms) {
+    r->crypto = r->crypto_quiet;
+    if (ms->ok) {
+        r->crypto = ms->result;
+        r->crypto_in_load = true;
+        r->crypto_known = true;
+    } else if (ms->why[0] != '\0') {
+        snprintf(r->crypto_why, sizeof r->crypto_why, "%s", ms->why);
+    }
 }
 
 /* main_self_cpu_us returns this process's user+system CPU time. */
@@ -655,8 +731,12 @@ static int main_est(const bench_cfg_t *cfg) {
         fprintf(stderr, "stampede-bench: %s\n", why);
         goto out;
     }
+    main_sampler_t sampler = {.run = &run};
+    sampler.started = pthread_create(&sampler.thread, NULL, main_sampler_thread, &sampler) == 0;
     main_watch(&run, t0);
     bench_est_join(&run, &r.t);
+    if (sampler.started)
+        pthread_join(sampler.thread, NULL);
     r.seconds = (double)(bench_now_ns() - t0) / 1e9;
     r.client_us = main_self_cpu_us() - self0;
     r.cpu_known = r.cpu_known && bench_proc_cpu_us(r.pid, &cpu1) == BENCH_OK;
@@ -671,6 +751,7 @@ static int main_est(const bench_cfg_t *cfg) {
 
     r.duplicates = bench_stats_duplicate_serials(run.serials, (size_t)r.t.ok);
     main_measure_crypto(&run, &r);
+    main_pick_crypto(&r, &sampler);
     main_report(&run, &r);
     rc = r.t.errors == 0 && r.duplicates == 0 && r.t.ok > 0 ? 0 : 1;
 out:

@@ -45,7 +45,9 @@ for b in "${builds[@]}"; do
     echo "$mode median: rate=$(field rate <"$data.$mode" | median)/s" \
       "server_cpu_us=$(field server_cpu_us_per_enroll <"$data.$mode" | median)" \
       "crypto_us=$(field crypto_us_per_enroll <"$data.$mode" | median)" \
-      "overhead=$(field overhead <"$data.$mode" | median)"
+      "overhead=$(field overhead <"$data.$mode" | median)" \
+      "crypto_quiet_us=$(field crypto_quiet_us <"$data.$mode" | median)" \
+      "overhead_quiet=$(field overhead_quiet <"$data.$mode" | median)"
   done
   kill -TERM $pid
   wait $pid || true
