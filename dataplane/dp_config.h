@@ -52,6 +52,7 @@ typedef struct {
     uint32_t close_linger_ms;
     char *redis;
     char *redis_fsync;
+    unsigned redis_timeout_ms;
     char *log_level;
 } dp_config_t;
 

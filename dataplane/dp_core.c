@@ -50,6 +50,7 @@ int dp_core_init(dp_core_t *c, dp_runtime_t *rt, unsigned id) {
      * wrapped in PKCS#7 and base64 again (4/3 + CRLFs), plus headers. */
     c->buf_cap = cfg->max_header + cfg->max_body + cfg->max_body + cfg->max_body / 2 + 4096;
     c->scratch_cap = c->buf_cap;
+    dp_redis_init(&c->redis, c, rt->est.registry ? &rt->redis_addr : NULL, (int64_t)cfg->redis_timeout_ms);
     c->scratch = malloc(c->scratch_cap);
     c->tx = malloc(DP_TX_CAP);
     c->rx = malloc(DP_RX_CAP);
@@ -180,7 +181,8 @@ int dp_core_service(dp_core_t *c, int max_wait_ms) {
             cds_list_for_each_entry_safe(s, tmp, &c->timers[k], timer_link) dp_sess_timeout(s);
         }
     }
-    return dp_timers_expire(c, max_wait_ms);
+    int wait = dp_timers_expire(c, max_wait_ms);
+    return dp_redis_service(&c->redis, wait); /* last: flushes this iteration's commands */
 }
 
 bool dp_core_should_exit(dp_core_t *c) {
@@ -199,15 +201,20 @@ static void *dp_core_main(void *arg) {
     pthread_setname_np(pthread_self(), name);
     c->now_ms = dp_now_ms();
     c->rt->transport->run(c);
+    dp_redis_close(&c->redis);
     dp_log_flush();
     dp_log_set_buffered(false);
     DP_INFO("stopped: accepted=%llu closed=%llu handshakes=%llu handshake_failures=%llu requests=%llu "
-            "enrolled=%llu denied=%llu shed=%llu timeouts=%llu bad_requests=%llu",
+            "enrolled=%llu denied=%llu shed=%llu timeouts=%llu bad_requests=%llu reissued=%llu "
+            "unrecorded=%llu redis_commands=%llu redis_writes=%llu redis_reads=%llu redis_connects=%llu",
             (unsigned long long)c->stats.accepted, (unsigned long long)c->stats.closed,
             (unsigned long long)c->stats.handshakes, (unsigned long long)c->stats.hs_failed,
             (unsigned long long)c->stats.requests, (unsigned long long)c->stats.enrolled,
             (unsigned long long)c->stats.denied, (unsigned long long)c->stats.shed,
-            (unsigned long long)c->stats.timeouts, (unsigned long long)c->stats.bad_requests);
+            (unsigned long long)c->stats.timeouts, (unsigned long long)c->stats.bad_requests,
+            (unsigned long long)c->stats.reissued, (unsigned long long)c->stats.unrecorded,
+            (unsigned long long)c->redis.stats.commands, (unsigned long long)c->redis.stats.writes,
+            (unsigned long long)c->redis.stats.reads, (unsigned long long)c->redis.stats.connects);
     return NULL;
 }
 

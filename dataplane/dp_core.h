@@ -21,6 +21,7 @@
 #include <urcu/list.h>
 
 #include "crypto/cx_pool.h"
+#include "dataplane/dp_redis.h"
 #include "dataplane/dp_transport.h"
 #include "dataplane/est_server.h"
 
@@ -39,6 +40,7 @@ typedef enum {
     DP_S_HANDSHAKE = 0,  /* TLS handshake in progress */
     DP_S_READ,           /* reading a request */
     DP_S_JOB,            /* request in the signing pool */
+    DP_S_RA,             /* waiting for Redis (device lookup, record, audit) */
     DP_S_WRITE,          /* response partly sent, waiting for the socket */
     DP_S_LINGER,         /* last response and close_notify sent: waiting
                             briefly for the client to close first */
@@ -70,6 +72,8 @@ typedef struct dp_buf {
     cx_job_t job;
     dp_sess_t *sess;          /* owner (set while in use) */
     est_enroll_t enroll;      /* EST enrollment job */
+    dp_redis_req_t rreq;      /* the Redis command in flight (dp_ra.c) */
+    uint8_t ra_phase;         /* dp_ra.c: which one */
     /* request / response bookkeeping */
     size_t len;               /* request bytes buffered in data */
     size_t consumed;          /* bytes of the current request (header + body) */
@@ -106,7 +110,7 @@ struct dp_sess {
 /* Size of the per-core read-ahead buffer (one TLS record and a bit). */
 #define DP_RX_CAP 18432
 
-enum { DP_POLL_LISTENER = 1, DP_POLL_EVENT, DP_POLL_SESS };
+enum { DP_POLL_LISTENER = 1, DP_POLL_EVENT, DP_POLL_SESS, DP_POLL_REDIS };
 
 typedef struct {
     uint8_t poll_type;        /* DP_POLL_LISTENER */
@@ -115,7 +119,7 @@ typedef struct {
 
 typedef struct {
     uint64_t accepted, closed, handshakes, hs_failed, requests, enrolled, denied,
-        shed, timeouts, bad_requests;
+        shed, timeouts, bad_requests, reissued, unrecorded;
 } dp_core_stats_t;
 
 struct dp_core {
@@ -149,6 +153,7 @@ struct dp_core {
     dp_sess_t *rx_owner;
     uint8_t *rx;
     size_t rx_off, rx_len;
+    dp_redis_t redis;         /* this core's connection to the registry */
     dp_core_stats_t stats;
 } __attribute__((aligned(64)));
 

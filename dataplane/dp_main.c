@@ -183,6 +183,11 @@ int main(int argc, char **argv) {
     rt.est.trust = SSL_CTX_get_cert_store(rt.est_tls);
     rt.est.ca_der = rt.ca.ca_der;
     rt.est.ca_der_len = rt.ca.ca_der_len;
+    rt.est.registry = strcmp(rt.cfg.redis, "off") != 0;
+    if (rt.est.registry && rt.cfg.redis[0] && ra_redis_parse_url(&rt.redis_addr, rt.cfg.redis) != RA_OK)
+        return dp_fail("redis", "not redis://host[:port][/db], unix:/path[?db=N] or an absolute socket path");
+    if (rt.est.registry && !rt.cfg.redis[0] && ra_redis_addr_data_dir(&rt.redis_addr, rt.cfg.data_dir) != RA_OK)
+        return dp_fail("redis", "data directory path too long for a unix socket");
     if (posix_memalign((void **)&rt.cores, 64, rt.num_cores * sizeof(dp_core_t)))
         return dp_fail("cores", "out of memory");
     for (unsigned i = 0; i < rt.num_cores; i++)
@@ -190,11 +195,16 @@ int main(int argc, char **argv) {
     if (rt.transport->setup(&rt, why, sizeof(why))) return dp_fail("listen", why);
     /* Last step that can fail before threads start: a failed start never
      * leaves a redis-server behind. */
-    if (!rt.cfg.redis[0]) {
+    if (!rt.est.registry) {
+        DP_WARN("redis = off: NOTHING IS RECORDED (no request records, no audit, no dedup, no registry "
+                "devices); for benchmark comparisons only");
+    } else if (!rt.cfg.redis[0]) {
         if (dp_redis_child_start(&rt.redis, rt.cfg.data_dir, rt.cfg.redis_fsync, why, sizeof(why)))
             return dp_fail("embedded Redis", why);
     } else {
-        DP_INFO("Redis: external %s", rt.cfg.redis);
+        char addr[300];
+        ra_redis_addr_str(&rt.redis_addr, addr, sizeof(addr));
+        DP_INFO("Redis: external %s", addr);
     }
     if (cx_pool_start(rt.pool, dp_worker_init, dp_worker_idle) != CX_OK) {
         dp_redis_child_stop(&rt.redis);

@@ -17,6 +17,7 @@
 #include "dataplane/dp_redis_child.h"
 #include "dataplane/dp_transport.h"
 #include "dataplane/est_server.h"
+#include "ra/ra_redis.h"
 
 struct dp_runtime {
     dp_config_t cfg;
@@ -28,6 +29,7 @@ struct dp_runtime {
     unsigned num_cores;
     dp_core_t *cores;
     dp_redis_child_t redis;  /* embedded Redis (main thread only) */
+    ra_redis_addr_t redis_addr; /* where the cores connect (unless registry off) */
     int stop;                /* atomic: 1 after SIGTERM/SIGINT */
     int64_t stop_deadline_ms;/* drain deadline (monotonic ms), set with stop */
 };

@@ -26,6 +26,12 @@ dp_keyop_t *dp_keyop_get(dp_core_t *c);
 void dp_keyop_put(dp_core_t *c, dp_keyop_t *k);
 
 void dp_sess_job_done(dp_sess_t *s, dp_buf_t *b);
+void dp_sess_lookup_done(dp_sess_t *s, dp_buf_t *b);
+void dp_sess_ra_done(dp_sess_t *s, dp_buf_t *b, bool ok);
+/* dp_ra.c */
+bool dp_ra_lookup(dp_sess_t *s, dp_buf_t *b);
+bool dp_ra_record(dp_sess_t *s, dp_buf_t *b);
+const char *dp_ra_unavailable_text(void);
 void dp_sess_timeout(dp_sess_t *s);
 void dp_sess_drain(dp_sess_t *s);
 dp_buf_t *dp_sess_job_buf(dp_sess_t *s);
@@ -76,7 +82,8 @@ static void sess_free(dp_sess_t *s) {
 static void sess_close(dp_sess_t *s, bool notify) {
     dp_core_t *c = s->core;
     if (s->state == DP_S_CLOSED) return;
-    if (notify && s->ssl && s->state != DP_S_HANDSHAKE && s->state != DP_S_JOB) SSL_shutdown(s->ssl);
+    bool busy = s->state == DP_S_JOB || s->state == DP_S_RA; /* a job or a Redis reply will come back */
+    if (notify && s->ssl && s->state != DP_S_HANDSHAKE && !busy) SSL_shutdown(s->ssl);
     if (c->tx_owner == s) { /* best effort: a close_notify or a TLS alert, after older bytes */
         dp_sess_flush(s);
         c->tx_owner = NULL;
@@ -86,10 +93,9 @@ static void sess_close(dp_sess_t *s, bool notify) {
         c->rx_len = c->rx_off = 0;
     }
     c->rt->transport->close(c, &s->conn);
-    bool job = s->state == DP_S_JOB;
     s->state = DP_S_CLOSED;
     dp_timer_arm(s, DP_T_NONE);
-    if (!job) sess_free(s);
+    if (!busy) sess_free(s);
 }
 
 dp_sess_t *dp_core_accepted(dp_core_t *c, dp_conn_t conn, const char *peer) {
@@ -258,23 +264,46 @@ static void sess_peer(dp_sess_t *s, est_peer_t *p) {
     dp_tls_peer_info(s->ssl, &p->chain, &p->cert_der, &p->cert_der_len);
 }
 
+/* sess_busy sheds an enrollment with 503 + Retry-After (signing queue full,
+ * or the registry unavailable). */
+static bool sess_busy(dp_sess_t *s, const char *text, const char *why) {
+    s->core->stats.shed++;
+    est_reply_t r = {503, "text/plain", NULL, (const uint8_t *)text, strlen(text), false, why};
+    return sess_reply(s, &r, s->buf->enroll.keep_alive);
+}
+
+/* sess_submit_job hands the enrollment to the signing pool. */
+static bool sess_submit_job(dp_sess_t *s) {
+    dp_core_t *c = s->core;
+    dp_buf_t *b = s->buf;
+    b->job.fn = dp_job_run;
+    b->job.kind = DP_JOB_ENROLL;
+    b->sess = s;
+    if (cx_pool_submit(c->rt->pool, c->id, &b->job, false) != CX_OK)
+        return sess_busy(s, sess_busy_text, "signing queue full, shedding load");
+    s->state = DP_S_JOB;
+    dp_timer_arm(s, DP_T_NONE);
+    return false;
+}
+
 static bool sess_submit_enroll(dp_sess_t *s, const est_http_req_t *req) {
     dp_core_t *c = s->core;
     dp_buf_t *b = s->buf;
     b->enroll.out = b->data + req_cap(c);
     b->enroll.out_cap = c->buf_cap - req_cap(c);
-    b->job.fn = dp_job_run;
-    b->job.kind = DP_JOB_ENROLL;
+    b->enroll.keep_alive = req->keep_alive;
     b->consumed = req->header_len + (size_t)req->content_length;
     b->sess = s;
-    if (cx_pool_submit(c->rt->pool, c->id, &b->job, false) != CX_OK) {
-        c->stats.shed++;
-        est_reply_t r = {503, "text/plain", NULL, (const uint8_t *)sess_busy_text,
-                         sizeof(sess_busy_text) - 1, false, "signing queue full, shedding load"};
-        return sess_reply(s, &r, req->keep_alive);
-    }
-    s->state = DP_S_JOB;
+    /* Nothing starts that could not be recorded. */
+    if (c->rt->est.registry && !dp_redis_usable(&c->redis))
+        return sess_busy(s, dp_ra_unavailable_text(), "registry unavailable");
+    if (!b->enroll.device_lookup) return sess_submit_job(s);
+    s->state = DP_S_RA;
     dp_timer_arm(s, DP_T_NONE);
+    if (!dp_ra_lookup(s, b)) {
+        s->state = DP_S_READ;
+        return sess_busy(s, dp_ra_unavailable_text(), "registry unavailable");
+    }
     return false;
 }
 
@@ -518,12 +547,9 @@ void dp_sess_on_io(dp_sess_t *s, bool readable, bool writable, bool hangup) {
     sess_drive(s);
 }
 
-void dp_sess_job_done(dp_sess_t *s, dp_buf_t *b) {
+/* sess_answer sends the enrollment's answer prepared in e->out. */
+static void sess_answer(dp_sess_t *s, dp_buf_t *b) {
     dp_core_t *c = s->core;
-    if (s->state == DP_S_CLOSED) { /* client went away meanwhile */
-        sess_free(s);
-        return;
-    }
     est_enroll_t *e = &b->enroll;
     if (e->status == 200) c->stats.enrolled++;
     else c->stats.denied++;
@@ -537,6 +563,46 @@ void dp_sess_job_done(dp_sess_t *s, dp_buf_t *b) {
     b->resp_len = e->out_len;
     s->state = DP_S_WRITE;
     sess_drive(s);
+}
+
+/* sess_unavailable answers 503 when Redis failed under a request. */
+static void sess_unavailable(dp_sess_t *s) {
+    s->state = DP_S_READ; /* for sess_reply's bookkeeping */
+    if (sess_busy(s, dp_ra_unavailable_text(), "registry unavailable")) sess_drive(s);
+}
+
+void dp_sess_job_done(dp_sess_t *s, dp_buf_t *b) {
+    if (s->state == DP_S_CLOSED) { /* client went away meanwhile: nothing was recorded or sent */
+        sess_free(s);
+        return;
+    }
+    if (!s->core->rt->est.registry) {
+        sess_answer(s, b);
+        return;
+    }
+    s->state = DP_S_RA;
+    if (!dp_ra_record(s, b)) sess_unavailable(s);
+}
+
+void dp_sess_lookup_done(dp_sess_t *s, dp_buf_t *b) {
+    (void)b;
+    if (s->state == DP_S_CLOSED) {
+        sess_free(s);
+        return;
+    }
+    if (sess_submit_job(s)) sess_drive(s);
+}
+
+void dp_sess_ra_done(dp_sess_t *s, dp_buf_t *b, bool ok) {
+    if (s->state == DP_S_CLOSED) {
+        sess_free(s);
+        return;
+    }
+    if (!ok) {
+        sess_unavailable(s);
+        return;
+    }
+    sess_answer(s, b);
 }
 
 void dp_sess_keyop_done(dp_sess_t *s, dp_keyop_t *k) {

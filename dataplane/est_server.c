@@ -5,10 +5,12 @@
 
 #include <openssl/bytestring.h>
 #include <openssl/mem.h>
+#include <openssl/sha.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "crypto/cx_b64.h"
 #include "crypto/cx_csr.h"
@@ -97,6 +99,8 @@ est_action_t est_route(const est_ctx_t *est, const est_http_req_t *req, CBS body
         if (!est_http_basic(&req->authorization, e->basic_buf, sizeof(e->basic_buf), &e->user, &e->pass))
             return reply_text(r, 401, "unauthorized: malformed Basic credentials\n", EST_AUTH_HDR, false);
         e->basic = true;
+        e->device_lookup = est->registry && !ra_users_has(est->users, (const char *)CBS_data(&e->user),
+                                                          CBS_len(&e->user));
     } else if (!peer->chain) {
         return reply_text(r, 401, "unauthorized: send HTTP Basic credentials or a trusted TLS client certificate\n",
                           EST_AUTH_HDR, false);
@@ -119,14 +123,48 @@ static void est_respond(est_enroll_t *e, int status, const char *ctype, const ch
     e->out_len = est_http_response(e->out, e->out_cap, status, ctype, extra, e->keep_alive, body, body_len);
 }
 
-static void est_deny(est_enroll_t *e, int status, const char *extra, const char *reason) {
-    char text[128];
+static const char *est_who(const est_enroll_t *e, int *len) {
+    if (e->identity[0]) {
+        *len = (int)strlen(e->identity);
+        return e->identity;
+    }
+    *len = e->basic ? (int)CBS_len(&e->user) : 4;
+    return e->basic ? (const char *)CBS_data(&e->user) : "cert";
+}
+
+void est_deny_response(est_enroll_t *e, int status, const char *reason) {
+    char text[RA_REQ_REASON_MAX + 2];
     snprintf(e->reason, sizeof(e->reason), "%s", reason);
     size_t n = est_error_body(text, sizeof(text), reason);
-    est_respond(e, status, "text/plain", extra, (const uint8_t *)text, n);
-    DP_INFO("EST denied peer=%s user=%.*s cn=%s status=%d: %s", e->peer.addr,
-            e->basic ? (int)CBS_len(&e->user) : 4, e->basic ? (const char *)CBS_data(&e->user) : "cert",
+    est_respond(e, status, "text/plain", status == 401 ? EST_AUTH_HDR : NULL, (const uint8_t *)text, n);
+    e->issued = false;
+}
+
+static void est_deny(est_enroll_t *e, int status, const char *reason) {
+    est_deny_response(e, status, reason);
+    int n;
+    const char *who = est_who(e, &n);
+    DP_INFO("EST denied peer=%s identity=%.*s cn=%s status=%d: %s", e->peer.addr, n, who,
             e->subject_cn[0] ? e->subject_cn : "-", status, reason);
+}
+
+void est_cert_response(est_enroll_t *e, const uint8_t *der, size_t der_len) {
+    CBB cbb;
+    uint8_t *p7 = NULL, *b64 = NULL;
+    size_t p7_len;
+    CBS certs[1];
+    CBS_init(&certs[0], der, der_len);
+    e->out_len = 0;
+    if (!CBB_init(&cbb, der_len + 64) || cx_pkcs7_certs_only(&cbb, certs, 1) || !CBB_finish(&cbb, &p7, &p7_len) ||
+        !(b64 = malloc(cx_b64_encoded_len(p7_len)))) {
+        CBB_cleanup(&cbb);
+        OPENSSL_free(p7);
+        return;
+    }
+    size_t b64_len = cx_b64_encode(b64, p7, p7_len);
+    est_respond(e, 200, EST_P7_TYPE, EST_B64_HDR, b64, b64_len);
+    OPENSSL_free(p7);
+    free(b64);
 }
 
 /* est_reenroll_matches: RFC 7030 §4.2.2: the CSR's subject and
@@ -150,67 +188,169 @@ static bool est_reenroll_matches(const est_ctx_t *est, const est_enroll_t *e, co
     return same;
 }
 
+/* est_serial_hex writes a serial's magnitude in hex without leading zero
+ * bytes, so a serial read back from a certificate compares equal to the
+ * one we generated. */
+static void est_serial_hex(char *out, size_t cap, const uint8_t *b, size_t n) {
+    while (n > 1 && b[0] == 0) b++, n--;
+    size_t w = 0;
+    for (size_t i = 0; i < n && w + 3 <= cap; i++, w += 2) snprintf(out + w, 3, "%02x", b[i]);
+    out[w] = 0;
+}
+
+/* est_set_identity records who asked: a users-file user or a device by
+ * name, or for certificate authentication the CN (or, if the CN cannot name
+ * a key, "cert-" + the certificate's SHA-256 prefix). */
+static void est_set_identity(est_enroll_t *e, const char *name, size_t len) {
+    if (ra_req_identity_valid(name, len)) {
+        snprintf(e->identity, sizeof(e->identity), "%.*s", (int)len, name);
+        e->record = true;
+        return;
+    }
+    uint8_t md[SHA256_DIGEST_LENGTH];
+    SHA256(e->peer.cert_der ? e->peer.cert_der : (const uint8_t *)name,
+           e->peer.cert_der ? e->peer.cert_der_len : len, md);
+    int w = snprintf(e->identity, sizeof(e->identity), "%s-", e->basic ? "user" : "cert");
+    for (int i = 0; i < 8; i++) snprintf(e->identity + w + 2 * i, 3, "%02x", md[i]);
+    e->record = true;
+}
+
+/* est_auth_device authenticates a registry device by its mode (null
+ * string: empty password; authentication string: crypt(3) check; LSC/MIC:
+ * a TLS client certificate for the device) and checks its pending
+ * operation and deadline. Returns NULL or the denial (status in *status). */
+static const char *est_auth_device(const est_enroll_t *e, bool cert_ok, bool ours, int *status) {
+    const ra_device_t *d = &e->device;
+    *status = 401;
+    if (!e->device_found) return ra_err_str(RA_E_UNKNOWN_USER);
+    char pw[RA_DEVICE_HASH_MAX];
+    switch (d->auth) {
+    case RA_AUTH_NULL:
+        if (CBS_len(&e->pass)) return "device uses null-string authentication: send an empty password";
+        break;
+    case RA_AUTH_STRING:
+        if (CBS_len(&e->pass) >= sizeof(pw)) return "Invalid Authentication String";
+        memcpy(pw, CBS_data(&e->pass), CBS_len(&e->pass));
+        pw[CBS_len(&e->pass)] = 0;
+        bool ok = ra_auth_string_check(pw, d->auth_hash);
+        OPENSSL_cleanse(pw, sizeof(pw));
+        if (!ok) return "Invalid Authentication String";
+        break;
+    case RA_AUTH_LSC:
+    case RA_AUTH_MIC: {
+        char cn[RA_DEVICE_NAME_MAX + 1] = "";
+        CBS subject;
+        if (cert_ok && cx_cert_parse_basic(e->peer.cert_der, e->peer.cert_der_len, &subject, NULL, NULL, NULL) == CX_OK)
+            cx_name_cn(&subject, cn, sizeof(cn));
+        if (!cert_ok || strcmp(cn, d->name) != 0)
+            return "device authenticates by existing certificate: present it as the TLS client certificate";
+        (void)ours; /* LSC (ours) or MIC (client_ca): precedence only matters to a
+                       client holding both; EST presents one */
+        break;
+    }
+    default:
+        return "device authentication mode unsupported";
+    }
+    *status = 403;
+    if (d->op != RA_OP_INSTALL) return "no certificate operation pending for this device";
+    if (d->by && d->by < (int64_t)time(NULL)) return "deadline passed";
+    return NULL;
+}
+
+/* est_keep appends `len` bytes after what e->out holds (the response) and
+ * returns where they went, or NULL if out is full. */
+static const uint8_t *est_keep(est_enroll_t *e, size_t *used, const uint8_t *p, size_t len) {
+    if (*used + len > e->out_cap) return NULL;
+    uint8_t *dst = e->out + *used;
+    memcpy(dst, p, len);
+    *used += len;
+    return dst;
+}
+
 void est_enroll_run(const est_ctx_t *est, est_enroll_t *e, unsigned worker) {
     uint8_t der[CX_CSR_MAX_DER];
     size_t der_len;
     cx_csr_t csr;
     cx_err_t err;
-    if (e->basic) {
+    int status;
+    bool ours = false;
+    bool cert_ok = e->peer.chain &&
+                   cx_verify_client_chain(est->trust, e->peer.chain, est->ca_der, est->ca_der_len, &ours);
+    if (e->basic && e->device_lookup) {
+        const char *why = est_auth_device(e, cert_ok, ours, &status);
+        if (why && status == 401) return est_deny(e, 401, why);
+        est_set_identity(e, e->device.name, strlen(e->device.name));
+        e->is_device = true;
+        if (why) return est_deny(e, status, why);
+    } else if (e->basic) {
         ra_err_t re = est->users ? ra_users_check(est->users, worker, (const char *)CBS_data(&e->user),
                                                   CBS_len(&e->user), (const char *)CBS_data(&e->pass),
                                                   CBS_len(&e->pass))
                                  : RA_E_UNKNOWN_USER;
-        if (re != RA_OK) return est_deny(e, 401, EST_AUTH_HDR, ra_err_str(re));
+        if (re != RA_OK) return est_deny(e, 401, ra_err_str(re));
+        est_set_identity(e, (const char *)CBS_data(&e->user), CBS_len(&e->user));
+    } else {
+        if (!cert_ok) return est_deny(e, 401, "TLS client certificate is not trusted (and no Basic credentials)");
+        CBS subject;
+        char cn[RA_REQ_IDENTITY_MAX + 2] = "";
+        if (cx_cert_parse_basic(e->peer.cert_der, e->peer.cert_der_len, &subject, NULL, NULL, NULL) == CX_OK)
+            cx_name_cn(&subject, cn, sizeof(cn));
+        est_set_identity(e, cn, strlen(cn));
     }
-    bool ours = false;
-    bool cert_ok = e->peer.chain &&
-                   cx_verify_client_chain(est->trust, e->peer.chain, est->ca_der, est->ca_der_len, &ours);
-    if (!e->basic && !cert_ok)
-        return est_deny(e, 401, EST_AUTH_HDR, "TLS client certificate is not trusted (and no Basic credentials)");
     if (e->reenroll && !(cert_ok && ours))
-        return est_deny(e, 403, NULL, "simplereenroll needs a TLS client certificate issued by this CA");
-    if ((err = cx_b64_decode(der, &der_len, sizeof(der), CBS_data(&e->body), CBS_len(&e->body))) ||
-        (err = cx_csr_parse(&csr, der, der_len)))
-        return est_deny(e, 400, NULL, cx_err_str(err));
+        return est_deny(e, 403, "simplereenroll needs a TLS client certificate issued by this CA");
+    if (e->reenroll) {
+        CBS serial;
+        if (cx_cert_parse_basic(e->peer.cert_der, e->peer.cert_der_len, NULL, NULL, &serial, NULL) == CX_OK)
+            est_serial_hex(e->renew_serial_hex, sizeof(e->renew_serial_hex), CBS_data(&serial), CBS_len(&serial));
+    }
+    if ((err = cx_b64_decode(der, &der_len, sizeof(der), CBS_data(&e->body), CBS_len(&e->body)))) {
+        e->record = false; /* nothing to key a request record on */
+        return est_deny(e, 400, cx_err_str(err));
+    }
+    SHA256(der, der_len, e->csr_sha256);
+    /* Keep the DER for the request record at the end of out[]; the
+     * response is written at its start. */
+    if (der_len <= e->out_cap / 2) {
+        e->out_cap -= der_len;
+        memcpy(e->out + e->out_cap, der, der_len);
+        e->csr_der = e->out + e->out_cap;
+        e->csr_len = der_len;
+    } else {
+        e->record = false;
+    }
+    if ((err = cx_csr_parse(&csr, der, der_len))) return est_deny(e, 400, cx_err_str(err));
     cx_name_cn(&csr.subject, e->subject_cn, sizeof(e->subject_cn));
-    if ((err = cx_csr_verify(&csr, NULL))) return est_deny(e, 400, NULL, cx_err_str(err));
+    if ((err = cx_csr_verify(&csr, NULL))) return est_deny(e, 400, cx_err_str(err));
     if (csr.subject_empty && !(est->policy.copy_san && CBS_len(&csr.san)))
-        return est_deny(e, 400, NULL, "CSR subject is empty");
+        return est_deny(e, 400, "CSR subject is empty");
     if (e->reenroll && !est_reenroll_matches(est, e, &csr))
-        return est_deny(e, 403, NULL, "CSR subject or subjectAltName differs from the client certificate (RFC 7030 4.2.2)");
+        return est_deny(e, 403, "CSR subject or subjectAltName differs from the client certificate (RFC 7030 4.2.2)");
 
     /* Worker-side buffers grow as needed: a CSR with a long subject or many
      * SANs makes a long certificate. */
     CBB cbb;
-    uint8_t *cert = NULL, *p7 = NULL, *b64 = NULL;
-    size_t cert_len, p7_len;
-    if (!CBB_init(&cbb, 2048) ||
-        (err = cx_cert_issue_leaf(&cbb, e->serial, &est->issuer, &csr, &est->policy, time(NULL))) ||
+    uint8_t *cert = NULL;
+    size_t cert_len;
+    int64_t now = time(NULL);
+    if (!CBB_init(&cbb, 2048) || (err = cx_cert_issue_leaf(&cbb, e->serial, &est->issuer, &csr, &est->policy, now)) ||
         !CBB_finish(&cbb, &cert, &cert_len)) {
         CBB_cleanup(&cbb);
-        return est_deny(e, 500, NULL, err ? cx_err_str(err) : "out of memory");
+        return est_deny(e, 500, err ? cx_err_str(err) : "out of memory");
     }
-    CBS certs[1];
-    CBS_init(&certs[0], cert, cert_len);
-    if (!CBB_init(&cbb, cert_len + 64) || cx_pkcs7_certs_only(&cbb, certs, 1) ||
-        !CBB_finish(&cbb, &p7, &p7_len) || !(b64 = malloc(cx_b64_encoded_len(p7_len)))) {
-        CBB_cleanup(&cbb);
-        OPENSSL_free(cert);
-        OPENSSL_free(p7);
-        return est_deny(e, 500, NULL, "PKCS#7 encoding failed");
-    }
-    size_t b64_len = cx_b64_encode(b64, p7, p7_len);
-    est_respond(e, 200, EST_P7_TYPE, EST_B64_HDR, b64, b64_len);
+    est_cert_response(e, cert, cert_len);
+    size_t used = e->out_len;
+    if (e->out_len) e->cert_der = est_keep(e, &used, cert, cert_len);
+    if (cx_cert_parse_basic(cert, cert_len, NULL, NULL, NULL, &e->not_after) != CX_OK) e->not_after = 0;
     OPENSSL_free(cert);
-    OPENSSL_free(p7);
-    free(b64);
-    if (!e->out_len) /* cannot happen with the sized buffers; never send half */
-        return est_deny(e, 413, NULL, "the certificate for this CSR is too large to return");
-    char serial[2 * CX_SERIAL_LEN + 1];
-    for (size_t i = 0; i < CX_SERIAL_LEN; i++) snprintf(serial + 2 * i, 3, "%02x", e->serial[i]);
-    DP_INFO("EST %s issued serial=%s cn=%s peer=%s auth=%s%.*s", e->reenroll ? "simplereenroll" : "simpleenroll",
-            serial, e->subject_cn, e->peer.addr, e->basic ? "basic:" : "tls-client-cert",
-            e->basic ? (int)CBS_len(&e->user) : 0, e->basic ? (const char *)CBS_data(&e->user) : "");
+    if (!e->out_len || !e->cert_der) /* cannot happen with the sized buffers; never send half */
+        return est_deny(e, 413, "the certificate for this CSR is too large to return");
+    e->cert_len = cert_len;
+    e->issued = true;
+    est_serial_hex(e->serial_hex, sizeof(e->serial_hex), e->serial, CX_SERIAL_LEN);
+    DP_INFO("EST %s signed serial=%s cn=%s peer=%s identity=%s auth=%s", e->reenroll ? "simplereenroll" : "simpleenroll",
+            e->serial_hex, e->subject_cn, e->peer.addr, e->identity,
+            e->is_device ? "device" : e->basic ? "basic" : "tls-client-cert");
 }
 
 static int est_b64_dup(uint8_t **out, size_t *out_len, const uint8_t *der, size_t der_len) {

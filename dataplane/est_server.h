@@ -17,6 +17,8 @@
 #include "crypto/cx_cert.h"
 #include "crypto/cx_pool.h"
 #include "dataplane/est_http.h"
+#include "ra/ra_device.h"
+#include "ra/ra_req.h"
 #include "ra/ra_users.h"
 
 /* est_ctx_t: frozen at startup. */
@@ -32,6 +34,9 @@ typedef struct {
     const uint8_t *ca_der;      /* our CA certificate */
     size_t ca_der_len;
     size_t max_body;
+    bool registry;              /* Redis is the system of record (not "off"):
+                                   Basic users not in the users file are
+                                   looked up as registry devices */
 } est_ctx_t;
 
 /* est_peer_t: what the transport and TLS layers know about the client. */
@@ -58,6 +63,26 @@ typedef struct {
     char subject_cn[64];        /* result: for the log line */
     char reason[96];            /* result: denial cause */
     uint8_t serial[CX_SERIAL_LEN];
+    /* Registry device: est_route sets device_lookup when the Basic user is
+     * not in the users file; the core then reads the device from Redis into
+     * `device` (device_found) before the job runs. */
+    bool device_lookup;
+    bool device_found;
+    ra_device_t device;
+    /* For the request record (worker results; the core writes them to
+     * Redis before anything is sent). */
+    bool record;                /* an authenticated identity: record the outcome */
+    bool issued;                /* a certificate was signed (cert_* valid) */
+    bool is_device;             /* identity is a registry device */
+    char identity[RA_REQ_IDENTITY_MAX + 1];
+    uint8_t csr_sha256[32];
+    const uint8_t *csr_der;     /* in out[], after the response */
+    size_t csr_len;
+    const uint8_t *cert_der;    /* in out[], after the CSR */
+    size_t cert_len;
+    char serial_hex[2 * CX_SERIAL_LEN + 1];
+    char renew_serial_hex[2 * CX_SERIAL_LEN + 3]; /* simplereenroll: the client cert's */
+    int64_t not_after;
     uint8_t basic_buf[512];     /* decoded Basic credentials */
 } est_enroll_t;
 
@@ -90,6 +115,17 @@ est_action_t est_route(const est_ctx_t *est, const est_http_req_t *req, CBS body
  * issuance, PKCS#7 and the HTTP response into e->out.
  * Thread: signer worker `worker`. */
 void est_enroll_run(const est_ctx_t *est, est_enroll_t *e, unsigned worker);
+
+/* est_cert_response writes the 200 response carrying certificate `der`
+ * (certs-only PKCS#7, base64) into e->out; e->out_len 0 if it does not fit
+ * or encoding failed. Thread: signer worker, or a polling core for a
+ * certificate read back from Redis (no signing involved). */
+void est_cert_response(est_enroll_t *e, const uint8_t *der, size_t der_len);
+
+/* est_deny_response writes a text/plain denial `reason` with `status` into
+ * e->out (and e->reason), as the worker does; used by the core when Redis
+ * refuses a request. */
+void est_deny_response(est_enroll_t *e, int status, const char *reason);
 
 /* est_error_body formats a short text/plain reason "<reason>\n" into `out`.
  * Returns its length. */

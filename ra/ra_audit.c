@@ -7,26 +7,29 @@
 
 #include "ra/ra_redis.h"
 
+void ra_audit_cmd(ra_audit_cmd_t *cmd, const ra_audit_entry_t *e) {
+    int n = 0;
+    snprintf(cmd->time, sizeof(cmd->time), "%lld", (long long)e->time);
+    const char *fixed[] = {"XADD", RA_AUDIT_KEY, "*", "event", e->event, "time", cmd->time};
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) cmd->argv[n++] = fixed[i];
+    const char *opt[][2] = {{"device", e->device}, {"peer", e->peer},         {"reason", e->reason},
+                            {"serial", e->serial}, {"request", e->request}, {"protocol", e->protocol}};
+    for (size_t i = 0; i < sizeof(opt) / sizeof(opt[0]); i++) {
+        if (!opt[i][1] || !opt[i][1][0]) continue;
+        cmd->argv[n++] = opt[i][0];
+        cmd->argv[n++] = opt[i][1];
+    }
+    for (int i = 0; i < n; i++) cmd->argvlen[i] = strlen(cmd->argv[i]);
+    cmd->argc = n;
+}
+
 ra_err_t ra_audit_append(redisContext *c, const char *event, const char *device, const char *peer,
                          const char *reason, const char *serial) {
-    const char *argv[16];
-    size_t n = 0;
-    char now[24];
-    snprintf(now, sizeof(now), "%lld", (long long)time(NULL));
-    argv[n++] = "XADD";
-    argv[n++] = RA_AUDIT_KEY;
-    argv[n++] = "*";
-    argv[n++] = "event";
-    argv[n++] = event;
-    argv[n++] = "time";
-    argv[n++] = now;
-    const char *opt[][2] = {{"device", device}, {"peer", peer}, {"reason", reason}, {"serial", serial}};
-    for (size_t i = 0; i < 4; i++) {
-        if (!opt[i][1] || !opt[i][1][0]) continue;
-        argv[n++] = opt[i][0];
-        argv[n++] = opt[i][1];
-    }
-    return redisAppendCommandArgv(c, (int)n, argv, NULL) == REDIS_OK ? RA_OK : RA_E_NOMEM;
+    ra_audit_entry_t e = {.event = event, .device = device, .peer = peer, .reason = reason,
+                          .serial = serial, .time = (int64_t)time(NULL)};
+    ra_audit_cmd_t cmd;
+    ra_audit_cmd(&cmd, &e);
+    return redisAppendCommandArgv(c, cmd.argc, cmd.argv, cmd.argvlen) == REDIS_OK ? RA_OK : RA_E_NOMEM;
 }
 
 ra_err_t ra_audit_add(redisContext *c, const char *event, const char *device, const char *peer,

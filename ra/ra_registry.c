@@ -125,8 +125,7 @@ ra_err_t ra_registry_add(redisContext *c, const ra_device_t *d, bool replace, co
                               why, why_len);
 }
 
-/* ra_get_decode decodes an HGETALL array reply into `out`. */
-static ra_err_t ra_get_decode(const redisReply *r, const char *name, ra_device_t *out, char *why,
+ra_err_t ra_registry_decode_reply(const redisReply *r, const char *name, ra_device_t *out, char *why,
                               size_t why_len) {
     enum { MAXF = 64 };
     const char *fields[MAXF], *values[MAXF];
@@ -156,7 +155,7 @@ ra_err_t ra_registry_get(redisContext *c, const char *name, ra_device_t *out, ch
     if (ra_named_key(key, sizeof(key), name, why, why_len) != RA_OK) return RA_E_BAD_NAME;
     redisReply *r = redisCommand(c, "HGETALL %s", key);
     ra_err_t e = ra_redis_reply_err(c, r, why, why_len);
-    if (e == RA_OK) e = ra_get_decode(r, name, out, why, why_len);
+    if (e == RA_OK) e = ra_registry_decode_reply(r, name, out, why, why_len);
     if (r) freeReplyObject(r);
     return e;
 }
@@ -178,7 +177,7 @@ ra_err_t ra_registry_get_batch(redisContext *c, const char *const *names, size_t
         if (errs[i] != RA_OK) continue;
         if (redisGetReply(c, (void **)&r) != REDIS_OK) return ra_redis_reply_err(c, NULL, why, why_len);
         if (r->type == REDIS_REPLY_ERROR) errs[i] = RA_E_BAD_RECORD; /* e.g. WRONGTYPE */
-        else errs[i] = ra_get_decode(r, names[i], &out[i], cause, sizeof(cause));
+        else errs[i] = ra_registry_decode_reply(r, names[i], &out[i], cause, sizeof(cause));
         if (errs[i] == RA_E_REDIS) errs[i] = RA_E_BAD_RECORD;
         freeReplyObject(r);
     }

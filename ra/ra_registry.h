@@ -42,6 +42,13 @@ ra_err_t ra_registry_add(redisContext *c, const ra_device_t *d, bool replace, co
 ra_err_t ra_registry_get(redisContext *c, const char *name, ra_device_t *out, char *why,
                          size_t why_len);
 
+/* ra_registry_decode_reply decodes an HGETALL reply of device `name` into
+ * `out` (for callers with their own connection, e.g. the polling cores).
+ * Returns RA_OK, RA_E_NOT_FOUND (empty reply), RA_E_BAD_RECORD, or
+ * RA_E_REDIS for a reply of the wrong type (cause in `why`). */
+ra_err_t ra_registry_decode_reply(const redisReply *r, const char *name, ra_device_t *out, char *why,
+                                  size_t why_len);
+
 /* ra_registry_get_batch reads the `num` devices `names` in one pipelined
  * round trip (for reports over many devices). errs[i] gets RA_OK (out[i]
  * filled), RA_E_BAD_NAME, RA_E_NOT_FOUND or RA_E_BAD_RECORD (also for a

@@ -183,13 +183,22 @@ static void ra_cache_key(uint8_t out[SHA256_DIGEST_LENGTH], const char *user, si
     SHA256_Final(out, &c);
 }
 
-ra_err_t ra_users_check(ra_users_t *u, unsigned worker, const char *user, size_t user_len,
-                        const char *pass, size_t pass_len) {
-    if (user_len > RA_USER_MAX || pass_len > RA_PASS_MAX) return RA_E_BAD_PASSWORD;
+static const ra_user_t *ra_users_find(const ra_users_t *u, const char *user, size_t user_len) {
     const ra_user_t *found = NULL;
     for (size_t i = 0; i < u->num; i++)
         if (strlen(u->users[i].name) == user_len && memcmp(u->users[i].name, user, user_len) == 0)
             found = &u->users[i];
+    return found;
+}
+
+bool ra_users_has(const ra_users_t *u, const char *user, size_t user_len) {
+    return u && ra_users_find(u, user, user_len) != NULL;
+}
+
+ra_err_t ra_users_check(ra_users_t *u, unsigned worker, const char *user, size_t user_len,
+                        const char *pass, size_t pass_len) {
+    if (user_len > RA_USER_MAX || pass_len > RA_PASS_MAX) return RA_E_BAD_PASSWORD;
+    const ra_user_t *found = ra_users_find(u, user, user_len);
     uint8_t key[SHA256_DIGEST_LENGTH];
     ra_cache_key(key, user, user_len, pass, pass_len);
     ra_cache_t *cache = &u->cache[worker % u->num_workers];

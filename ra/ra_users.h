@@ -10,6 +10,7 @@
 #ifndef RA_USERS_H
 #define RA_USERS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "ra/ra_err.h"
@@ -35,6 +36,10 @@ ra_err_t ra_users_check(ra_users_t *u, unsigned worker, const char *user, size_t
 
 /* ra_users_count returns the number of users loaded. */
 size_t ra_users_count(const ra_users_t *u);
+
+/* ra_users_has says whether `user` (not NUL-terminated) is in the file; it
+ * checks no password. Thread: any (the table is frozen). */
+bool ra_users_has(const ra_users_t *u, const char *user, size_t user_len);
 
 void ra_users_free(ra_users_t *u);
 

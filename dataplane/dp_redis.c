@@ -1,0 +1,228 @@
+/* dp_redis: hiredis async driven by a polling core's epoll (see dp_redis.h). */
+#include "dataplane/dp_redis.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+#include "dataplane/dp_core.h"
+#include "dataplane/dp_log.h"
+#include "ra/ra_req.h"
+
+#define DP_REDIS_BACKOFF_MIN_MS 100
+#define DP_REDIS_BACKOFF_MAX_MS 2000
+
+static void redis_epoll(dp_redis_t *r) {
+    if (r->fd < 0) return;
+    uint32_t ev = (r->want_read ? EPOLLIN : 0) | (r->want_write ? EPOLLOUT : 0);
+    if (ev == r->events) return;
+    struct epoll_event e = {.events = ev, .data.ptr = r};
+    int op = r->events == 0 ? EPOLL_CTL_ADD : ev == 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD;
+    if (epoll_ctl(r->core->epfd, op, r->fd, &e) == 0) r->events = ev;
+    else DP_WARN("redis: epoll_ctl: %s", strerror(errno));
+}
+
+/* hiredis event hooks: reads are registered at once; writes only record
+ * the wish, and dp_redis_service writes (or, while connecting, waits for
+ * writability). */
+static void ev_add_read(void *p) { dp_redis_t *r = p; r->want_read = true; redis_epoll(r); }
+static void ev_del_read(void *p) { dp_redis_t *r = p; r->want_read = false; redis_epoll(r); }
+static void ev_add_write(void *p) { ((dp_redis_t *)p)->want_write = true; }
+static void ev_del_write(void *p) { dp_redis_t *r = p; r->want_write = false; redis_epoll(r); }
+static void ev_cleanup(void *p) {
+    dp_redis_t *r = p;
+    if (r->fd >= 0 && r->events) epoll_ctl(r->core->epfd, EPOLL_CTL_DEL, r->fd, NULL);
+    r->fd = -1;
+    r->events = 0;
+    r->want_read = r->want_write = false;
+}
+
+/* redis_down marks the connection gone and schedules a reconnect. */
+static void redis_down(dp_redis_t *r, const char *cause) {
+    bool was_up = r->up;
+    r->ac = NULL;
+    r->up = r->connected = false;
+    r->inflight = 0;
+    r->retry_at_ms = r->core->now_ms + r->backoff_ms;
+    r->backoff_ms = r->backoff_ms * 2 > DP_REDIS_BACKOFF_MAX_MS ? DP_REDIS_BACKOFF_MAX_MS : r->backoff_ms * 2;
+    if (was_up || strcmp(r->why, cause) != 0) {
+        char addr[300];
+        ra_redis_addr_str(r->addr, addr, sizeof(addr));
+        DP_WARN("redis %s: %s; refusing new enrollments (503) and reconnecting", addr, cause);
+    }
+    snprintf(r->why, sizeof(r->why), "%s", cause);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status) {
+    dp_redis_t *r = ac->data;
+    if (status != REDIS_OK) {
+        char cause[160];
+        snprintf(cause, sizeof(cause), "connect failed: %s", ac->errstr[0] ? ac->errstr : "error");
+        redis_down(r, cause); /* hiredis frees ac after this callback */
+        return;
+    }
+    r->connected = true;
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status) {
+    dp_redis_t *r = ac->data;
+    if (r->ac != ac) return; /* we dropped it ourselves (dp_redis_close) */
+    char cause[160];
+    snprintf(cause, sizeof(cause), "connection lost: %s",
+             status == REDIS_OK ? "closed" : ac->errstr[0] ? ac->errstr : "error");
+    redis_down(r, cause);
+}
+
+/* redis_reply is the trampoline of every command. */
+static void redis_reply(redisAsyncContext *ac, void *reply, void *priv) {
+    dp_redis_t *r = ac->data;
+    if (r->inflight) r->inflight--;
+    r->progress_ms = r->core->now_ms;
+    if (!reply) r->stats.failed++;
+    dp_redis_req_t *req = priv;
+    if (req) req->done(req, reply);
+}
+
+static void on_script_loaded(redisAsyncContext *ac, void *reply, void *priv) {
+    (void)priv;
+    dp_redis_t *r = ac->data;
+    redisReply *rep = reply;
+    if (r->inflight) r->inflight--;
+    r->progress_ms = r->core->now_ms;
+    if (!rep) return; /* connection gone: redis_down runs */
+    if (rep->type != REDIS_REPLY_STRING || rep->len != 40 || memcmp(rep->str, r->sha, 40) != 0) {
+        char cause[160];
+        snprintf(cause, sizeof(cause), "SCRIPT LOAD failed: %.*s", rep->type == REDIS_REPLY_ERROR ? (int)rep->len : 0,
+                 rep->type == REDIS_REPLY_ERROR ? rep->str : "");
+        r->why[0] = 0;
+        DP_WARN("redis: %s", cause);
+        redisAsyncDisconnect(ac);
+        return;
+    }
+    if (!r->up) {
+        char addr[300];
+        ra_redis_addr_str(r->addr, addr, sizeof(addr));
+        if (r->stats.connects > 0 || r->why[0]) DP_INFO("redis %s: connected; accepting enrollments", addr);
+        else DP_DEBUG("redis %s: connected", addr);
+    }
+    r->up = true;
+    r->why[0] = 0;
+    r->backoff_ms = DP_REDIS_BACKOFF_MIN_MS;
+    r->stats.connects++;
+}
+
+static bool redis_send(dp_redis_t *r, redisCallbackFn *fn, void *priv, int argc, const char **argv,
+                       const size_t *argvlen) {
+    if (redisAsyncCommandArgv(r->ac, fn, priv, argc, argv, argvlen) != REDIS_OK) return false;
+    if (r->inflight++ == 0) r->progress_ms = r->core->now_ms;
+    r->stats.commands++;
+    return true;
+}
+
+static void redis_connect(dp_redis_t *r) {
+    const ra_redis_addr_t *a = r->addr;
+    redisAsyncContext *ac = a->kind == RA_REDIS_UNIX ? redisAsyncConnectUnix(a->path)
+                                                     : redisAsyncConnect(a->host, a->port);
+    if (!ac || ac->err) {
+        char cause[160];
+        snprintf(cause, sizeof(cause), "connect failed: %s", ac ? ac->errstr : "out of memory");
+        if (ac) redisAsyncFree(ac);
+        r->ac = NULL;
+        redis_down(r, cause);
+        return;
+    }
+    r->ac = ac;
+    ac->data = r;
+    r->fd = ac->c.fd;
+    r->events = 0;
+    ac->ev.data = r;
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
+    ac->ev.cleanup = ev_cleanup;
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    r->connected = r->up = false;
+    r->inflight = 0;
+    char db[16];
+    snprintf(db, sizeof(db), "%d", a->db);
+    const char *sel[] = {"SELECT", db};
+    const char *load[] = {"SCRIPT", "LOAD", ra_req_script()};
+    if ((a->db > 0 && !redis_send(r, redis_reply, NULL, 2, sel, NULL)) ||
+        !redis_send(r, on_script_loaded, NULL, 3, load, NULL)) {
+        dp_redis_close(r);
+        redis_down(r, "out of memory");
+    }
+}
+
+void dp_redis_init(dp_redis_t *r, dp_core_t *core, const ra_redis_addr_t *addr, int64_t timeout_ms) {
+    memset(r, 0, sizeof(*r));
+    r->poll_type = DP_POLL_REDIS;
+    r->core = core;
+    r->addr = addr;
+    r->fd = -1;
+    r->timeout_ms = timeout_ms;
+    r->backoff_ms = DP_REDIS_BACKOFF_MIN_MS;
+    ra_req_script_sha(r->sha);
+}
+
+void dp_redis_close(dp_redis_t *r) {
+    redisAsyncContext *ac = r->ac;
+    if (!ac) return;
+    r->ac = NULL; /* on_disconnect then ignores it */
+    redisAsyncFree(ac); /* pending callbacks run with NULL */
+    r->up = r->connected = false;
+    r->inflight = 0;
+}
+
+int dp_redis_service(dp_redis_t *r, int max_ms) {
+    if (!r->addr) return max_ms;
+    int64_t now = r->core->now_ms;
+    if (!r->ac) {
+        if (r->core->draining && !r->up) return max_ms;
+        if (now >= r->retry_at_ms) redis_connect(r);
+        if (!r->ac) {
+            int64_t wait = r->retry_at_ms - now;
+            return wait < max_ms ? (int)(wait > 0 ? wait : 0) : max_ms;
+        }
+    }
+    if (r->inflight && now - r->progress_ms > r->timeout_ms) {
+        char cause[160];
+        snprintf(cause, sizeof(cause), "no reply within %lld ms", (long long)r->timeout_ms);
+        dp_redis_close(r);
+        redis_down(r, cause);
+        return 0;
+    }
+    if (r->want_write) {
+        if (r->connected) {
+            r->stats.writes++;
+            redisAsyncHandleWrite(r->ac); /* one write; re-asks if partial */
+        }
+        if (r->ac) redis_epoll(r); /* still wanted: wait for writability */
+    }
+    if (r->inflight) {
+        int64_t left = r->progress_ms + r->timeout_ms - now + 1;
+        if (left < max_ms) return left > 0 ? (int)left : 0;
+    }
+    return max_ms;
+}
+
+void dp_redis_on_io(dp_redis_t *r, bool readable, bool writable) {
+    if (r->ac && writable) {
+        r->stats.writes++;
+        redisAsyncHandleWrite(r->ac);
+        if (r->ac && !r->want_write) redis_epoll(r);
+    }
+    if (r->ac && readable) {
+        r->stats.reads++;
+        redisAsyncHandleRead(r->ac);
+    }
+}
+
+bool dp_redis_command(dp_redis_t *r, dp_redis_req_t *req, int argc, const char **argv,
+                      const size_t *argvlen) {
+    if (!r->addr || !r->up || !r->ac) return false;
+    return redis_send(r, redis_reply, req, argc, argv, argvlen);
+}

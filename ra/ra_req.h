@@ -1,0 +1,129 @@
+/* ra_req: the request lifecycle in Redis (docs/redis-schema.md): one hash
+ * `stp:req:{IDENTITY}:SHA256` per enrollment request, where SHA256 is the
+ * hex digest of the CSR's DER, so the same CSR from the same identity always
+ * lands on the same record, and the set `stp:reqs:open` of requests that did
+ * not end issued (for `stampedectl requests`).
+ *
+ * The decision is one single-key script, run after the signing pool has
+ * checked the CSR and (for an issuance) signed the certificate, and before
+ * anything is sent:
+ *   - the CSR already has an issued, still-valid certificate (a retry after
+ *     a lost response) -> outcome EXISTING with that certificate; the new
+ *     signature is discarded, never recorded, never sent;
+ *   - a registry device whose operation is not install, or past its
+ *     deadline -> outcome REFUSED (recorded as rejected; the signature is
+ *     discarded);
+ *   - else the request is recorded as issued (or rejected, for a denial) and
+ *     for a device its status/LSC fields are updated in the same script.
+ * A simplereenroll that presents the very certificate recorded for this CSR
+ * is a renewal, not a retry: the old record is kept as
+ * `stp:req:{IDENTITY}:SHA256:SERIAL` and a new one is written.
+ * A device's record `stp:dev:{NAME}` shares the hash tag {NAME}, so on Redis
+ * Cluster the script stays single-slot.
+ * The caller sends the audit entry (ra_audit.h) and the index update after
+ * the reply, and only then answers the client: a certificate is in Redis
+ * and the audit stream before it leaves the process.
+ * Thread: pure functions; any thread. */
+#ifndef RA_REQ_H
+#define RA_REQ_H
+
+#include <hiredis/hiredis.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ra/ra_device.h"
+#include "ra/ra_err.h"
+
+#define RA_REQ_OPEN_SET "stp:reqs:open"
+#define RA_REQ_IDENTITY_MAX 64
+#define RA_REQ_ID_MAX (RA_REQ_IDENTITY_MAX + 1 + 64 + 1)
+#define RA_REQ_KEY_MAX (RA_REQ_ID_MAX + 16)
+#define RA_REQ_SERIAL_MAX 64 /* hex */
+#define RA_REQ_REASON_MAX 160
+
+/* ra_req_identity_valid: 1..64 characters of [A-Za-z0-9_.@-] (a user
+ * name, device name or certificate CN usable inside a key's hash tag). */
+bool ra_req_identity_valid(const char *s, size_t len);
+
+/* ra_req_id writes "IDENTITY:SHA256HEX" (the request id operators see);
+ * ra_req_key writes its key "stp:req:{IDENTITY}:SHA256HEX". */
+void ra_req_id(char *buf, size_t buf_len, const char *identity, const uint8_t sha256[32]);
+void ra_req_key(char *buf, size_t buf_len, const char *identity, const uint8_t sha256[32]);
+/* ra_req_key_of_id turns an id back into its key; RA_E_BAD_NAME if `id` is
+ * not IDENTITY:64-hex. */
+ra_err_t ra_req_key_of_id(char *buf, size_t buf_len, const char *id);
+
+/* ra_req_record_t: what the caller asks the script to record. Strings and
+ * buffers must outlive the ra_req_cmd_t built from it. */
+typedef struct {
+    const char *identity;       /* ra_req_identity_valid */
+    bool device;                /* identity is a registry device (policy applies) */
+    const char *protocol;       /* "est" | "capf" */
+    const char *peer;           /* requester address */
+    uint8_t csr_sha256[32];
+    const uint8_t *csr_der;
+    size_t csr_len;
+    bool issue;                 /* true: cert_* set; false: a rejection with reason */
+    const char *reason;         /* rejection cause */
+    const uint8_t *cert_der;
+    size_t cert_len;
+    const char *serial_hex;
+    int64_t not_after;          /* unix seconds */
+    const char *renew_serial_hex; /* simplereenroll: serial of the client certificate, else "" */
+    int64_t now;                /* unix seconds */
+} ra_req_record_t;
+
+/* ra_req_cmd_t: the EVALSHA argv. */
+typedef struct {
+    const char *argv[20];
+    size_t argvlen[20];
+    int argc;
+    char key[RA_REQ_KEY_MAX], devkey[RA_DEVICE_NAME_MAX + 16], id[RA_REQ_ID_MAX];
+    char now[24], not_after[24];
+} ra_req_cmd_t;
+
+/* ra_req_script returns the Lua text of the record script (for SCRIPT LOAD
+ * and the EVAL fallback); ra_req_script_sha writes its SHA-1 in hex (41
+ * bytes with the NUL). */
+const char *ra_req_script(void);
+void ra_req_script_sha(char out[41]);
+
+/* ra_req_record_cmd fills `cmd` with EVALSHA `sha` for `r`. Returns RA_OK or
+ * RA_E_BAD_NAME (identity unusable). */
+ra_err_t ra_req_record_cmd(ra_req_cmd_t *cmd, const char *sha, const ra_req_record_t *r);
+
+typedef enum {
+    RA_REQ_OUT_ISSUED = 0,  /* recorded as issued: send the new certificate */
+    RA_REQ_OUT_EXISTING,    /* same CSR already issued: send that certificate */
+    RA_REQ_OUT_REFUSED,     /* device policy refused: recorded as rejected */
+    RA_REQ_OUT_REJECTED,    /* the rejection asked for was recorded */
+    RA_REQ_OUT__COUNT
+} ra_req_outcome_t;
+
+/* ra_req_result_t: the script's reply. cert points into the reply. */
+typedef struct {
+    ra_req_outcome_t outcome;
+    const uint8_t *cert;        /* RA_REQ_OUT_EXISTING: its DER */
+    size_t cert_len;
+    char serial[RA_REQ_SERIAL_MAX + 1];
+    int64_t not_after;
+    char reason[RA_REQ_REASON_MAX];
+    bool was_open;              /* the record was in stp:reqs:open before */
+} ra_req_result_t;
+
+/* ra_req_record_parse reads the script's reply (untrusted shape). Returns
+ * RA_OK, or RA_E_REDIS for an error reply or a reply of the wrong shape
+ * (cause in `why`). */
+ra_err_t ra_req_record_parse(const redisReply *rep, ra_req_result_t *out, char *why,
+                             size_t why_len);
+
+const char *ra_req_outcome_str(ra_req_outcome_t o);
+
+/* ra_req_index_cmd: after the reply, the `stp:reqs:open` update the outcome
+ * needs: ZADD (rejected/refused), ZREM (issued after being open), or none
+ * (returns false). `id`, `score` must outlive the argv. */
+bool ra_req_index_cmd(const ra_req_result_t *res, const char *id, const char *score,
+                      const char *argv[4], size_t argvlen[4], int *argc);
+
+#endif
