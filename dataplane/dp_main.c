@@ -215,6 +215,12 @@ int main(int argc, char **argv) {
             dp_redis_child_stop(&rt.redis);
             return dp_fail("cores", "cannot start thread");
         }
+    /* The ready line means "enrollments work": wait (bounded) for every
+     * core's registry connection. */
+    for (int i = 0; rt.est.registry && i < 500 && uatomic_read(&rt.redis_cores_up) < (int)rt.num_cores; i++)
+        usleep(10000);
+    if (rt.est.registry && uatomic_read(&rt.redis_cores_up) < (int)rt.num_cores)
+        DP_WARN("Redis not reachable yet: enrollments get 503 + Retry-After until it is");
     dp_pidfile(&rt, true);
     DP_INFO("stampeded %s: EST on https://%s/.well-known/est/ transport=%s cores=%u signers=%u users=%zu ca=%s/ca.crt",
             STAMPEDE_VERSION, rt.cfg.est_listen, rt.transport->name, rt.num_cores, signers,

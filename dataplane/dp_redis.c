@@ -6,7 +6,10 @@
 #include <string.h>
 #include <sys/epoll.h>
 
+#include <urcu/uatomic.h>
+
 #include "dataplane/dp_core.h"
+#include "dataplane/dp_runtime.h"
 #include "dataplane/dp_log.h"
 #include "ra/ra_req.h"
 
@@ -106,6 +109,7 @@ static void on_script_loaded(redisAsyncContext *ac, void *reply, void *priv) {
         if (r->stats.connects > 0 || r->why[0]) DP_INFO("redis %s: connected; accepting enrollments", addr);
         else DP_DEBUG("redis %s: connected", addr);
     }
+    if (r->stats.connects == 0) uatomic_inc(&r->core->rt->redis_cores_up); /* start-up wait */
     r->up = true;
     r->why[0] = 0;
     r->backoff_ms = DP_REDIS_BACKOFF_MIN_MS;

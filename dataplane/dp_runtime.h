@@ -31,6 +31,7 @@ struct dp_runtime {
     dp_redis_child_t redis;  /* embedded Redis (main thread only) */
     ra_redis_addr_t redis_addr; /* where the cores connect (unless registry off) */
     int stop;                /* atomic: 1 after SIGTERM/SIGINT */
+    int redis_cores_up;      /* atomic: cores whose Redis connection came up once */
     int64_t stop_deadline_ms;/* drain deadline (monotonic ms), set with stop */
 };
 
