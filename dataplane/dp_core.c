@@ -47,8 +47,11 @@ int dp_core_init(dp_core_t *c, dp_runtime_t *rt, unsigned id) {
     c->timeout_ms[DP_T_LINGER] = cfg->close_linger_ms;
     /* request (header + body) + room for the longest response: the largest
      * CSR a body can carry (3/4 of it) becomes a slightly larger certificate,
-     * wrapped in PKCS#7 and base64 again (4/3 + CRLFs), plus headers. */
-    c->buf_cap = cfg->max_header + cfg->max_body + cfg->max_body + cfg->max_body / 2 + 4096;
+     * wrapped in PKCS#7 and base64 again (4/3 + CRLFs), plus headers; then
+     * the CSR's and the certificate's DER kept for the request record
+     * (3/4 of max_body each, plus the certificate's own fields). */
+    c->buf_cap = cfg->max_header + cfg->max_body + cfg->max_body + cfg->max_body / 2 + 4096 +
+                 cfg->max_body / 4 * 3 * 2 + 2048;
     c->scratch_cap = c->buf_cap;
     dp_redis_init(&c->redis, c, rt->est.registry ? &rt->redis_addr : NULL, (int64_t)cfg->redis_timeout_ms);
     c->scratch = malloc(c->scratch_cap);

@@ -566,5 +566,88 @@ def raw_request(method, path, headers=(), body=b''):
     return ('\r\n'.join(lines) + '\r\n\r\n').encode() + body
 
 
+# ---------------------------------------------------------------- Redis (RESP2)
+
+class RedisError(Exception):
+    """RedisError: an error reply (-ERR ...) from Redis."""
+
+
+class RedisClient:
+    """RedisClient is a minimal synchronous RESP2 client for reading what
+    stampeded wrote: `addr` is a unix socket path or a (host, port) tuple.
+    command() returns bytes, int, list or None (nil) and raises RedisError
+    on an error reply; binary fields (csr, cert) come back intact, which
+    redis-cli output does not guarantee. One connection per call."""
+
+    def __init__(self, addr, timeout=10.0):
+        self.addr = addr
+        self.timeout = timeout
+
+    def _connect(self):
+        if isinstance(self.addr, str):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(self.timeout)
+            s.connect(self.addr)
+            return s
+        return socket.create_connection(self.addr, timeout=self.timeout)
+
+    def command(self, *args):
+        out = [b'*%d\r\n' % len(args)]
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out.append(b'$%d\r\n%s\r\n' % (len(a), a))
+        with self._connect() as s:
+            s.sendall(b''.join(out))
+            with s.makefile('rb') as f:
+                return self._read(f)
+
+    def _read(self, f):
+        line = f.readline()
+        if not line.endswith(b'\r\n'):
+            raise AssertionError('Redis reply truncated: %r' % line)
+        kind, rest = line[:1], line[1:-2]
+        if kind == b'+':
+            return rest
+        if kind == b'-':
+            raise RedisError(rest.decode(errors='replace'))
+        if kind == b':':
+            return int(rest)
+        if kind == b'$':
+            n = int(rest)
+            if n < 0:
+                return None
+            data = f.read(n + 2)
+            return data[:-2]
+        if kind == b'*':
+            n = int(rest)
+            return None if n < 0 else [self._read(f) for _ in range(n)]
+        raise AssertionError('unexpected RESP reply %r' % line)
+
+    def ping(self):
+        """ping returns True if Redis answers PONG, False if unreachable."""
+        try:
+            return self.command('PING') == b'PONG'
+        except (OSError, RedisError, AssertionError):
+            return False
+
+    def hgetall(self, key):
+        """hgetall returns the hash as {str field: bytes value} ({} if absent)."""
+        flat = self.command('HGETALL', key) or []
+        return {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+
+    def xrange(self, key, start='-', end='+'):
+        """xrange returns [(id str, {str field: str value})] of a stream."""
+        out = []
+        for ent_id, flat in self.command('XRANGE', key, start, end) or []:
+            out.append((ent_id.decode(), {flat[i].decode(): flat[i + 1].decode(errors='replace')
+                                          for i in range(0, len(flat), 2)}))
+        return out
+
+    def last_id(self, key):
+        """last_id returns the newest entry id of a stream, or '0-0'."""
+        rev = self.command('XREVRANGE', key, '+', '-', 'COUNT', 1) or []
+        return rev[0][0].decode() if rev else '0-0'
+
+
 def main():
     unittest.main(verbosity=2)
