@@ -364,6 +364,59 @@ def foreign_client_cert(workdir, ca_crt, ca_key, cn, name='foreign-client'):
     return crt, key
 
 
+def der_tlv(buf, pos):
+    """der_tlv reads the DER element at `pos`: returns (tag, content_start,
+    end). Definite lengths only (what DER allows)."""
+    tag, n = buf[pos], buf[pos + 1]
+    pos += 2
+    if n & 0x80:
+        k = n & 0x7f
+        n = int.from_bytes(buf[pos:pos + k], 'big')
+        pos += k
+    if pos + n > len(buf):
+        raise AssertionError('DER element overruns its buffer')
+    return tag, pos, pos + n
+
+
+def p7_cert_ders(p7_b64):
+    """p7_cert_ders decodes a base64 certs-only PKCS#7 (ContentInfo ->
+    SignedData -> certificates [0]) and returns the certificates' DER, in
+    Python (no subprocess), for loads with many responses."""
+    der = base64.b64decode(p7_b64, validate=False)
+    _, p, _ = der_tlv(der, 0)              # ContentInfo SEQUENCE
+    _, _, p = der_tlv(der, p)              # contentType OID
+    _, p, _ = der_tlv(der, p)              # [0] EXPLICIT
+    _, p, end = der_tlv(der, p)            # SignedData SEQUENCE
+    certs = []
+    while p < end:
+        tag, c, e = der_tlv(der, p)
+        if tag == 0xa0:                    # certificates [0] IMPLICIT SET OF
+            while c < e:
+                _, _, ce = der_tlv(der, c)
+                certs.append(der[c:ce])
+                c = ce
+        p = e
+    return certs
+
+
+def cert_serial_hex(cert_der):
+    """cert_serial_hex returns a certificate's serial as lower-case hex of
+    its magnitude without leading zero bytes (as `openssl x509 -serial`
+    prints it, lower-cased)."""
+    _, p, _ = der_tlv(cert_der, 0)         # Certificate
+    _, p, _ = der_tlv(cert_der, p)         # tbsCertificate
+    tag, _, e = der_tlv(cert_der, p)
+    if tag == 0xa0:                        # [0] version
+        p = e
+    tag, c, e = der_tlv(cert_der, p)
+    if tag != 0x02:
+        raise AssertionError('no serial INTEGER in the certificate')
+    v = cert_der[c:e]
+    while len(v) > 1 and v[0] == 0:
+        v = v[1:]
+    return v.hex()
+
+
 # ---------------------------------------------------------------- HTTP clients
 
 class Resp:
