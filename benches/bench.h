@@ -11,6 +11,7 @@
  *   bench_est.c     the epoll load engine (worker threads)
  *   bench_crypto.c  the one-core crypto cost measurement
  *   bench_stats.c   percentiles, serial uniqueness, /proc CPU times
+ *   bench_redis.c   the Redis cost per enrollment (INFO before and after)
  *
  * The run state is one bench_run_t built by main() and passed down; the only
  * other mutable global is the signal flag pointer in bench_main.c. */
@@ -54,6 +55,7 @@ typedef enum {
     BENCH_E_CONTENT,   /* 200, but not a certs-only PKCS#7 holding one cert */
     BENCH_E_TOO_LARGE, /* response larger than BENCH_RESP_MAX */
     BENCH_E_CRYPTO,    /* key, CSR or certificate operation failed */
+    BENCH_E_REDIS,     /* Redis unreachable or its INFO unreadable (measurement only) */
     BENCH_E__COUNT
 } bench_err_t;
 
@@ -81,6 +83,7 @@ typedef struct {
     uint64_t threads;
     uint64_t num_keys;
     uint64_t pid;               /* 0: read DIR/stampeded.pid */
+    const char *redis;          /* URL, "off", or NULL: DIR/redis.sock if it exists */
     double duration_s;          /* stop taking new enrollments after this */
     double timeout_s;           /* per attempt */
     bool keepalive;
@@ -393,5 +396,94 @@ bench_err_t bench_crypto_sample(bench_crypto_sampler_t *s, bool keep, char *why,
                                 size_t why_len);
 bool bench_crypto_result(bench_crypto_sampler_t *s, bench_crypto_t *out);
 void bench_crypto_close(bench_crypto_sampler_t *s);
+
+/* ---- bench_redis.c APIs ------------------------------------------------ */
+
+/* Distinct commands kept per INFO commandstats reading (more are dropped). */
+#define BENCH_REDIS_CMDS_MAX 128
+/* Longest command name kept ("script|load"), NUL included. */
+#define BENCH_REDIS_NAME_MAX 40
+
+/* bench_redis_cmd_t: one `cmdstat_NAME:calls=N,...` line of INFO. */
+typedef struct {
+    char name[BENCH_REDIS_NAME_MAX];
+    uint64_t calls;
+} bench_redis_cmd_t;
+
+/* bench_redis_snap_t: one reading of a Redis server's counters (INFO stats,
+ * cpu, server, commandstats), plus what this reading cost on the wire. */
+typedef struct {
+    uint64_t commands;          /* total_commands_processed (script calls included) */
+    uint64_t reads, writes;     /* total_reads/writes_processed (Redis >= 6.0) */
+    bool rw_known;
+    uint64_t net_in, net_out;   /* total_net_input/output_bytes */
+    uint64_t cpu_us;            /* used_cpu_sys + used_cpu_user */
+    uint64_t pid;               /* process_id, 0 if absent */
+    size_t num_cmds;
+    bench_redis_cmd_t cmds[BENCH_REDIS_CMDS_MAX];
+    /* Filled by bench_redis_snap, not by the parser: */
+    uint64_t own_in, own_out;   /* bytes of this INFO request and of its reply */
+    bool proc_known;            /* the server is on this machine: proc_us is its */
+    uint64_t proc_us;           /* utime+stime from /proc/PID/stat */
+} bench_redis_snap_t;
+
+/* bench_redis_cmd_cost_t: calls of one command per enrollment. top_level:
+ * a command stampeded sends itself (the rest are made inside its script). */
+typedef struct {
+    char name[BENCH_REDIS_NAME_MAX];
+    double per_enroll;
+    bool top_level;
+} bench_redis_cmd_cost_t;
+
+/* bench_redis_cost_t: the Redis traffic of the load per enrollment, the
+ * bench's own two INFO requests taken out. Negative: unknown. */
+typedef struct {
+    double client_cmds;         /* top-level commands (commandstats, see bench_redis.c) */
+    double server_cmds;         /* total_commands_processed: script calls included */
+    double reads, writes;       /* read/write calls on client sockets */
+    double bytes_in, bytes_out;
+    double cpu_us;              /* INFO cpu of redis-server */
+    double proc_cpu_us;         /* /proc of redis-server */
+    uint64_t pid;
+    size_t num_cmds;            /* by per_enroll, descending */
+    bench_redis_cmd_cost_t cmds[BENCH_REDIS_CMDS_MAX];
+} bench_redis_cost_t;
+
+/* bench_redis_parse_info fills the counters of `out` from the text of an INFO
+ * reply `info` (untrusted, read through CBS only): `key:value` lines, `#`
+ * section titles and blank lines; unknown keys are ignored.
+ * Returns BENCH_OK, or BENCH_E_REDIS with a static cause in *why if a field
+ * it needs is missing or not a number. */
+bench_err_t bench_redis_parse_info(bench_redis_snap_t *out, const uint8_t *info, size_t len,
+                                   const char **why);
+
+/* bench_redis_cost sets `out` from the readings right before and right after
+ * the load and the number of enrollments `n` (> 0).
+ * Returns BENCH_OK, or BENCH_E_REDIS with a cause in `why` if the counters
+ * went back (a restart or CONFIG RESETSTAT during the load). */
+bench_err_t bench_redis_cost(bench_redis_cost_t *out, const bench_redis_snap_t *before,
+                             const bench_redis_snap_t *after, uint64_t n, char *why,
+                             size_t why_len);
+
+/* bench_redis_t: one synchronous connection to the measured Redis. */
+typedef struct bench_redis bench_redis_t;
+
+/* bench_redis_open connects to the Redis of cfg->redis (NULL: DIR/redis.sock,
+ * stampeded's embedded server, if that socket exists) and names it in `addr`.
+ * Thread: main thread (blocking, 2 s timeout).
+ * Returns BENCH_OK with *out set; BENCH_OK with *out NULL and the reason in
+ * `why` when nothing is to be measured ("off", no socket, or the default
+ * socket does not answer); BENCH_E_SETUP with `why` if an explicit --redis is
+ * malformed or unreachable. The caller owns *out (bench_redis_close). */
+bench_err_t bench_redis_open(bench_redis_t **out, const bench_cfg_t *cfg, char *addr,
+                             size_t addr_len, char *why, size_t why_len);
+
+/* bench_redis_snap reads the counters with one INFO request.
+ * Returns BENCH_OK or BENCH_E_REDIS with a cause in `why`. */
+bench_err_t bench_redis_snap(bench_redis_t *r, bench_redis_snap_t *out, char *why,
+                             size_t why_len);
+
+/* bench_redis_close closes the connection; NULL is fine. */
+void bench_redis_close(bench_redis_t *r);
 
 #endif

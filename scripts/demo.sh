@@ -34,20 +34,27 @@ echo "== rollout: $count EST enrollments (fresh TLS each, RSA-2048 CSRs) with st
 $build/benches/stampede-bench est --connect "127.0.0.1:$port" --data-dir "$data" --pid $pid \
   --count "$count" --concurrency 64 --progress
 
-echo "== one device by hand: curl + openssl"
+echo "== one phone by hand: registered with stampedectl, enrolled with curl + openssl"
+ctl="$build/ra/stampedectl --data-dir $data"
+$ctl device add SEP74A02FC0A675 --op install --auth null --replace | sed 's/^/   /'
 tmp=$(mktemp -d)
 openssl req -new -newkey rsa:2048 -nodes -keyout "$tmp/key.pem" -subj "/CN=SEP74A02FC0A675" \
   -outform DER -out "$tmp/csr.der" 2>/dev/null
 openssl base64 -in "$tmp/csr.der" >"$tmp/csr.b64"
 curl -sS --cacert "$data/ca.crt" "https://127.0.0.1:$port/.well-known/est/cacerts" |
   openssl base64 -d | openssl pkcs7 -inform DER -print_certs >"$tmp/ca.pem"
-curl -sS --fail --cacert "$data/ca.crt" -u "est:$(cat "$data/est-initial-password")" \
+# The device authenticates by null string: its name and an empty password.
+curl -sS --fail --cacert "$data/ca.crt" -u "SEP74A02FC0A675:" \
   -H 'Content-Type: application/pkcs10' -H 'Content-Transfer-Encoding: base64' \
   --data-binary @"$tmp/csr.b64" "https://127.0.0.1:$port/.well-known/est/simpleenroll" |
   openssl base64 -d | openssl pkcs7 -inform DER -print_certs >"$tmp/cert.pem"
 openssl x509 -in "$tmp/cert.pem" -noout -subject -issuer -serial -enddate | sed 's/^/   /'
 openssl verify -CAfile "$tmp/ca.pem" "$tmp/cert.pem" | sed 's/^/   /'
 rm -rf "$tmp"
+echo "== the registry afterwards (Redis is the system of record)"
+$ctl device show SEP74A02FC0A675 | sed 's/^/   /'
+$ctl report | sed 's/^/   /'
+echo "   audit stream entries: $(redis-cli -s "$data/redis.sock" XLEN stp:audit)"
 
 echo "== stopping stampeded (SIGTERM drains in-flight requests)"
 kill -TERM $pid
