@@ -639,8 +639,12 @@ class RedisClient:
     def _connect(self):
         if isinstance(self.addr, str):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(self.timeout)
-            s.connect(self.addr)
+            try:
+                s.settimeout(self.timeout)
+                s.connect(self.addr)
+            except BaseException:
+                s.close()
+                raise
             return s
         return socket.create_connection(self.addr, timeout=self.timeout)
 
