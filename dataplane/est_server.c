@@ -276,12 +276,12 @@ void est_enroll_run(const est_ctx_t *est, est_enroll_t *e, unsigned worker) {
     bool ours = false;
     bool cert_ok = e->peer.chain &&
                    cx_verify_client_chain(est->trust, e->peer.chain, est->ca_der, est->ca_der_len, &ours);
+    const char *policy = NULL; /* a device's operation/deadline refusal, decided after the CSR is hashed */
     if (e->basic && e->device_lookup) {
-        const char *why = est_auth_device(e, cert_ok, ours, &status);
-        if (why && status == 401) return est_deny(e, 401, why);
+        policy = est_auth_device(e, cert_ok, ours, &status);
+        if (policy && status == 401) return est_deny(e, 401, policy);
         est_set_identity(e, e->device.name, strlen(e->device.name));
         e->is_device = true;
-        if (why) return est_deny(e, status, why);
     } else if (e->basic) {
         ra_err_t re = est->users ? ra_users_check(est->users, worker, (const char *)CBS_data(&e->user),
                                                   CBS_len(&e->user), (const char *)CBS_data(&e->pass),
@@ -326,6 +326,10 @@ void est_enroll_run(const est_ctx_t *est, est_enroll_t *e, unsigned worker) {
         return est_deny(e, 400, "CSR subject is empty");
     if (e->reenroll && !est_reenroll_matches(est, e, &csr))
         return est_deny(e, 403, "CSR subject or subjectAltName differs from the client certificate (RFC 7030 4.2.2)");
+    /* Not signed, but recorded under this CSR: if the same CSR was issued
+     * before (a retry after a lost answer), the request script returns that
+     * certificate instead of this refusal. */
+    if (policy) return est_deny(e, 403, policy);
 
     /* Worker-side buffers grow as needed: a CSR with a long subject or many
      * SANs makes a long certificate. */

@@ -247,14 +247,11 @@ class TestRegistryEst(fx.SharedDaemonTestCase):
         dev = self.device_show(name)
         self.assertEqual((dev['status'], dev['lsc_serial']), ('success', serial), 'a refusal must not touch the LSC')
 
-    @unittest.expectedFailure
     def test_device_same_csr_after_success_gets_its_certificate(self):
-        """A device whose answer was lost retries the same CSR: ra_req.h says
-        the recorded certificate is returned (outcome EXISTING). Observed:
-        est_auth_device refuses with 403 'no certificate operation pending'
-        before the request script runs, because the successful install set
-        op=none. Expected failure until stampeded checks the existing
-        record first for devices."""
+        """A device whose answer was lost retries the same CSR: the recorded
+        certificate comes back (outcome EXISTING), although the successful
+        install set op=none: the refusal is decided after the request
+        script's "already issued" check."""
         name = self.device_name('SEPRETRY')
         self.device_add(name, '--auth', 'null')
         csr = self.csr(name, 'retry')
@@ -263,16 +260,10 @@ class TestRegistryEst(fx.SharedDaemonTestCase):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(fx.p7_cert_ders(r.body), [der])
 
-    @unittest.expectedFailure
     def test_device_policy_refusal_recorded_under_its_csr(self):
         """A device refused by policy (403: deadline passed, or no pending
-        operation) is an authenticated identity, so its request should be
-        recorded under IDENTITY:SHA256(CSR DER). Observed: est_auth_device
-        refuses before the CSR is decoded, so csr_sha256 is still zero and
-        every such refusal of a device lands on one record
-        `stp:req:{NAME}:000...000` with an empty csr (also in stp:reqs:open
-        and in the audit entry's request id). Expected failure until the
-        refusal is keyed on the CSR (or not recorded as a request)."""
+        operation) is an authenticated identity, so its request is recorded
+        under IDENTITY:SHA256(CSR DER), never under an all-zero hash."""
         name = self.device_name('SEPZERO')
         self.ctl('device', 'add', name, '--op', 'install', '--auth', 'null', '--by', '2020-01-01T00:00Z')
         csr = self.csr(name, 'zero')
