@@ -35,6 +35,7 @@ static const char *const bench_err_text[BENCH_E__COUNT] = {
     [BENCH_E_CONTENT] = "content",
     [BENCH_E_TOO_LARGE] = "too-large",
     [BENCH_E_CRYPTO] = "crypto",
+    [BENCH_E_REDIS] = "redis",
 };
 
 const char *bench_err_str(bench_err_t e) {
@@ -97,6 +98,11 @@ static const bench_opt_t bench_opts[] = {
      "limit for one attempt, connect to last response byte (default 15)"},
     {"pid", OPT_U64, CFG(pid), 1, 4194304, "PID",
      "server process for the CPU figure (default: DIR/stampeded.pid)"},
+    {"redis", OPT_STR, CFG(redis), 0, 0, "URL|off",
+     "Redis whose cost per enrollment is reported (INFO right before and right after the "
+     "load): redis://host[:port][/db], unix:/path[?db=N] or an absolute socket path, as "
+     "stampeded takes it; off: not measured (default: DIR/redis.sock, stampeded's embedded "
+     "Redis, if that socket exists; an explicit URL that does not answer is a setup error)"},
     {"progress", OPT_FLAG, CFG(progress), 0, 0, NULL, "a progress line on stderr every second"},
     {"quiet", OPT_FLAG, CFG(quiet), 0, 0, NULL,
      "print only the result line (and errors on stderr)"},
@@ -126,6 +132,16 @@ static const char bench_usage_head[] =
     "handshake / requests per connection. overhead = server CPU per enrollment / crypto\n"
     "per enrollment: a ratio that survives noisy machines better than the rates do.\n"
     "\n"
+    "With --redis (by default stampeded's embedded Redis on DIR/redis.sock) it reads the\n"
+    "Redis server's INFO right before and right after the load and reports per enrollment:\n"
+    "client commands (calls in INFO commandstats of the commands stampeded sends itself:\n"
+    "evalsha, eval, xadd, hgetall, zadd, zrem, script, select, ping), server commands\n"
+    "(total_commands_processed, which also counts the HMGET/DEL/HSET... a script makes),\n"
+    "reads and writes on the server's sockets (a read is one batch of pipelined commands:\n"
+    "a round trip), bytes in and out, and redis-server CPU (used_cpu_sys + used_cpu_user;\n"
+    "/proc/PID/stat too when the server runs here). The bench's own two INFO requests are\n"
+    "taken out; every other client of that Redis during the load is counted.\n"
+    "\n"
     "options:\n";
 
 static const char bench_usage_tail[] =
@@ -133,10 +149,13 @@ static const char bench_usage_tail[] =
     "The last line of stdout is\n"
     "  enrollments=N errors=E seconds=S rate=R/s p50_ms=X p99_ms=Y\n"
     "  server_cpu_us_per_enroll=A crypto_us_per_enroll=B overhead=A/B\n"
-    "(on one line; \"na\" where a figure is unknown). Exit status 0 only if there were no\n"
-    "errors (duplicate serials count as errors) and at least one enrollment succeeded;\n"
-    "1 otherwise, 2 for a usage or setup error. Ctrl-C stops taking enrollments, twice\n"
-    "abandons those in flight.\n";
+    "  crypto_quiet_us=Q overhead_quiet=A/Q\n"
+    "  redis_cmds_per_enroll=C redis_reads_per_enroll=R redis_cpu_us_per_enroll=U\n"
+    "(on one line; \"na\" where a figure is unknown; C counts client commands, R the\n"
+    "server's socket reads, U is redis-server CPU from INFO cpu). Exit status 0 only if\n"
+    "there were no errors (duplicate serials count as errors) and at least one enrollment\n"
+    "succeeded; 1 otherwise, 2 for a usage or setup error. Ctrl-C stops taking enrollments,\n"
+    "twice abandons those in flight.\n";
 
 /* main_print_wrapped prints `text` from column 8, wrapped before column 80. */
 static void main_print_wrapped(FILE *f, const char *text) {
@@ -497,6 +516,10 @@ typedef struct {
     bool crypto_in_load;                /* r->crypto was sampled during the load */
     bench_crypto_t crypto_load;
     char crypto_why[300];
+    bool redis_known;                   /* r->redis holds the Redis cost */
+    bench_redis_cost_t redis;
+    char redis_addr[400];
+    char redis_why[300];                /* why it is not known */
 } main_result_t;
 
 /* main_sampler_t: the in-load crypto sampler thread and what it found. */
@@ -550,6 +573,45 @@ static void main_fmt(char *out, size_t cap, bool known, double v) {
         snprintf(out, cap, "na");
 }
 
+/* main_redis_cmds lists "name calls/enrollment" of the commands in `c` that
+ * are (`top_level`) or are not stampeded's own. */
+static void main_redis_cmds(char *out, size_t cap, const bench_redis_cost_t *c, bool top_level) {
+    size_t len = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < c->num_cmds && len < cap; i++) {
+        if (c->cmds[i].top_level != top_level)
+            continue;
+        int n = snprintf(out + len, cap - len, "%s%s %.2f", len ? " " : "", c->cmds[i].name,
+                         c->cmds[i].per_enroll);
+        len += n > 0 ? (size_t)n : 0;
+    }
+    if (out[0] == '\0')
+        snprintf(out, cap, "none");
+}
+
+/* main_report_redis prints the Redis cost per enrollment (non-quiet report). */
+static void main_report_redis(const main_result_t *r) {
+    const bench_redis_cost_t *c = &r->redis;
+    char top[512], inner[512], reads[32], writes[32], proc[32];
+    if (!r->redis_known) {
+        printf("  redis: not measured (%s)\n", r->redis_why);
+        return;
+    }
+    main_redis_cmds(top, sizeof top, c, true);
+    main_redis_cmds(inner, sizeof inner, c, false);
+    main_fmt(reads, sizeof reads, c->reads >= 0, c->reads);
+    main_fmt(writes, sizeof writes, c->writes >= 0, c->writes);
+    main_fmt(proc, sizeof proc, c->proc_cpu_us >= 0, c->proc_cpu_us);
+    printf("  redis: %.2f client commands/enrollment (%s), %.2f server commands incl. script "
+           "calls, %s reads (round trips: pipelined batches)/enrollment, %.0f B in + %.0f B out "
+           "per enrollment, %.2f us redis-server CPU/enrollment\n",
+           c->client_cmds, top, c->server_cmds, reads, c->bytes_in, c->bytes_out, c->cpu_us);
+    printf("  redis: %s, pid %llu; client commands = stampeded's own (evalsha eval xadd "
+           "hgetall zadd zrem script select ping) from INFO commandstats; the rest (in scripts, "
+           "or other clients): %s; %s writes/enrollment; CPU from /proc: %s us/enrollment\n",
+           r->redis_addr, (unsigned long long)c->pid, inner, writes, proc);
+}
+
 static void main_report(const bench_run_t *run, main_result_t *r) {
     const bench_cfg_t *cfg = run->cfg;
     size_t n = (size_t)r->t.ok;
@@ -579,6 +641,10 @@ static void main_report(const bench_run_t *run, main_result_t *r) {
     main_fmt(qo, sizeof qo, cpu_known && quiet_known, main_div(cpu_us, quiet_us));
     main_fmt(p50s, sizeof p50s, n > 0, p50);
     main_fmt(p99s, sizeof p99s, n > 0, p99);
+    char rc[32], rr[32], ru[32];
+    main_fmt(rc, sizeof rc, r->redis_known, r->redis.client_cmds);
+    main_fmt(rr, sizeof rr, r->redis_known && r->redis.reads >= 0, r->redis.reads);
+    main_fmt(ru, sizeof ru, r->redis_known, r->redis.cpu_us);
 
     if (!cfg->quiet) {
         bench_tls_params_str(tls, sizeof tls, &run->tls);
@@ -645,12 +711,14 @@ static void main_report(const bench_run_t *run, main_result_t *r) {
         } else
             printf("  crypto: not measured: %s\n", r->crypto_why);
         printf("  overhead (server CPU / crypto): %s (against the quiet crypto: %s)\n", o, qo);
+        main_report_redis(r);
     }
     printf("enrollments=%llu errors=%llu seconds=%.2f rate=%.2f/s p50_ms=%s p99_ms=%s "
            "server_cpu_us_per_enroll=%s crypto_us_per_enroll=%s overhead=%s "
-           "crypto_quiet_us=%s overhead_quiet=%s\n",
+           "crypto_quiet_us=%s overhead_quiet=%s redis_cmds_per_enroll=%s "
+           "redis_reads_per_enroll=%s redis_cpu_us_per_enroll=%s\n",
            (unsigned long long)r->t.ok, (unsigned long long)errors, r->seconds,
-           main_div((double)n, r->seconds), p50s, p99s, a, b, o, q, qo);
+           main_div((double)n, r->seconds), p50s, p99s, a, b, o, q, qo, rc, rr, ru);
     fflush(stdout);
 }
 
@@ -702,11 +770,38 @@ static uint64_t main_self_cpu_us(void) {
            (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
 }
 
+/* main_redis_snap takes one Redis reading into `snap`; if that fails the
+ * measurement is dropped (*redis closed) with the cause in r->redis_why. */
+static void main_redis_snap(bench_redis_t **redis, bench_redis_snap_t *snap, main_result_t *r) {
+    if (*redis == NULL)
+        return;
+    if (bench_redis_snap(*redis, snap, r->redis_why, sizeof r->redis_why) != BENCH_OK) {
+        bench_redis_close(*redis);
+        *redis = NULL;
+    }
+}
+
+/* main_redis_open connects to the measured Redis (none is fine, said unless
+ * --quiet). Returns BENCH_OK or BENCH_E_SETUP (printed). */
+static bench_err_t main_redis_open(bench_redis_t **redis, const bench_cfg_t *cfg,
+                                   main_result_t *r) {
+    if (bench_redis_open(redis, cfg, r->redis_addr, sizeof r->redis_addr, r->redis_why,
+                         sizeof r->redis_why) != BENCH_OK) {
+        fprintf(stderr, "stampede-bench: %s\n", r->redis_why);
+        return BENCH_E_SETUP;
+    }
+    if (*redis == NULL && !cfg->quiet && (cfg->redis == NULL || strcmp(cfg->redis, "off") != 0))
+        fprintf(stderr, "stampede-bench: redis cost not measured: %s\n", r->redis_why);
+    return BENCH_OK;
+}
+
 static int main_est(const bench_cfg_t *cfg) {
     bench_run_t run;
     bench_keys_t keys = {0};
     bench_csrs_t csrs = {0};
     main_result_t r;
+    bench_redis_t *redis = NULL;
+    bench_redis_snap_t redis_snap[2];
     char why[512] = "";
     uint64_t cpu0 = 0, cpu1 = 0;
     int rc = 2;
@@ -715,6 +810,8 @@ static int main_est(const bench_cfg_t *cfg) {
     memset(&r, 0, sizeof r);
     pthread_mutex_init(&run.mu, NULL);
     run.cfg = cfg;
+    if (main_redis_open(&redis, cfg, &r) != BENCH_OK)
+        goto out;
     if (main_prepare(&run, &keys, &csrs, why, sizeof why) != BENCH_OK) {
         fprintf(stderr, "stampede-bench: %s\n", why[0] ? why : "setup failed");
         goto out;
@@ -725,6 +822,7 @@ static int main_est(const bench_cfg_t *cfg) {
     uint64_t child0 = r.cpu_known ? bench_proc_children_cpu_us(r.pid) : 0;
 
     main_signals(&run);
+    main_redis_snap(&redis, &redis_snap[0], &r);
     uint64_t self0 = main_self_cpu_us();
     uint64_t t0 = bench_now_ns();
     if (bench_est_start(&run, why, sizeof why) != BENCH_OK) {
@@ -735,6 +833,7 @@ static int main_est(const bench_cfg_t *cfg) {
     sampler.started = pthread_create(&sampler.thread, NULL, main_sampler_thread, &sampler) == 0;
     main_watch(&run, t0);
     bench_est_join(&run, &r.t);
+    main_redis_snap(&redis, &redis_snap[1], &r);
     if (sampler.started)
         pthread_join(sampler.thread, NULL);
     r.seconds = (double)(bench_now_ns() - t0) / 1e9;
@@ -749,12 +848,18 @@ static int main_est(const bench_cfg_t *cfg) {
         fprintf(stderr, "stampede-bench: warning: server pid %llu vanished during the run\n",
                 (unsigned long long)r.pid);
 
+    if (redis != NULL && r.t.ok == 0)
+        snprintf(r.redis_why, sizeof r.redis_why, "no enrollment succeeded");
+    else if (redis != NULL)
+        r.redis_known = bench_redis_cost(&r.redis, &redis_snap[0], &redis_snap[1], r.t.ok,
+                                         r.redis_why, sizeof r.redis_why) == BENCH_OK;
     r.duplicates = bench_stats_duplicate_serials(run.serials, (size_t)r.t.ok);
     main_measure_crypto(&run, &r);
     main_pick_crypto(&r, &sampler);
     main_report(&run, &r);
     rc = r.t.errors == 0 && r.duplicates == 0 && r.t.ok > 0 ? 0 : 1;
 out:
+    bench_redis_close(redis);
     SSL_CTX_free(run.client_ctx);
     bench_csrs_cleanup(&csrs);
     bench_keys_cleanup(&keys);
