@@ -2,8 +2,9 @@
  * Redis system of record directly (the embedded server's socket in
  * --data-dir, or --redis URL) through a synchronous hiredis connection:
  * device add/show/list/delete, bulk import from CSV (like CUCM's bulk
- * administration) and the CAPF report. Every change is audited in
- * `stp:audit`. Exit codes are part of the interface (see RA_CTL_EXIT_*).
+ * administration), the CAPF report and the list of enrollment requests.
+ * Every change is audited in `stp:audit`. Exit codes are part of the
+ * interface (see RA_CTL_EXIT_*).
  * Single-threaded; owns one connection for its whole run. */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -19,6 +20,7 @@
 #include "ra/ra_device.h"
 #include "ra/ra_redis.h"
 #include "ra/ra_registry.h"
+#include "ra/ra_reqlist.h"
 
 enum {
     RA_CTL_EXIT_OK = 0,
@@ -561,6 +563,120 @@ static int ra_ctl_report(ra_ctl_t *ctl, int argc, char **argv) {
     return rc;
 }
 
+/* ---- requests ---- */
+
+static const char *const ra_ctl_req_states[] = {"pending", "issued",   "rejected", "failed",
+                                                "expired", "archived", "missing"};
+
+#define RA_CTL_REQ_CSV_HEADER "id,identity,protocol,state,reason,peer,received,updated,attempts,serial,not_after,note"
+
+typedef struct {
+    bool csv, all;
+    const char *state; /* filter, or NULL */
+    size_t stale; /* stale index entries seen and not pruned */
+} ra_ctl_reqs_t;
+
+/* ra_ctl_utc formats unix seconds as ISO 8601 UTC, or `none`. */
+static const char *ra_ctl_utc(int64_t t, const char *none, char *buf, size_t buf_len) {
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (t <= 0 || !gmtime_r(&tt, &tm) || !strftime(buf, buf_len, "%Y-%m-%dT%H:%M:%SZ", &tm)) return none;
+    return buf;
+}
+
+static const char *ra_ctl_dash(const char *s) { return s[0] ? s : "-"; }
+
+/* ra_ctl_req_state is the state shown (and filtered on) for an entry. */
+static const char *ra_ctl_req_state(const ra_reqlist_entry_t *e) {
+    if (e->kind == RA_REQLIST_ARCHIVED) return "archived";
+    if (e->kind == RA_REQLIST_MISSING) return "missing";
+    return e->state;
+}
+
+/* ra_ctl_req_row prints one request (ra_reqlist_cb). */
+static int ra_ctl_req_row(const ra_reqlist_entry_t *e, void *arg) {
+    ra_ctl_reqs_t *q = arg;
+    char upd[32], rcv[32], na[32], attempts[24], id[RA_REQ_ID_MAX];
+    if (e->kind == RA_REQLIST_BAD_RECORD) {
+        fprintf(stderr, "stampedectl: requests: skipped %s: %s\n", e->key[0] ? e->key : e->id, e->why);
+        return 0;
+    }
+    if (e->stale && !e->pruned) q->stale++;
+    const char *state = ra_ctl_req_state(e), *note = e->pruned ? "pruned" : e->stale ? "stale" : "";
+    if (q->state && strcmp(q->state, state)) return 0;
+    if (e->kind == RA_REQLIST_MISSING) attempts[0] = '\0';
+    else snprintf(attempts, sizeof(attempts), "%" PRId64, e->attempts);
+    if (q->csv) {
+        const char *cols[] = {e->id, e->identity, e->protocol, state, e->reason, e->peer,
+                              ra_ctl_utc(e->received, "", rcv, sizeof(rcv)),
+                              ra_ctl_utc(e->updated, "", upd, sizeof(upd)), attempts, e->serial,
+                              ra_ctl_utc(e->not_after, "", na, sizeof(na)), note};
+        for (size_t i = 0; i < 12; i++) ra_ctl_csv_field(cols[i], i == 11);
+        return 0;
+    }
+    if (e->hash[0]) snprintf(id, sizeof(id), "%s:%.16s", e->identity, e->hash);
+    else snprintf(id, sizeof(id), "%s", e->id);
+    printf("%-32s %-20s %-5s %-9s %-20s %8s %-22s ", id, ra_ctl_dash(e->identity), ra_ctl_dash(e->protocol), state,
+           ra_ctl_utc(e->updated, "-", upd, sizeof(upd)), ra_ctl_dash(attempts), ra_ctl_dash(e->peer));
+    if (q->all) printf("%-32s %-20s ", ra_ctl_dash(e->serial), ra_ctl_utc(e->not_after, "-", na, sizeof(na)));
+    else printf("%-6s ", ra_ctl_dash(note));
+    printf("%s\n", e->reason);
+    return 0;
+}
+
+/* ra_ctl_requests_args parses the options of `requests`. */
+static int ra_ctl_requests_args(ra_ctl_reqs_t *q, bool *prune, int argc, char **argv) {
+    for (int i = 0; i < argc; i++) {
+        int r;
+        if (!strcmp(argv[i], "--csv")) q->csv = true;
+        else if (!strcmp(argv[i], "--all")) q->all = true;
+        else if (!strcmp(argv[i], "--prune")) *prune = true;
+        else if ((r = ra_ctl_opt(argc, argv, &i, "--state", &q->state))) {
+            size_t k = 0, n = sizeof(ra_ctl_req_states) / sizeof(ra_ctl_req_states[0]);
+            while (r > 0 && k < n && strcmp(q->state, ra_ctl_req_states[k])) k++;
+            if (r < 0 || k == n)
+                return ra_ctl_fail(RA_CTL_EXIT_USAGE, "requests: --state needs one of pending, issued, rejected, "
+                                                      "failed, expired, archived, missing");
+        } else return ra_ctl_fail(RA_CTL_EXIT_USAGE, "requests: unexpected argument '%s' (see --help)", argv[i]);
+    }
+    if (q->all && *prune)
+        return ra_ctl_fail(RA_CTL_EXIT_USAGE, "requests: --prune cleans the open index; it does not go with --all");
+    return RA_CTL_EXIT_OK;
+}
+
+static int ra_ctl_requests(ra_ctl_t *ctl, int argc, char **argv) {
+    ra_ctl_reqs_t q = {0};
+    bool prune = false;
+    size_t pruned = 0;
+    char why[RA_CTL_WHY], summary[96];
+    int rc = ra_ctl_requests_args(&q, &prune, argc, argv);
+    if (!rc) rc = ra_ctl_connect(ctl);
+    if (rc) return rc;
+    if (q.csv) puts(RA_CTL_REQ_CSV_HEADER);
+    else if (q.all)
+        printf("%-32s %-20s %-5s %-9s %-20s %8s %-22s %-32s %-20s %s\n", "ID", "IDENTITY", "PROTO", "STATE",
+               "UPDATED", "ATTEMPTS", "PEER", "SERIAL", "NOT AFTER", "REASON");
+    else
+        printf("%-32s %-20s %-5s %-9s %-20s %8s %-22s %-6s %s\n", "ID", "IDENTITY", "PROTO", "STATE", "UPDATED",
+               "ATTEMPTS", "PEER", "NOTE", "REASON");
+    ra_err_t e = q.all ? ra_reqlist_all(ctl->redis, ra_ctl_req_row, &q, why, sizeof(why))
+                       : ra_reqlist_open(ctl->redis, prune, ra_ctl_req_row, &q, &pruned, why, sizeof(why));
+    fflush(stdout);
+    if (pruned) { /* audited even if the walk failed later: those entries are gone */
+        snprintf(summary, sizeof(summary), "removed %zu stale entries from " RA_REQ_OPEN_SET, pruned);
+        fprintf(stderr, "stampedectl: requests: %s\n", summary);
+        char why2[RA_CTL_WHY];
+        if (ra_audit_add(ctl->redis, "index-prune", NULL, ctl->peer, summary, NULL, why2, sizeof(why2)) != RA_OK &&
+            e == RA_OK)
+            return ra_ctl_redis_fail(ctl, "requests", why2);
+    }
+    if (e != RA_OK) return ra_ctl_redis_fail(ctl, "requests", why);
+    if (q.stale)
+        fprintf(stderr, "stampedectl: requests: %zu stale index entr%s (record gone or already issued); --prune "
+                        "removes them\n", q.stale, q.stale == 1 ? "y" : "ies");
+    return RA_CTL_EXIT_OK;
+}
+
 /* ---- commands, help, main ---- */
 
 static const ra_ctl_cmd_t ra_ctl_cmds[] = {
@@ -587,6 +703,17 @@ static const ra_ctl_cmd_t ra_ctl_cmds[] = {
      "CAPF report: device, operation, auth, status, reason, LSC serial, LSC expiry (NA if none),\n"
      "days left, deadline. A table by default, CSV with --csv. --expiring-days N lists only the\n"
      "devices whose LSC expires within N days (expired ones included).\n"},
+    {"requests", ra_ctl_requests, "requests [--all | --prune] [--state STATE] [--csv]",
+     "Lists the open enrollment requests (the index stp:reqs:open: requests that did not end\n"
+     "issued), one line each: id (identity:first 16 hex digits of the CSR's SHA-256), identity,\n"
+     "protocol, state, last update (UTC), attempts, peer, note, reason. --all lists every request\n"
+     "record instead, issued ones too, with serial and not-after (UTC); the record of a\n"
+     "certificate replaced by a renewal shows as archived. --state STATE keeps one state: pending,\n"
+     "issued, rejected, failed, expired, archived, missing. An index entry whose record is gone\n"
+     "(missing) or already issued is noted stale; --prune removes those entries (audited as\n"
+     "index-prune; an entry whose request was rejected again meanwhile is kept). With --csv the\n"
+     "columns are " RA_CTL_REQ_CSV_HEADER "\n"
+     "(full id, times in UTC). Unordered; exit 0 also when nothing is listed.\n"},
 };
 #define RA_CTL_NUM_CMDS (sizeof(ra_ctl_cmds) / sizeof(ra_ctl_cmds[0]))
 

@@ -1,9 +1,12 @@
 """stampedectl against a real redis-server: device add/show/list/delete,
 refusals with their exit codes and messages, hashed authentication strings,
 CSV import with good and bad lines, the CAPF report (table, CSV, expiring
-filter), the audit stream, and Redis down -> exit 4 naming the URL.
-Needs STAMPEDECTL (the executable), redis-server and redis-cli."""
+filter), the request list (open index, stale entries, --all with archived
+records, --state, --prune), the audit stream, and Redis down -> exit 4
+naming the URL; with stampeded, a rejected enrollment listed by
+`requests`. Needs STAMPEDECTL (the executable), redis-server and redis-cli."""
 import csv
+import hashlib
 import io
 import json
 import os
@@ -19,6 +22,11 @@ import stampede_fixture as fx  # noqa: E402
 
 CTL = os.environ.get('STAMPEDECTL', '')
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_PARTIAL, EXIT_REDIS = 0, 1, 2, 3, 4
+REQ_CSV_HEADER = 'id,identity,protocol,state,reason,peer,received,updated,attempts,serial,not_after,note'
+
+
+def utc(t):
+    return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(t))
 
 
 class RedisServer:
@@ -264,6 +272,112 @@ class TestStampedectl(unittest.TestCase):
         self.assertNotIn('GHOST1', self.ctl('device', 'list')[1].split())
         self.assertEqual(self.ctl('device', 'delete', 'MAL1')[0], EXIT_OK)
 
+    def req_record(self, identity, csr, state, updated, key_suffix='', **fields):
+        """req_record writes a request record as the request script would
+        (csr/cert blobs included) and returns its id."""
+        h = hashlib.sha256(csr).hexdigest()
+        rid = '%s:%s' % (identity, h)
+        args = ['HSET', 'stp:req:{%s}:%s%s' % (identity, h, key_suffix), 'id', rid, 'identity', identity,
+                'protocol', 'est', 'peer', '192.0.2.1:40000', 'csr', 'CSRBLOB', 'mode', 'local', 'state', state,
+                'received', str(updated - 60), 'updated', str(updated), 'attempts', '2']
+        for k, v in fields.items():
+            args += [k, str(v)]
+        self.redis.cli(*args)
+        return rid
+
+    def test_requests(self):
+        now = int(time.time())
+        na = now + 86400
+        alice = self.req_record('rq-alice', b'csr-a', 'rejected', now - 100,
+                                reason='CSR signature does not verify, "really"')
+        self.redis.cli('ZADD', 'stp:reqs:open', str(now - 100), alice)
+        bob = self.req_record('rq-bob', b'csr-b', 'issued', now - 50, serial='0b0b', not_after=na, cert='CERTBLOB')
+        self.redis.cli('ZADD', 'stp:reqs:open', str(now - 200), bob)           # stale: already issued
+        gone = 'rq-gone:' + hashlib.sha256(b'csr-g').hexdigest()
+        self.redis.cli('ZADD', 'stp:reqs:open', str(now - 300), gone)          # stale: no record
+        carol = self.req_record('rq-carol', b'csr-c', 'issued', now - 40, serial='0c02', not_after=na, cert='C2')
+        self.req_record('rq-carol', b'csr-c', 'issued', now - 400, key_suffix=':0c01', serial='0c01',
+                        not_after=now - 10, cert='C1')                          # archived by a renewal
+        mal = self.req_record('rq-mal', b'csr-m', 'rejected', now)
+        self.redis.cli('HSET', 'stp:req:{rq-mal}:' + mal.split(':')[1], 'updated', 'soon')
+        self.redis.cli('ZADD', 'stp:reqs:open', str(now), mal)
+
+        rc, out, err = self.ctl('requests')
+        self.assertEqual(rc, EXIT_OK, err)
+        lines = out.splitlines()
+        self.assertRegex(lines[0], r'^ID +IDENTITY +PROTO +STATE +UPDATED +ATTEMPTS +PEER +NOTE +REASON$')
+        row = [ln for ln in lines if ln.startswith(alice[:len('rq-alice:') + 16] + ' ')]
+        self.assertEqual(len(row), 1, out)
+        self.assertRegex(row[0], r' rq-alice +est +rejected +%s +2 +192\.0\.2\.1:40000 +- +CSR signature does '
+                                 r'not verify, "really"$' % utc(now - 100))
+        self.assertRegex([ln for ln in lines if ln.startswith('rq-bob:')][0], r' issued .* stale ')
+        self.assertRegex([ln for ln in lines if ln.startswith('rq-gone:')][0], r' missing .* stale +no record$')
+        self.assertFalse([ln for ln in lines if 'rq-carol' in ln or 'rq-mal' in ln])
+        self.assertIn("skipped stp:req:{rq-mal}:", err)
+        self.assertIn("field 'updated' is not a number", err)
+        self.assertIn('2 stale index entries', err)
+        self.assertNotIn('BLOB', out)
+
+        rc, out, err = self.ctl('requests', '--csv')
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertEqual(out.splitlines()[0], REQ_CSV_HEADER)
+        rows = {r['id']: r for r in csv.DictReader(io.StringIO(out))}
+        self.assertEqual(set(rows), {alice, bob, gone})
+        a = rows[alice]
+        self.assertEqual((a['identity'], a['protocol'], a['state'], a['reason'], a['peer'], a['attempts']),
+                         ('rq-alice', 'est', 'rejected', 'CSR signature does not verify, "really"',
+                          '192.0.2.1:40000', '2'))
+        self.assertEqual((a['updated'], a['received'], a['serial'], a['not_after'], a['note']),
+                         (utc(now - 100), utc(now - 160), '', '', ''))
+        self.assertEqual((rows[bob]['state'], rows[bob]['serial'], rows[bob]['note']), ('issued', '0b0b', 'stale'))
+        self.assertEqual((rows[gone]['state'], rows[gone]['identity'], rows[gone]['attempts'], rows[gone]['note']),
+                         ('missing', 'rq-gone', '', 'stale'))
+
+        rc, out, _ = self.ctl('requests', '--csv', '--state', 'rejected')
+        self.assertEqual([r['id'] for r in csv.DictReader(io.StringIO(out))], [alice])
+        rc, out, err = self.ctl('requests', '--all', '--csv')
+        self.assertEqual(rc, EXIT_OK, err)
+        rows = list(csv.DictReader(io.StringIO(out)))
+        mine = [r for r in rows if r['identity'].startswith('rq-')]
+        self.assertEqual(sorted((r['identity'], r['state'], r['serial']) for r in mine),
+                         [('rq-alice', 'rejected', ''), ('rq-bob', 'issued', '0b0b'), ('rq-carol', 'archived', '0c01'),
+                          ('rq-carol', 'issued', '0c02')])
+        c2 = [r for r in mine if r['serial'] == '0c02'][0]
+        self.assertEqual((c2['id'], c2['not_after'], c2['note']), (carol, utc(na), ''))
+        rc, out, _ = self.ctl('requests', '--all', '--state', 'archived')
+        self.assertRegex(out.splitlines()[0], r'SERIAL +NOT AFTER +REASON$')
+        self.assertEqual([ln.split()[1] for ln in out.splitlines()[1:]], ['rq-carol'])
+        self.assertIn(' 0c01 ', out)
+
+        for bad in (['--state', 'bogus'], ['--state'], ['--all', '--prune'], ['--frob'], ['extra']):
+            rc, _, err = self.ctl('requests', *bad)
+            self.assertEqual(rc, EXIT_USAGE, bad)
+            self.assertIn('requests:', err)
+
+        rc, out, err = self.ctl('requests', '--prune', '--csv')
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertIn('removed 2 stale entries from stp:reqs:open', err)
+        self.assertEqual({r['id']: r['note'] for r in csv.DictReader(io.StringIO(out))},
+                         {alice: '', bob: 'pruned', gone: 'pruned'})
+        self.assertEqual(self.redis.cli('ZSCORE', 'stp:reqs:open', bob).strip(), '')
+        self.assertEqual(self.redis.cli('ZCARD', 'stp:reqs:open').strip(), '2')     # alice, mal
+        self.assertEqual(self.redis.cli('HGET', 'stp:req:{rq-bob}:' + bob.split(':')[1], 'state').strip(), 'issued')
+        last = self.redis.cli('XREVRANGE', 'stp:audit', '+', '-', 'COUNT', '1')
+        self.assertIn('index-prune', last)
+        self.assertIn('stampedectl:', last)
+        rc, out, err = self.ctl('requests', '--prune')
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertNotIn('stale', err)
+        self.assertNotIn('removed', err)
+
+        r = subprocess.run([CTL, 'requests', '--help'], capture_output=True, text=True, timeout=10)
+        self.assertEqual(r.returncode, EXIT_OK)
+        for word in ('--all', '--prune', '--state', 'archived', REQ_CSV_HEADER, 'Exit codes'):
+            self.assertIn(word, r.stdout)
+        rc, _, err = self.ctl('requests', data_dir=os.path.join(self.tmp, 'nowhere'))
+        self.assertEqual(rc, EXIT_REDIS)
+        self.assertIn('nowhere/redis.sock', err)
+
     def test_audit_stream(self):
         before = int(self.redis.cli('XLEN', 'stp:audit').strip() or 0)
         self.add('AUD1', '--op', 'install', '--auth', 'null')
@@ -320,6 +434,50 @@ class TestStampedectlEmbedded(fx.DaemonTestCase):
         rc, _, err = self.ctl(d.data_dir, 'device', 'list')
         self.assertEqual(rc, EXIT_REDIS)
         self.assertIn(os.path.join(d.data_dir, 'redis.sock'), err)
+
+    def test_requests_lists_rejected_enrollment(self):
+        if not CTL or not os.environ.get('STAMPEDED'):
+            self.skipTest('STAMPEDECTL/STAMPEDED not set')
+        d = self.daemon()
+        key = fx.gen_key(os.path.join(self.tmp, 'rq.key'), 'rsa2048')
+        good = fx.make_csr(key, '/CN=rq-good', os.path.join(self.tmp, 'rq-good.csr'))
+        bad = bytearray(fx.make_csr(key, '/CN=rq-bad', os.path.join(self.tmp, 'rq-bad.csr')))
+        bad[-5] ^= 0x01   # inside the RSA signature BIT STRING
+        bad = bytes(bad)
+        r = fx.curl_enroll(d, bad)
+        self.assertEqual(r.status, 400, r)
+        r = fx.curl_enroll(d, good)
+        self.assertEqual(r.status, 200, r)
+        bad_id = 'est:' + hashlib.sha256(bad).hexdigest()
+        good_id = 'est:' + hashlib.sha256(good).hexdigest()
+
+        rc, out, err = self.ctl(d.data_dir, 'requests')
+        self.assertEqual(rc, EXIT_OK, err)
+        lines = out.splitlines()
+        self.assertIn('REASON', lines[0])
+        self.assertEqual(len(lines), 2, out)   # the header and the rejected request only
+        self.assertRegex(lines[1], r'^%s +est +est +rejected +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ +1 +127\.0\.0\.1:\d+ +- '
+                                   r'+CSR signature does not verify' % bad_id[:4 + 16])
+
+        rc, out, err = self.ctl(d.data_dir, 'requests', '--csv')
+        self.assertEqual(rc, EXIT_OK, err)
+        rows = list(csv.DictReader(io.StringIO(out)))
+        self.assertEqual([r['id'] for r in rows], [bad_id])
+        row = rows[0]
+        self.assertEqual((row['identity'], row['protocol'], row['state'], row['attempts'], row['note']),
+                         ('est', 'est', 'rejected', '1', ''))
+        self.assertIn('signature', row['reason'])
+        self.assertTrue(row['peer'].startswith('127.0.0.1:'), row)
+        self.assertRegex(row['updated'], r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$')
+
+        rc, out, err = self.ctl(d.data_dir, 'requests', '--all', '--csv')
+        self.assertEqual(rc, EXIT_OK, err)
+        rows = {r['id']: r for r in csv.DictReader(io.StringIO(out))}
+        self.assertEqual(set(rows), {bad_id, good_id})
+        self.assertEqual(rows[good_id]['state'], 'issued')
+        self.assertRegex(rows[good_id]['serial'], r'^[0-9a-f]+$')
+        self.assertRegex(rows[good_id]['not_after'], r'Z$')
+        self.stop_ok(d)
 
 
 if __name__ == '__main__':

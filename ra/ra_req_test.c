@@ -1,0 +1,690 @@
+/* ra_req_test: the request record script (ra_req.h) against a private
+ * redis-server (unix socket in a temp dir, no TCP, no persistence), driven
+ * through a synchronous hiredis context: SCRIPT LOAD, ra_req_record_cmd +
+ * redisCommandArgv, ra_req_record_parse. Covers each outcome and the record
+ * and device fields it leaves, renewal archiving, the open-index command,
+ * ids and keys, and malformed replies. Skipped (exit 77) without
+ * redis-server. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <openssl/sha.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ra/ra_redis.h"
+#include "ra/ra_registry.h"
+#include "ra/ra_req.h"
+
+static char dir[64];
+static pid_t server = -1;
+static redisContext *rc;
+static char sha[41];
+
+static int start_server(void **state) {
+    (void)state;
+    char sock[128];
+    ra_redis_addr_t a;
+    char why[256];
+    snprintf(dir, sizeof(dir), "/tmp/ra_req_test.XXXXXX");
+    if (!mkdtemp(dir)) return -1;
+    snprintf(sock, sizeof(sock), "%s/redis.sock", dir);
+    if ((server = fork()) == 0) {
+        execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700",
+               "--save", "", "--appendonly", "no", "--loglevel", "warning", (char *)NULL);
+        _exit(127);
+    }
+    if (server < 0 || ra_redis_addr_data_dir(&a, dir) != RA_OK) return -1;
+    for (int i = 0; i < 200; i++) { /* bounded: 10 s */
+        if (ra_redis_connect(&rc, &a, 1000, why, sizeof(why)) == RA_OK) break;
+        usleep(50000);
+    }
+    if (!rc) {
+        fprintf(stderr, "redis-server did not come up: %s\n", why);
+        return -1;
+    }
+    const char *argv[] = {"SCRIPT", "LOAD", ra_req_script()};
+    redisReply *r = redisCommandArgv(rc, 3, argv, NULL);
+    ra_req_script_sha(sha);
+    int ok = r && r->type == REDIS_REPLY_STRING && !strcmp(r->str, sha); /* same SHA-1 as the daemon uses */
+    if (r) freeReplyObject(r);
+    return ok ? 0 : -1;
+}
+
+static int stop_server(void **state) {
+    (void)state;
+    char cmd[128];
+    if (rc) redisFree(rc);
+    if (server > 0) {
+        kill(server, SIGKILL);
+        waitpid(server, NULL, 0);
+    }
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ---- helpers ---- */
+
+/* new_req fills `r` for a request of `identity` with CSR bytes `csr`. */
+static void new_req(ra_req_record_t *r, const char *identity, const void *csr, size_t csr_len, int64_t now) {
+    memset(r, 0, sizeof(*r));
+    r->identity = identity;
+    r->protocol = "est";
+    r->peer = "192.0.2.7:40000";
+    r->csr_der = csr;
+    r->csr_len = csr_len;
+    SHA256(csr, csr_len, r->csr_sha256);
+    r->renew_serial_hex = "";
+    r->now = now;
+}
+
+static void set_issue(ra_req_record_t *r, const void *cert, size_t cert_len, const char *serial,
+                      int64_t not_after) {
+    r->issue = true;
+    r->cert_der = cert;
+    r->cert_len = cert_len;
+    r->serial_hex = serial;
+    r->not_after = not_after;
+}
+
+static void set_reject(ra_req_record_t *r, const char *reason) {
+    r->issue = false;
+    r->reason = reason;
+}
+
+/* run_script runs the script for `r` and parses the reply into `res`.
+ * Returns the reply (res->cert points into it; the caller frees it). */
+static redisReply *run_script(const ra_req_record_t *r, ra_req_result_t *res) {
+    ra_req_cmd_t cmd;
+    char why[256];
+    assert_int_equal(ra_req_record_cmd(&cmd, sha, r), RA_OK);
+    redisReply *rep = redisCommandArgv(rc, cmd.argc, cmd.argv, cmd.argvlen);
+    assert_non_null(rep);
+    ra_err_t e = ra_req_record_parse(rep, res, why, sizeof(why));
+    if (e != RA_OK) fprintf(stderr, "parse: %s\n", why);
+    assert_int_equal(e, RA_OK);
+    return rep;
+}
+
+/* run_index sends the stp:reqs:open update the outcome asks for. */
+static void run_index(const ra_req_result_t *res, const ra_req_record_t *r) {
+    char id[RA_REQ_ID_MAX], score[24];
+    const char *argv[4];
+    size_t argvlen[4];
+    int argc;
+    ra_req_id(id, sizeof(id), r->identity, r->csr_sha256);
+    snprintf(score, sizeof(score), "%lld", (long long)r->now);
+    if (!ra_req_index_cmd(res, id, score, argv, argvlen, &argc)) return;
+    redisReply *rep = redisCommandArgv(rc, argc, argv, argvlen);
+    assert_non_null(rep);
+    assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
+    freeReplyObject(rep);
+}
+
+static void key_of(char *key, size_t key_len, const ra_req_record_t *r) {
+    ra_req_key(key, key_len, r->identity, r->csr_sha256);
+}
+
+/* field returns HGET key f (NULL if absent); free with freeReplyObject. */
+static redisReply *field(const char *key, const char *f) {
+    const char *argv[] = {"HGET", key, f};
+    redisReply *rep = redisCommandArgv(rc, 3, argv, NULL);
+    assert_non_null(rep);
+    assert_true(rep->type == REDIS_REPLY_STRING || rep->type == REDIS_REPLY_NIL);
+    return rep;
+}
+
+static void assert_field(const char *key, const char *f, const void *want, size_t want_len) {
+    redisReply *rep = field(key, f);
+    if (!want) {
+        assert_int_equal(rep->type, REDIS_REPLY_NIL);
+    } else {
+        assert_int_equal(rep->type, REDIS_REPLY_STRING);
+        assert_int_equal(rep->len, want_len);
+        assert_memory_equal(rep->str, want, want_len);
+    }
+    freeReplyObject(rep);
+}
+
+static void assert_field_str(const char *key, const char *f, const char *want) {
+    assert_field(key, f, want, want ? strlen(want) : 0);
+}
+
+static void assert_field_int(const char *key, const char *f, long long want) {
+    char buf[24];
+    snprintf(buf, sizeof(buf), "%lld", want);
+    assert_field_str(key, f, buf);
+}
+
+static long long zscore_exists(const char *id) {
+    const char *argv[] = {"ZSCORE", RA_REQ_OPEN_SET, id};
+    redisReply *rep = redisCommandArgv(rc, 3, argv, NULL);
+    assert_non_null(rep);
+    long long n = rep->type == REDIS_REPLY_STRING;
+    freeReplyObject(rep);
+    return n;
+}
+
+static long long exists(const char *key) {
+    const char *argv[] = {"EXISTS", key};
+    redisReply *rep = redisCommandArgv(rc, 2, argv, NULL);
+    assert_non_null(rep);
+    long long n = rep->integer;
+    freeReplyObject(rep);
+    return n;
+}
+
+/* Binary CSR/certificate stand-ins (the script stores bytes, NULs too). */
+static const uint8_t csr_a[] = {0x30, 0x82, 0x00, 0x10, 'C', 'S', 'R', '-', 'A', 0x00, 0xff};
+static const uint8_t cert_a1[] = {0x30, 0x82, 0x00, 0x05, 'C', 'E', 'R', 'T', 0x00, '1'};
+static const uint8_t cert_a2[] = {0x30, 0x82, 0x00, 0x05, 'C', 'E', 'R', 'T', 0x00, '2'};
+static const uint8_t cert_a3[] = {0x30, 0x82, 0x00, 0x05, 'C', 'E', 'R', 'T', 0x00, '3'};
+
+/* ---- issuance, retry, renewal ---- */
+
+static void test_issue_existing_renew(void **state) {
+    (void)state;
+    ra_req_record_t r;
+    ra_req_result_t res;
+    char key[RA_REQ_KEY_MAX], id[RA_REQ_ID_MAX], archived[RA_REQ_KEY_MAX + 32];
+    int64_t now = (int64_t)time(NULL), na = now + 365 * 86400;
+
+    /* new issuance */
+    new_req(&r, "est-user_1.x@y", csr_a, sizeof(csr_a), now);
+    set_issue(&r, cert_a1, sizeof(cert_a1), "0a01", na);
+    redisReply *rep = run_script(&r, &res);
+    assert_int_equal(res.outcome, RA_REQ_OUT_ISSUED);
+    assert_string_equal(res.serial, "0a01");
+    assert_int_equal(res.not_after, na);
+    assert_false(res.was_open);
+    assert_string_equal(res.reason, "");
+    freeReplyObject(rep);
+    run_index(&res, &r); /* none: was never open */
+    key_of(key, sizeof(key), &r);
+    ra_req_id(id, sizeof(id), r.identity, r.csr_sha256);
+    assert_field_str(key, "id", id);
+    assert_field_str(key, "identity", "est-user_1.x@y");
+    assert_field_str(key, "protocol", "est");
+    assert_field_str(key, "peer", "192.0.2.7:40000");
+    assert_field(key, "csr", csr_a, sizeof(csr_a));
+    assert_field_str(key, "state", "issued");
+    assert_field_str(key, "serial", "0a01");
+    assert_field_int(key, "not_after", na);
+    assert_field(key, "cert", cert_a1, sizeof(cert_a1));
+    assert_field_int(key, "received", now);
+    assert_field_int(key, "updated", now);
+    assert_field_int(key, "attempts", 1);
+    assert_field_str(key, "mode", "local");
+    assert_field_str(key, "reason", NULL);
+    assert_int_equal(zscore_exists(id), 0);
+
+    /* the same CSR again (a retry): the recorded certificate, not the new one */
+    new_req(&r, "est-user_1.x@y", csr_a, sizeof(csr_a), now + 5);
+    set_issue(&r, cert_a2, sizeof(cert_a2), "0a02", na + 5);
+    rep = run_script(&r, &res);
+    assert_int_equal(res.outcome, RA_REQ_OUT_EXISTING);
+    assert_int_equal(res.cert_len, sizeof(cert_a1));
+    assert_memory_equal(res.cert, cert_a1, sizeof(cert_a1));
+    assert_string_equal(res.serial, "0a01");
+    assert_int_equal(res.not_after, na);
+    assert_false(res.was_open);
+    freeReplyObject(rep);
+    assert_field_int(key, "attempts", 2);
+    assert_field_str(key, "serial", "0a01");
+    assert_field(key, "cert", cert_a1, sizeof(cert_a1));
+    assert_field_int(key, "received", now);
+
+    /* renewal: simplereenroll presenting the recorded certificate */
+    new_req(&r, "est-user_1.x@y", csr_a, sizeof(csr_a), now + 10);
+    set_issue(&r, cert_a3, sizeof(cert_a3), "0a03", na + 10);
+    r.renew_serial_hex = "0a01";
+    rep = run_script(&r, &res);
+    assert_int_equal(res.outcome, RA_REQ_OUT_ISSUED);
+    assert_string_equal(res.serial, "0a03");
+    assert_false(res.was_open);
+    freeReplyObject(rep);
+    snprintf(archived, sizeof(archived), "%s:0a01", key);
+    assert_int_equal(exists(archived), 1);
+    assert_field_str(archived, "state", "issued");
+    assert_field_str(archived, "serial", "0a01");
+    assert_field(archived, "cert", cert_a1, sizeof(cert_a1));
+    assert_field_str(archived, "id", id);
+    assert_field_int(archived, "attempts", 2);
+    assert_field_str(key, "serial", "0a03");
+    assert_field(key, "cert", cert_a3, sizeof(cert_a3));
+    assert_field_int(key, "attempts", 1);
+    assert_field_int(key, "received", now + 10);
+}
+
+/* An issued certificate that has expired is not handed out again: the
+ * record is archived and the new certificate recorded. */
+static void test_expired_is_reissued(void **state) {
+    (void)state;
+    ra_req_record_t r;
+    ra_req_result_t res;
+    char key[RA_REQ_KEY_MAX], archived[RA_REQ_KEY_MAX + 32];
+    static const uint8_t csr[] = "CSR-EXPIRED";
+    int64_t now = (int64_t)time(NULL);
+    new_req(&r, "exp1", csr, sizeof(csr), now - 100);
+    set_issue(&r, cert_a1, sizeof(cert_a1), "0b01", now - 1);
+    freeReplyObject(run_script(&r, &res));
+    assert_int_equal(res.outcome, RA_REQ_OUT_ISSUED);
+    new_req(&r, "exp1", csr, sizeof(csr), now);
+    set_issue(&r, cert_a2, sizeof(cert_a2), "0b02", now + 86400);
+    redisReply *rep = run_script(&r, &res);
+    assert_int_equal(res.outcome, RA_REQ_OUT_ISSUED);
+    assert_string_equal(res.serial, "0b02");
+    freeReplyObject(rep);
+    key_of(key, sizeof(key), &r);
+    snprintf(archived, sizeof(archived), "%s:0b01", key);
+    assert_int_equal(exists(archived), 1);
+    assert_field_str(key, "serial", "0b02");
+}
+
+/* ---- rejection, then issuance ---- */
+
+static void test_reject_then_issue(void **state) {
+    (void)state;
+    ra_req_record_t r;
+    ra_req_result_t res;
+    char key[RA_REQ_KEY_MAX], id[RA_REQ_ID_MAX];
+    static const uint8_t csr[] = {0x30, 0x81, 0x7f, 'B', 'A', 'D'};
+    int64_t now = (int64_t)time(NULL);
+    new_req(&r, "alice", csr, sizeof(csr), now - 20);
+    set_reject(&r, "CSR signature does not verify");
+    redisReply *rep = run_script(&r, &res);
+    assert_int_equal(res.outcome, RA_REQ_OUT_REJECTED);
+    assert_string_equal(res.reason, "CSR signature does not verify");
+    assert_int_equal(res.cert_len, 0);
+    assert_false(res.was_open);
+    freeReplyObject(rep);
+    run_index(&res, &r);
+    key_of(key, sizeof(key), &r);
+    ra_req_id(id, sizeof(id), "alice", r.csr_sha256);
+    assert_int_equal(zscore_exists(id), 1);
+    assert_field_str(key, "state", "rejected");
+    assert_field_str(key, "reason", "CSR signature does not verify");
+    assert_field_str(key, "serial", NULL);
+    assert_field_str(key, "cert", NULL);
+    assert_field(key, "csr", csr, sizeof(csr));
+
+    /* rejected again: still open, attempts counted, first receipt kept */
+    new_req(&r, "alice", csr, sizeof(csr), now - 10);
+    set_reject(&r, "CSR signature does not verify");
+    freeReplyObject(run_script(&r, &res));
+    assert_int_equal(res.outcome, RA_REQ_OUT_REJECTED);
+    assert_true(res.was_open);
+    assert_field_int(key, "attempts", 2);
+    assert_field_int(key, "received", now - 20);
+    assert_field_int(key, "updated", now - 10);
+
+    /* then issued: leaves the open index */
+    new_req(&r, "alice", csr, sizeof(csr), now);
+    set_issue(&r, cert_a2, sizeof(cert_a2), "0c01", now + 86400);
+    rep = run_script(&r, &res);
+    assert_int_equal(res.outcome, RA_REQ_OUT_ISSUED);
+    assert_true(res.was_open);
+    freeReplyObject(rep);
+    run_index(&res, &r);
+    assert_int_equal(zscore_exists(id), 0);
+    assert_field_str(key, "state", "issued");
+    assert_field_str(key, "reason", NULL);
+    assert_field_int(key, "attempts", 3);
+    assert_field_int(key, "received", now - 20);
+}
+
+/* ---- registry devices ---- */
+
+static void add_device(const char *name, ra_op_t op, int64_t by) {
+    ra_device_t d;
+    char why[256];
+    ra_device_init(&d, name);
+    d.op = op;
+    d.by = by;
+    d.status = op == RA_OP_NONE ? RA_STATUS_NONE : RA_STATUS_PENDING;
+    assert_int_equal(ra_registry_add(rc, &d, false, "test", why, sizeof(why)), RA_OK);
+}
+
+static void get_device(const char *name, ra_device_t *d) {
+    char why[256];
+    assert_int_equal(ra_registry_get(rc, name, d, why, sizeof(why)), RA_OK);
+}
+
+static void test_device_install(void **state) {
+    (void)state;
+    ra_req_record_t r;
+    ra_req_result_t res;
+    ra_device_t d;
+    char key[RA_REQ_KEY_MAX];
+    static const uint8_t csr[] = "CSR-DEV-1";
+    int64_t now = (int64_t)time(NULL);
+    add_device("SEPDEV000001", RA_OP_INSTALL, now + 3600);
+    new_req(&r, "SEPDEV000001", csr, sizeof(csr), now);
+    r.device = true;
+    set_issue(&r, cert_a1, sizeof(cert_a1), "0d01", now + 86400);
+    freeReplyObject(run_script(&r, &res));
+    assert_int_equal(res.outcome, RA_REQ_OUT_ISSUED);
+    get_device("SEPDEV000001", &d);
+    assert_int_equal(d.op, RA_OP_NONE);
+    assert_int_equal(d.status, RA_STATUS_SUCCESS);
+    assert_string_equal(d.lsc_serial, "0d01");
+    assert_int_equal(d.lsc_not_after, now + 86400);
+    assert_string_equal(d.reason, "");
+    assert_int_equal(d.updated, now);
+    key_of(key, sizeof(key), &r);
+    assert_field_str(key, "state", "issued");
+}
+
+static void test_device_op_none_refused(void **state) {
+    (void)state;
+    ra_req_record_t r;
+    ra_req_result_t res;
+    ra_device_t d;
+    char key[RA_REQ_KEY_MAX], id[RA_REQ_ID_MAX];
+    static const uint8_t csr[] = "CSR-DEV-2";
+    int64_t now = (int64_t)time(NULL);
+    add_device("SEPDEV000002", RA_OP_NONE, 0);
+    new_req(&r, "SEPDEV000002", csr, sizeof(csr), now);
+    r.device = true;
+    set_issue(&r, cert_a1, sizeof(cert_a1), "0d02", now + 86400);
+    freeReplyObject(run_script(&r, &res));
+    assert_int_equal(res.outcome, RA_REQ_OUT_REFUSED);
+    assert_string_equal(res.reason, "no certificate operation pending for this device");
+    assert_string_equal(res.serial, "");
+    run_index(&res, &r);
+    ra_req_id(id, sizeof(id), r.identity, r.csr_sha256);
+    assert_int_equal(zscore_exists(id), 1);
+    key_of(key, sizeof(key), &r);
+    assert_field_str(key, "state", "rejected");
+    assert_field_str(key, "reason", "no certificate operation pending for this device");
+    assert_field_str(key, "cert", NULL); /* the signature is discarded */
+    get_device("SEPDEV000002", &d);
+    assert_int_equal(d.op, RA_OP_NONE);
+    assert_int_equal(d.status, RA_STATUS_NONE); /* nothing was pending: status untouched */
+    assert_string_equal(d.lsc_serial, "");
+}
+
+static void test_device_deadline_passed(void **state) {
+    (void)state;
+    ra_req_record_t r;
+    ra_req_result_t res;
+    ra_device_t d;
+    static const uint8_t csr[] = "CSR-DEV-3";
+    int64_t now = (int64_t)time(NULL);
+    add_device("SEPDEV000003", RA_OP_INSTALL, now - 3600);
+    new_req(&r, "SEPDEV000003", csr, sizeof(csr), now);
+    r.device = true;
+    set_issue(&r, cert_a1, sizeof(cert_a1), "0d03", now + 86400);
+    freeReplyObject(run_script(&r, &res));
+    assert_int_equal(res.outcome, RA_REQ_OUT_REFUSED);
+    assert_string_equal(res.reason, "deadline passed");
+    get_device("SEPDEV000003", &d);
+    assert_int_equal(d.status, RA_STATUS_FAILED);
+    assert_string_equal(d.reason, "deadline passed");
+    assert_int_equal(d.op, RA_OP_INSTALL);
+    assert_string_equal(d.lsc_serial, "");
+}
+
+static void test_device_not_registered(void **state) {
+    (void)state;
+    ra_req_record_t r;
+    ra_req_result_t res;
+    static const uint8_t csr[] = "CSR-DEV-4";
+    char devkey[RA_DEVICE_NAME_MAX + 16];
+    new_req(&r, "SEPDEV000004", csr, sizeof(csr), (int64_t)time(NULL));
+    r.device = true;
+    set_issue(&r, cert_a1, sizeof(cert_a1), "0d04", r.now + 86400);
+    freeReplyObject(run_script(&r, &res));
+    assert_int_equal(res.outcome, RA_REQ_OUT_REFUSED);
+    assert_string_equal(res.reason, "device is not registered");
+    ra_registry_key(devkey, sizeof(devkey), "SEPDEV000004");
+    assert_int_equal(exists(devkey), 0); /* not created by the script */
+}
+
+/* ---- commands, ids, keys ---- */
+
+static void test_bad_identity(void **state) {
+    (void)state;
+    ra_req_record_t r;
+    ra_req_cmd_t cmd;
+    char long_name[RA_REQ_IDENTITY_MAX + 2];
+    memset(long_name, 'a', sizeof(long_name) - 1);
+    long_name[sizeof(long_name) - 1] = '\0';
+    const char *bad[] = {"a{b", "a}b", "", "a b", "a:b", long_name};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        new_req(&r, bad[i], "x", 1, 1);
+        set_reject(&r, "x");
+        assert_int_equal(ra_req_record_cmd(&cmd, sha, &r), RA_E_BAD_NAME);
+    }
+    long_name[RA_REQ_IDENTITY_MAX] = '\0'; /* exactly 64 */
+    new_req(&r, long_name, "x", 1, 1);
+    assert_int_equal(ra_req_record_cmd(&cmd, sha, &r), RA_OK);
+    assert_int_equal(cmd.argc, 16);
+    r.device = true;
+    assert_int_equal(ra_req_record_cmd(&cmd, sha, &r), RA_OK);
+    assert_int_equal(cmd.argc, 17);
+}
+
+static void test_key_of_id(void **state) {
+    (void)state;
+    uint8_t md[32];
+    char id[RA_REQ_ID_MAX], key[RA_REQ_KEY_MAX], back[RA_REQ_KEY_MAX];
+    for (int i = 0; i < 32; i++) md[i] = (uint8_t)(i * 37 + 5);
+    ra_req_id(id, sizeof(id), "SEP74A02FC0A675", md);
+    ra_req_key(key, sizeof(key), "SEP74A02FC0A675", md);
+    assert_int_equal(strlen(id), 15 + 1 + 64);
+    assert_string_equal(key + strlen("stp:req:{SEP74A02FC0A675}:"), id + 16);
+    assert_int_equal(ra_req_key_of_id(back, sizeof(back), id), RA_OK);
+    assert_string_equal(back, key);
+    const char *bad[] = {"", "nocolon", "SEP1:", "SEP1:abc",
+                         ":0000000000000000000000000000000000000000000000000000000000000000",
+                         "a{b:0000000000000000000000000000000000000000000000000000000000000000",
+                         "SEP1:000000000000000000000000000000000000000000000000000000000000000A",
+                         "SEP1:00000000000000000000000000000000000000000000000000000000000000000",
+                         "SEP1:000000000000000000000000000000000000000000000000000000000000000g"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(ra_req_key_of_id(back, sizeof(back), bad[i]), RA_E_BAD_NAME);
+    char twice[RA_REQ_ID_MAX + 70];
+    snprintf(twice, sizeof(twice), "x:%s", id); /* identity with a ':' */
+    assert_int_equal(ra_req_key_of_id(back, sizeof(back), twice), RA_E_BAD_NAME);
+}
+
+static void test_index_cmd(void **state) {
+    (void)state;
+    ra_req_result_t res;
+    const char *argv[4];
+    size_t argvlen[4];
+    int argc = -1;
+    const char *id = "u:00", *score = "1700000000";
+    memset(&res, 0, sizeof(res));
+    res.outcome = RA_REQ_OUT_ISSUED;
+    assert_false(ra_req_index_cmd(&res, id, score, argv, argvlen, &argc));
+    res.was_open = true;
+    assert_true(ra_req_index_cmd(&res, id, score, argv, argvlen, &argc));
+    assert_int_equal(argc, 3);
+    assert_string_equal(argv[0], "ZREM");
+    assert_string_equal(argv[1], RA_REQ_OPEN_SET);
+    assert_string_equal(argv[2], id);
+    assert_int_equal(argvlen[2], strlen(id));
+    res.outcome = RA_REQ_OUT_EXISTING;
+    assert_false(ra_req_index_cmd(&res, id, score, argv, argvlen, &argc));
+    res.was_open = false;
+    assert_false(ra_req_index_cmd(&res, id, score, argv, argvlen, &argc));
+    for (int o = RA_REQ_OUT_REFUSED; o <= RA_REQ_OUT_REJECTED; o++) {
+        for (int open = 0; open < 2; open++) {
+            res.outcome = (ra_req_outcome_t)o;
+            res.was_open = open;
+            argc = -1;
+            assert_true(ra_req_index_cmd(&res, id, score, argv, argvlen, &argc));
+            assert_int_equal(argc, 4);
+            assert_string_equal(argv[0], "ZADD");
+            assert_string_equal(argv[1], RA_REQ_OPEN_SET);
+            assert_string_equal(argv[2], score);
+            assert_string_equal(argv[3], id);
+            assert_int_equal(argvlen[0], 4);
+            assert_int_equal(argvlen[2], strlen(score));
+        }
+    }
+    assert_string_equal(ra_req_outcome_str(RA_REQ_OUT_EXISTING), "existing");
+    assert_string_equal(ra_req_outcome_str(RA_REQ_OUT__COUNT), "unknown");
+}
+
+/* ---- malformed replies ---- */
+
+static redisReply str_reply(const char *s, size_t len) {
+    redisReply r;
+    memset(&r, 0, sizeof(r));
+    r.type = REDIS_REPLY_STRING;
+    r.str = (char *)s;
+    r.len = len;
+    return r;
+}
+
+static redisReply int_reply(long long v) {
+    redisReply r;
+    memset(&r, 0, sizeof(r));
+    r.type = REDIS_REPLY_INTEGER;
+    r.integer = v;
+    return r;
+}
+
+static void expect_parse(const redisReply *rep, ra_err_t want) {
+    ra_req_result_t res;
+    char why[128] = "";
+    assert_int_equal(ra_req_record_parse(rep, &res, why, sizeof(why)), want);
+    if (want != RA_OK) assert_true(why[0] != '\0');
+}
+
+static void test_parse_malformed(void **state) {
+    (void)state;
+    redisReply el[7], *ptr[7], arr, nil;
+    memset(&nil, 0, sizeof(nil));
+    nil.type = REDIS_REPLY_NIL;
+    /* a well-formed reply first, then one defect at a time */
+#define RESET()                                                                                    \
+    do {                                                                                           \
+        el[0] = str_reply("issued", 6);                                                           \
+        el[1] = str_reply("", 0);                                                                 \
+        el[2] = str_reply("", 0);                                                                 \
+        el[3] = str_reply("0a01", 4);                                                             \
+        el[4] = int_reply(1700000000);                                                            \
+        el[5] = int_reply(0);                                                                     \
+        el[6] = int_reply(0);                                                                     \
+        for (int i = 0; i < 7; i++) ptr[i] = &el[i];                                             \
+        memset(&arr, 0, sizeof(arr));                                                              \
+        arr.type = REDIS_REPLY_ARRAY;                                                              \
+        arr.elements = 6;                                                                          \
+        arr.element = ptr;                                                                         \
+    } while (0)
+    RESET();
+    expect_parse(&arr, RA_OK);
+    expect_parse(NULL, RA_E_REDIS);
+    const char *boom = "ERR Error running script: boom";
+    redisReply err = str_reply(boom, strlen(boom));
+    err.type = REDIS_REPLY_ERROR;
+    expect_parse(&err, RA_E_REDIS);
+    redisReply whole = int_reply(1);
+    expect_parse(&whole, RA_E_REDIS);
+    redisReply s = str_reply("issued", 6);
+    expect_parse(&s, RA_E_REDIS);
+    RESET();
+    arr.elements = 5;
+    expect_parse(&arr, RA_E_REDIS);
+    arr.elements = 7;
+    expect_parse(&arr, RA_E_REDIS);
+    arr.elements = 0;
+    arr.element = NULL;
+    expect_parse(&arr, RA_E_REDIS);
+    RESET();
+    el[0] = int_reply(0); /* outcome not a string */
+    expect_parse(&arr, RA_E_REDIS);
+    RESET();
+    ptr[1] = &nil; /* reason nil */
+    expect_parse(&arr, RA_E_REDIS);
+    RESET();
+    ptr[2] = &nil; /* cert nil (a record without its cert) */
+    expect_parse(&arr, RA_E_REDIS);
+    RESET();
+    el[3] = int_reply(10); /* serial not a string */
+    expect_parse(&arr, RA_E_REDIS);
+    RESET();
+    el[4] = str_reply("1700000000", 10); /* not_after a string */
+    expect_parse(&arr, RA_E_REDIS);
+    RESET();
+    el[5] = str_reply("1", 1); /* was_open a string */
+    expect_parse(&arr, RA_E_REDIS);
+    RESET();
+    el[0] = str_reply("maybe", 5);
+    expect_parse(&arr, RA_E_REDIS);
+    RESET();
+    el[0] = str_reply("issued\0", 7); /* a NUL does not make it "issued" */
+    expect_parse(&arr, RA_E_REDIS);
+    RESET();
+    el[0] = str_reply("issued-and-a-very-long-suffix", 29);
+    expect_parse(&arr, RA_E_REDIS);
+    RESET();
+    el[0] = str_reply("existing", 8); /* existing without a certificate */
+    expect_parse(&arr, RA_E_REDIS);
+    el[2] = str_reply("\x30\x00", 2);
+    expect_parse(&arr, RA_OK);
+    RESET();
+    char long_serial[300];
+    memset(long_serial, 'f', sizeof(long_serial));
+    el[3] = str_reply(long_serial, sizeof(long_serial)); /* clipped, never overflows */
+    ra_req_result_t res;
+    char why[64];
+    assert_int_equal(ra_req_record_parse(&arr, &res, why, sizeof(why)), RA_OK);
+    assert_int_equal(strlen(res.serial), RA_REQ_SERIAL_MAX);
+#undef RESET
+}
+
+/* Errors from the server itself: an unknown script, a key of the wrong type. */
+static void test_parse_server_errors(void **state) {
+    (void)state;
+    ra_req_record_t r;
+    ra_req_cmd_t cmd;
+    ra_req_result_t res;
+    char why[256], key[RA_REQ_KEY_MAX];
+    static const uint8_t csr[] = "CSR-WRONGTYPE";
+    new_req(&r, "wt", csr, sizeof(csr), (int64_t)time(NULL));
+    set_reject(&r, "x");
+    assert_int_equal(ra_req_record_cmd(&cmd, "0000000000000000000000000000000000000000", &r), RA_OK);
+    redisReply *rep = redisCommandArgv(rc, cmd.argc, cmd.argv, cmd.argvlen);
+    assert_int_equal(ra_req_record_parse(rep, &res, why, sizeof(why)), RA_E_REDIS);
+    assert_non_null(strstr(why, "NOSCRIPT"));
+    freeReplyObject(rep);
+    key_of(key, sizeof(key), &r);
+    const char *set[] = {"SET", key, "not a hash"};
+    freeReplyObject(redisCommandArgv(rc, 3, set, NULL));
+    assert_int_equal(ra_req_record_cmd(&cmd, sha, &r), RA_OK);
+    rep = redisCommandArgv(rc, cmd.argc, cmd.argv, cmd.argvlen);
+    assert_int_equal(ra_req_record_parse(rep, &res, why, sizeof(why)), RA_E_REDIS);
+    assert_non_null(strstr(why, "WRONGTYPE"));
+    freeReplyObject(rep);
+}
+
+int main(void) {
+    if (system("command -v redis-server >/dev/null 2>&1") != 0) return 77; /* meson: skipped */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_issue_existing_renew),
+        cmocka_unit_test(test_expired_is_reissued),
+        cmocka_unit_test(test_reject_then_issue),
+        cmocka_unit_test(test_device_install),
+        cmocka_unit_test(test_device_op_none_refused),
+        cmocka_unit_test(test_device_deadline_passed),
+        cmocka_unit_test(test_device_not_registered),
+        cmocka_unit_test(test_bad_identity),
+        cmocka_unit_test(test_key_of_id),
+        cmocka_unit_test(test_index_cmd),
+        cmocka_unit_test(test_parse_malformed),
+        cmocka_unit_test(test_parse_server_errors),
+    };
+    return cmocka_run_group_tests(tests, start_server, stop_server);
+}
