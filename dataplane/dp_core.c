@@ -185,7 +185,8 @@ int dp_core_service(dp_core_t *c, int max_wait_ms) {
         }
     }
     int wait = dp_timers_expire(c, max_wait_ms);
-    return dp_redis_service(&c->redis, wait); /* last: flushes this iteration's commands */
+    dp_ra_flush(c);                           /* this iteration's records: one script call */
+    return dp_redis_service(&c->redis, wait); /* last: writes this iteration's commands */
 }
 
 bool dp_core_should_exit(dp_core_t *c) {
@@ -249,6 +250,7 @@ void dp_core_cleanup(dp_core_t *c) {
         c->free_keyops = k->next_free;
         free(k);
     }
+    dp_ra_cleanup(c);
     free(c->scratch);
     free(c->tx);
     free(c->rx);

@@ -51,6 +51,7 @@ typedef enum {
 enum { DP_JOB_KEY_SIGN = 1, DP_JOB_KEY_DECRYPT, DP_JOB_ENROLL };
 
 typedef struct dp_sess dp_sess_t;
+typedef struct dp_ra_flight dp_ra_flight_t;
 
 /* dp_keyop_t: a pooled TLS private-key operation (handshake signature or
  * RSA decryption) on its way to and from the signing pool. Small, so every
@@ -154,6 +155,9 @@ struct dp_core {
     uint8_t *rx;
     size_t rx_off, rx_len;
     dp_redis_t redis;         /* this core's connection to the registry */
+    dp_ra_flight_t *ra_open;  /* dp_ra.c: the batch of records being filled */
+    dp_ra_flight_t *ra_free, *ra_all;
+    ra_req_batch_t *ra_batch; /* scratch for building a batch command */
     dp_core_stats_t stats;
 } __attribute__((aligned(64)));
 
@@ -176,6 +180,10 @@ void dp_sess_on_io(dp_sess_t *s, bool readable, bool writable, bool hangup);
 int dp_core_service(dp_core_t *core, int max_wait_ms);
 /* dp_core_on_completions drains the core's completion queue. */
 void dp_core_on_completions(dp_core_t *core);
+/* dp_ra_flush sends the core's open batch of request records (dp_ra.c);
+ * dp_ra_cleanup frees the core's batches at exit. */
+void dp_ra_flush(dp_core_t *core);
+void dp_ra_cleanup(dp_core_t *core);
 /* dp_core_should_exit says the core has drained after a stop request. */
 bool dp_core_should_exit(dp_core_t *core);
 

@@ -6,52 +6,87 @@
 #include <stdio.h>
 #include <string.h>
 
-/* KEYS[1] request; KEYS[2] device (only for a registry device).
- * ARGV: 1 now, 2 id, 3 identity, 4 protocol, 5 peer, 6 csr, 7 issue ("1"/"0"),
- *       8 reason, 9 cert, 10 serial, 11 not_after, 12 renew_serial.
- * Reply: {outcome, reason, cert, serial, not_after, was_open}. */
+/* KEYS[1] stp:audit, KEYS[2] stp:reqs:open; per request i: KEYS[1+2i]
+ * request key, KEYS[2+2i] device key.
+ * ARGV[1] now, ARGV[2] n; per request i the RA_REQ_ITEM_ARGS values from
+ * ARGV[3 + (i-1)*13]: +0 kind (R record, A audit-only denial), +1 id,
+ * +2 identity, +3 protocol, +4 peer, +5 csr, +6 issue (1/0), +7 reason,
+ * +8 cert, +9 serial, +10 not_after, +11 renew_serial, +12 device (1/0).
+ * Reply: per request {outcome, reason, cert, serial, not_after, was_open},
+ * outcome "error" with the message if that request's commands failed. */
 static const char ra_req_lua[] =
-    "local k, now = KEYS[1], tonumber(ARGV[1])\n"
-    "local p = redis.call('HMGET', k, 'state', 'serial', 'not_after', 'cert', 'received', 'attempts')\n"
-    "local was_open, received, attempts = 0, ARGV[1], 0\n"
-    "if p[1] == 'issued' then\n"
-    "  local na = tonumber(p[3]) or 0\n"
-    "  if p[2] ~= ARGV[12] and na > now then\n"
-    "    redis.call('HSET', k, 'last_seen', ARGV[1], 'last_peer', ARGV[5])\n"
-    "    redis.call('HINCRBY', k, 'attempts', 1)\n"
-    "    return {'existing', '', p[4], p[2], na, 0}\n"
+    "local now, n = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+    "local function record(k, dk, a)\n"
+    "  local p = redis.call('HMGET', k, 'state', 'serial', 'not_after', 'cert', 'received', 'attempts')\n"
+    "  local was_open, received, attempts = 0, ARGV[1], 0\n"
+    "  if p[1] == 'issued' then\n"
+    "    local na = tonumber(p[3]) or 0\n"
+    "    if p[2] ~= ARGV[a+11] and na > now then\n"
+    "      redis.call('HSET', k, 'last_seen', ARGV[1], 'last_peer', ARGV[a+4])\n"
+    "      redis.call('HINCRBY', k, 'attempts', 1)\n"
+    "      return {'existing', '', p[4], p[2], na, 0}\n"
+    "    end\n"
+    "    redis.call('RENAME', k, k .. ':' .. p[2])\n"
+    "  elseif p[1] then\n"
+    "    was_open, received, attempts = 1, p[5] or ARGV[1], tonumber(p[6]) or 0\n"
+    "    redis.call('DEL', k)\n"
     "  end\n"
-    "  redis.call('RENAME', k, k .. ':' .. p[2])\n"
-    "elseif p[1] then\n"
-    "  was_open, received, attempts = 1, p[5] or ARGV[1], tonumber(p[6]) or 0\n"
-    "end\n"
-    "local issue, reason, out = ARGV[7] == '1', ARGV[8], 'rejected'\n"
-    "if #KEYS > 1 then\n"
-    "  local d = redis.call('HMGET', KEYS[2], 'op', 'by')\n"
-    "  if issue then\n"
-    "    if not d[1] then reason = 'device is not registered'\n"
-    "    elseif d[1] ~= 'install' then reason = 'no certificate operation pending for this device'\n"
-    "    elseif (tonumber(d[2]) or 0) ~= 0 and tonumber(d[2]) < now then reason = 'deadline passed' end\n"
-    "    if reason ~= '' then issue, out = false, 'refused' end\n"
+    "  local issue, reason, out = ARGV[a+6] == '1', ARGV[a+7], 'rejected'\n"
+    "  if ARGV[a+12] == '1' then\n"
+    "    local d = redis.call('HMGET', dk, 'op', 'by')\n"
+    "    if issue then\n"
+    "      if not d[1] then reason = 'device is not registered'\n"
+    "      elseif d[1] ~= 'install' then reason = 'no certificate operation pending for this device'\n"
+    "      elseif (tonumber(d[2]) or 0) ~= 0 and tonumber(d[2]) < now then reason = 'deadline passed' end\n"
+    "      if reason ~= '' then issue, out = false, 'refused' end\n"
+    "    end\n"
+    "    if not issue and d[1] == 'install' then\n"
+    "      redis.call('HSET', dk, 'status', 'failed', 'reason', reason, 'updated', ARGV[1])\n"
+    "    end\n"
     "  end\n"
-    "  if not issue and d[1] == 'install' then\n"
-    "    redis.call('HSET', KEYS[2], 'status', 'failed', 'reason', reason, 'updated', ARGV[1])\n"
+    "  local f = {'id', ARGV[a+1], 'identity', ARGV[a+2], 'protocol', ARGV[a+3], 'peer', ARGV[a+4],\n"
+    "    'csr', ARGV[a+5], 'mode', 'local', 'received', received, 'updated', ARGV[1],\n"
+    "    'attempts', attempts + 1}\n"
+    "  if not issue then\n"
+    "    f[#f+1] = 'state'; f[#f+1] = 'rejected'; f[#f+1] = 'reason'; f[#f+1] = reason\n"
+    "    redis.call('HSET', k, unpack(f))\n"
+    "    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[a+1])\n"
+    "    return {out, reason, '', '', 0, was_open}\n"
     "  end\n"
+    "  f[#f+1] = 'state'; f[#f+1] = 'issued'; f[#f+1] = 'serial'; f[#f+1] = ARGV[a+9]\n"
+    "  f[#f+1] = 'not_after'; f[#f+1] = ARGV[a+10]; f[#f+1] = 'cert'; f[#f+1] = ARGV[a+8]\n"
+    "  redis.call('HSET', k, unpack(f))\n"
+    "  if was_open == 1 then redis.call('ZREM', KEYS[2], ARGV[a+1]) end\n"
+    "  if ARGV[a+12] == '1' then\n"
+    "    redis.call('HSET', dk, 'op', 'none', 'status', 'success', 'reason', '',\n"
+    "      'lsc_serial', ARGV[a+9], 'lsc_not_after', ARGV[a+10], 'updated', ARGV[1])\n"
+    "  end\n"
+    "  return {'issued', '', '', ARGV[a+9], tonumber(ARGV[a+10]), was_open}\n"
     "end\n"
-    "redis.call('DEL', k)\n"
-    "redis.call('HSET', k, 'id', ARGV[2], 'identity', ARGV[3], 'protocol', ARGV[4], 'peer', ARGV[5],\n"
-    "  'csr', ARGV[6], 'mode', 'local', 'received', received, 'updated', ARGV[1],\n"
-    "  'attempts', attempts + 1)\n"
-    "if not issue then\n"
-    "  redis.call('HSET', k, 'state', 'rejected', 'reason', reason)\n"
-    "  return {out, reason, '', '', 0, was_open}\n"
+    "local events = {issued = 'issue', existing = 'reissue'}\n"
+    "local res = {}\n"
+    "for i = 1, n do\n"
+    "  local a = 3 + (i - 1) * 13\n"
+    "  local r\n"
+    "  if ARGV[a] == 'A' then\n"
+    "    r = {'rejected', ARGV[a+7], '', '', 0, 0}\n"
+    "  else\n"
+    "    local ok, v = pcall(record, KEYS[1 + 2 * i], KEYS[2 + 2 * i], a)\n"
+    "    if ok then r = v else\n"
+    "      r = {'error', type(v) == 'table' and v.err or tostring(v), '', '', 0, 0}\n"
+    "    end\n"
+    "  end\n"
+    "  if r[1] ~= 'error' then\n"
+    "    local e = {'event', events[r[1]] or 'deny', 'time', ARGV[1], 'device', ARGV[a+2], 'peer', ARGV[a+4]}\n"
+    "    if r[2] ~= '' then e[#e+1] = 'reason'; e[#e+1] = r[2] end\n"
+    "    if r[4] ~= '' then e[#e+1] = 'serial'; e[#e+1] = r[4] end\n"
+    "    if ARGV[a+1] ~= '' then e[#e+1] = 'request'; e[#e+1] = ARGV[a+1] end\n"
+    "    e[#e+1] = 'protocol'; e[#e+1] = ARGV[a+3]\n"
+    "    redis.call('XADD', KEYS[1], '*', unpack(e))\n"
+    "  end\n"
+    "  res[i] = r\n"
     "end\n"
-    "redis.call('HSET', k, 'state', 'issued', 'serial', ARGV[10], 'not_after', ARGV[11], 'cert', ARGV[9])\n"
-    "if #KEYS > 1 then\n"
-    "  redis.call('HSET', KEYS[2], 'op', 'none', 'status', 'success', 'reason', '',\n"
-    "    'lsc_serial', ARGV[10], 'lsc_not_after', ARGV[11], 'updated', ARGV[1])\n"
-    "end\n"
-    "return {'issued', '', '', ARGV[10], tonumber(ARGV[11]), was_open}\n";
+    "return res\n";
 
 static const char *const ra_req_outcome_text[RA_REQ_OUT__COUNT] = {
     [RA_REQ_OUT_ISSUED] = "issued",
@@ -113,37 +148,83 @@ ra_err_t ra_req_key_of_id(char *buf, size_t buf_len, const char *id) {
     return RA_OK;
 }
 
-ra_err_t ra_req_record_cmd(ra_req_cmd_t *cmd, const char *sha, const ra_req_record_t *r) {
+void ra_req_batch_init(ra_req_batch_t *b, const char *sha, int64_t now) {
+    b->n = 0;
+    b->argc = 0;
+    snprintf(b->sha, sizeof(b->sha), "%s", sha);
+    snprintf(b->now, sizeof(b->now), "%lld", (long long)now);
+}
+
+/* ra_item_args returns where request `i`'s values go, and sets its keys. */
+static const char **ra_item_args(ra_req_batch_t *b, size_t **lens, const char *key, const char *devkey) {
+    size_t i = b->n++;
+    b->keys[2 * i] = key;
+    b->keys[2 * i + 1] = devkey;
+    *lens = &b->args_len[i * RA_REQ_ITEM_ARGS];
+    return &b->args[i * RA_REQ_ITEM_ARGS];
+}
+
+ra_err_t ra_req_batch_add(ra_req_batch_t *b, const ra_req_record_t *r) {
     if (!ra_req_identity_valid(r->identity, strlen(r->identity))) return RA_E_BAD_NAME;
-    ra_req_key(cmd->key, sizeof(cmd->key), r->identity, r->csr_sha256);
-    ra_req_id(cmd->id, sizeof(cmd->id), r->identity, r->csr_sha256);
-    snprintf(cmd->devkey, sizeof(cmd->devkey), "stp:dev:{%s}", r->identity);
-    snprintf(cmd->now, sizeof(cmd->now), "%lld", (long long)r->now);
-    snprintf(cmd->not_after, sizeof(cmd->not_after), "%lld", (long long)(r->issue ? r->not_after : 0));
-    int n = 0;
-#define ARG(p, l) (cmd->argv[n] = (const char *)(p), cmd->argvlen[n] = (l), n++)
-#define ARGS(s) ARG((s), strlen(s))
-    ARGS("EVALSHA");
-    ARGS(sha);
-    ARGS(r->device ? "2" : "1");
-    ARGS(cmd->key);
-    if (r->device) ARGS(cmd->devkey);
-    ARGS(cmd->now);
-    ARGS(cmd->id);
-    ARGS(r->identity);
-    ARGS(r->protocol);
-    ARGS(r->peer ? r->peer : "");
-    ARG(r->csr_der, r->csr_len);
-    ARGS(r->issue ? "1" : "0");
-    ARGS(r->issue || !r->reason ? "" : r->reason);
-    ARG(r->issue ? r->cert_der : (const uint8_t *)"", r->issue ? r->cert_len : 0);
-    ARGS(r->issue ? r->serial_hex : "");
-    ARGS(cmd->not_after);
-    ARGS(r->renew_serial_hex ? r->renew_serial_hex : "");
-#undef ARGS
-#undef ARG
-    cmd->argc = n;
+    if (b->n >= RA_REQ_BATCH_MAX) return RA_E_NOMEM;
+    ra_req_batch_item_t *it = &b->item[b->n];
+    ra_req_key(it->key, sizeof(it->key), r->identity, r->csr_sha256);
+    ra_req_id(it->id, sizeof(it->id), r->identity, r->csr_sha256);
+    snprintf(it->devkey, sizeof(it->devkey), "stp:dev:{%s}", r->identity);
+    snprintf(it->not_after, sizeof(it->not_after), "%lld", (long long)(r->issue ? r->not_after : 0));
+    size_t *len;
+    const char **v = ra_item_args(b, &len, it->key, it->devkey);
+    const char *vals[RA_REQ_ITEM_ARGS] = {
+        "R", it->id, r->identity, r->protocol, r->peer ? r->peer : "", (const char *)r->csr_der,
+        r->issue ? "1" : "0", r->issue || !r->reason ? "" : r->reason,
+        r->issue ? (const char *)r->cert_der : "", r->issue ? r->serial_hex : "", it->not_after,
+        r->renew_serial_hex ? r->renew_serial_hex : "", r->device ? "1" : "0"};
+    for (int k = 0; k < RA_REQ_ITEM_ARGS; k++) {
+        v[k] = vals[k] ? vals[k] : "";
+        len[k] = strlen(v[k]);
+    }
+    len[5] = r->csr_der ? r->csr_len : 0;
+    len[8] = r->issue && r->cert_der ? r->cert_len : 0;
     return RA_OK;
+}
+
+ra_err_t ra_req_batch_add_denial(ra_req_batch_t *b, const ra_req_denial_t *d) {
+    if (b->n >= RA_REQ_BATCH_MAX) return RA_E_NOMEM;
+    size_t *len;
+    /* placeholder keys: the audit stream itself (an audit-only item touches nothing else) */
+    const char **v = ra_item_args(b, &len, "stp:audit", "stp:audit");
+    const char *vals[RA_REQ_ITEM_ARGS] = {"A", "", d->who, d->protocol, d->peer, "", "0", d->reason,
+                                          "", "", "0", "", "0"};
+    for (int k = 0; k < RA_REQ_ITEM_ARGS; k++) {
+        v[k] = vals[k] ? vals[k] : "";
+        len[k] = strlen(v[k]);
+    }
+    return RA_OK;
+}
+
+void ra_req_batch_cmd(ra_req_batch_t *b) {
+    int n = 0;
+    snprintf(b->count, sizeof(b->count), "%zu", b->n);
+    snprintf(b->numkeys, sizeof(b->numkeys), "%zu", 2 + 2 * b->n);
+#define ARG(p, l) (b->argv[n] = (p), b->argvlen[n] = (l), n++)
+    ARG("EVALSHA", 7);
+    ARG(b->sha, strlen(b->sha));
+    ARG(b->numkeys, strlen(b->numkeys));
+    ARG("stp:audit", 9);
+    ARG(RA_REQ_OPEN_SET, strlen(RA_REQ_OPEN_SET));
+    for (size_t i = 0; i < 2 * b->n; i++) ARG(b->keys[i], strlen(b->keys[i]));
+    ARG(b->now, strlen(b->now));
+    ARG(b->count, strlen(b->count));
+    for (size_t i = 0; i < b->n * RA_REQ_ITEM_ARGS; i++) ARG(b->args[i], b->args_len[i]);
+#undef ARG
+    b->argc = n;
+}
+
+ra_err_t ra_req_record_cmd(ra_req_cmd_t *cmd, const char *sha, const ra_req_record_t *r) {
+    ra_req_batch_init(cmd, sha, r->now);
+    ra_err_t e = ra_req_batch_add(cmd, r);
+    if (e == RA_OK) ra_req_batch_cmd(cmd);
+    return e;
 }
 
 /* ra_copy_str copies a string reply element into a bounded buffer. */
@@ -157,23 +238,21 @@ static bool ra_copy_str(char *out, size_t cap, const redisReply *e) {
     return true;
 }
 
-ra_err_t ra_req_record_parse(const redisReply *rep, ra_req_result_t *out, char *why, size_t why_len) {
+/* ra_parse_item reads one result {outcome, reason, cert, serial, not_after,
+ * was_open}. */
+static ra_err_t ra_parse_item(const redisReply *rep, ra_req_result_t *out, char *why, size_t why_len) {
     memset(out, 0, sizeof(*out));
-    if (!rep) {
-        snprintf(why, why_len, "no reply (connection lost)");
-        return RA_E_REDIS;
-    }
-    if (rep->type == REDIS_REPLY_ERROR) {
-        snprintf(why, why_len, "request script: %.*s", (int)(rep->len < 200 ? rep->len : 200), rep->str);
-        return RA_E_REDIS;
-    }
     char outcome[16];
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 6) goto shape;
     const redisReply *const *e = (const redisReply *const *)rep->element;
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 6 || !ra_copy_str(outcome, sizeof(outcome), e[0]) ||
-        !ra_copy_str(out->reason, sizeof(out->reason), e[1]) || e[2]->type != REDIS_REPLY_STRING ||
-        !ra_copy_str(out->serial, sizeof(out->serial), e[3]) || e[4]->type != REDIS_REPLY_INTEGER ||
-        e[5]->type != REDIS_REPLY_INTEGER)
+    if (!ra_copy_str(outcome, sizeof(outcome), e[0]) || !ra_copy_str(out->reason, sizeof(out->reason), e[1]) ||
+        e[2]->type != REDIS_REPLY_STRING || !ra_copy_str(out->serial, sizeof(out->serial), e[3]) ||
+        e[4]->type != REDIS_REPLY_INTEGER || e[5]->type != REDIS_REPLY_INTEGER)
         goto shape;
+    if (!strcmp(outcome, "error")) {
+        snprintf(why, why_len, "request script: %s", out->reason);
+        return RA_E_REDIS;
+    }
     out->outcome = RA_REQ_OUT__COUNT;
     for (int o = 0; o < RA_REQ_OUT__COUNT; o++)
         if (!strcmp(outcome, ra_req_outcome_text[o])) out->outcome = (ra_req_outcome_t)o;
@@ -189,17 +268,33 @@ shape:
     return RA_E_REDIS;
 }
 
-bool ra_req_index_cmd(const ra_req_result_t *res, const char *id, const char *score,
-                      const char *argv[4], size_t argvlen[4], int *argc) {
-    if (res->outcome == RA_REQ_OUT_REFUSED || res->outcome == RA_REQ_OUT_REJECTED) {
-        argv[0] = "ZADD", argv[1] = RA_REQ_OPEN_SET, argv[2] = score, argv[3] = id;
-        *argc = 4;
-    } else if (res->outcome == RA_REQ_OUT_ISSUED && res->was_open) {
-        argv[0] = "ZREM", argv[1] = RA_REQ_OPEN_SET, argv[2] = id;
-        *argc = 3;
-    } else {
-        return false;
+/* ra_reply_error reports a NULL or error reply. */
+static bool ra_reply_error(const redisReply *rep, char *why, size_t why_len) {
+    if (!rep) {
+        snprintf(why, why_len, "no reply (connection lost)");
+        return true;
     }
-    for (int i = 0; i < *argc; i++) argvlen[i] = strlen(argv[i]);
-    return true;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        snprintf(why, why_len, "request script: %.*s", (int)(rep->len < 200 ? rep->len : 200), rep->str);
+        return true;
+    }
+    return false;
+}
+
+ra_err_t ra_req_batch_parse(const redisReply *rep, size_t n, size_t i, ra_req_result_t *out, char *why,
+                            size_t why_len) {
+    memset(out, 0, sizeof(*out));
+    if (ra_reply_error(rep, why, why_len)) return RA_E_REDIS;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != n || i >= n) {
+        snprintf(why, why_len, "request script replied in an unexpected shape");
+        return RA_E_REDIS;
+    }
+    return ra_parse_item(rep->element[i], out, why, why_len);
+}
+
+ra_err_t ra_req_record_parse(const redisReply *rep, ra_req_result_t *out, char *why, size_t why_len) {
+    memset(out, 0, sizeof(*out));
+    if (ra_reply_error(rep, why, why_len)) return RA_E_REDIS;
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 1) return ra_req_batch_parse(rep, 1, 0, out, why, why_len);
+    return ra_parse_item(rep, out, why, why_len);
 }

@@ -4,9 +4,9 @@
  * lands on the same record, and the set `stp:reqs:open` of requests that did
  * not end issued (for `stampedectl requests`).
  *
- * The decision is one single-key script, run after the signing pool has
- * checked the CSR and (for an issuance) signed the certificate, and before
- * anything is sent:
+ * The decision is one script, run after the signing pool has checked the
+ * CSR and (for an issuance) signed the certificate, and before anything is
+ * sent. Per request:
  *   - the CSR already has an issued, still-valid certificate (a retry after
  *     a lost response) -> outcome EXISTING with that certificate; the new
  *     signature is discarded, never recorded, never sent;
@@ -14,15 +14,25 @@
  *     deadline -> outcome REFUSED (recorded as rejected; the signature is
  *     discarded);
  *   - else the request is recorded as issued (or rejected, for a denial) and
- *     for a device its status/LSC fields are updated in the same script.
+ *     for a device its status/LSC fields are updated;
+ * then, in the same script, the stp:reqs:open index is updated and the
+ * audit entry (issue / reissue / deny) is appended to stp:audit. One script
+ * call carries a batch of requests (a polling core sends one per loop
+ * iteration), so the record and its audit entry are one atomic step and the
+ * Lua call cost is shared; requests whose identity could not be
+ * established are batched as audit-only denials. An error on one request
+ * (e.g. a key of the wrong type) is caught and reported for that request
+ * only.
  * A simplereenroll that presents the very certificate recorded for this CSR
  * is a renewal, not a retry: the old record is kept as
  * `stp:req:{IDENTITY}:SHA256:SERIAL` and a new one is written.
- * A device's record `stp:dev:{NAME}` shares the hash tag {NAME}, so on Redis
- * Cluster the script stays single-slot.
- * The caller sends the audit entry (ra_audit.h) and the index update after
- * the reply, and only then answers the client: a certificate is in Redis
- * and the audit stream before it leaves the process.
+ * Redis Cluster: a request and its device share the hash tag {IDENTITY};
+ * a batch spans several slots plus stp:audit, so on a Cluster batches would
+ * have to be grouped per slot with a per-slot audit stream (not done:
+ * hiredis's async API has no Cluster support either). Standalone Redis and
+ * Sentinel deployments are what stampeded supports.
+ * The caller answers the client only after the script's reply: a
+ * certificate is in Redis and the audit stream before it leaves the process.
  * Thread: pure functions; any thread. */
 #ifndef RA_REQ_H
 #define RA_REQ_H
@@ -74,23 +84,55 @@ typedef struct {
     int64_t now;                /* unix seconds */
 } ra_req_record_t;
 
-/* ra_req_cmd_t: the EVALSHA argv. */
+/* ra_req_denial_t: an audit-only denial (no identity established, e.g. a
+ * wrong password): `who` is the name claimed (printable), may be "". */
 typedef struct {
-    const char *argv[20];
-    size_t argvlen[20];
-    int argc;
-    char key[RA_REQ_KEY_MAX], devkey[RA_DEVICE_NAME_MAX + 16], id[RA_REQ_ID_MAX];
-    char now[24], not_after[24];
-} ra_req_cmd_t;
+    const char *who;
+    const char *peer;
+    const char *protocol;
+    const char *reason;
+} ra_req_denial_t;
 
-/* ra_req_script returns the Lua text of the record script (for SCRIPT LOAD
- * and the EVAL fallback); ra_req_script_sha writes its SHA-1 in hex (41
- * bytes with the NUL). */
+#define RA_REQ_BATCH_MAX 64
+#define RA_REQ_ITEM_ARGS 13
+#define RA_REQ_BATCH_ARGC (5 + RA_REQ_BATCH_MAX * (2 + RA_REQ_ITEM_ARGS))
+
+/* ra_req_batch_t: the EVALSHA argv for up to RA_REQ_BATCH_MAX requests.
+ * Large (~40 KiB): one per thread that builds batches. */
+typedef struct {
+    char key[RA_REQ_KEY_MAX], devkey[RA_DEVICE_NAME_MAX + 16], id[RA_REQ_ID_MAX], not_after[24];
+} ra_req_batch_item_t;
+
+typedef struct {
+    const char *argv[RA_REQ_BATCH_ARGC];
+    size_t argvlen[RA_REQ_BATCH_ARGC];
+    int argc;
+    size_t n;
+    char sha[41], now[24], count[8], numkeys[8];
+    ra_req_batch_item_t item[RA_REQ_BATCH_MAX];
+    /* keys and args are gathered apart, then laid out by ra_req_batch_cmd */
+    const char *keys[2 * RA_REQ_BATCH_MAX];
+    const char *args[RA_REQ_BATCH_MAX * RA_REQ_ITEM_ARGS];
+    size_t args_len[RA_REQ_BATCH_MAX * RA_REQ_ITEM_ARGS];
+} ra_req_batch_t;
+
+/* ra_req_script returns the Lua text of the batch script (for SCRIPT LOAD);
+ * ra_req_script_sha writes its SHA-1 in hex (41 bytes with the NUL). */
 const char *ra_req_script(void);
 void ra_req_script_sha(char out[41]);
 
-/* ra_req_record_cmd fills `cmd` with EVALSHA `sha` for `r`. Returns RA_OK or
- * RA_E_BAD_NAME (identity unusable). */
+/* ra_req_batch_init empties `b` for script `sha` at time `now`. */
+void ra_req_batch_init(ra_req_batch_t *b, const char *sha, int64_t now);
+/* ra_req_batch_add appends a request (strings must outlive the command).
+ * Returns RA_OK, RA_E_BAD_NAME (identity unusable) or RA_E_NOMEM (full). */
+ra_err_t ra_req_batch_add(ra_req_batch_t *b, const ra_req_record_t *r);
+/* ra_req_batch_add_denial appends an audit-only denial. RA_OK or RA_E_NOMEM. */
+ra_err_t ra_req_batch_add_denial(ra_req_batch_t *b, const ra_req_denial_t *d);
+/* ra_req_batch_cmd lays out the argv (b->argc, b->argv, b->argvlen). */
+void ra_req_batch_cmd(ra_req_batch_t *b);
+
+/* ra_req_cmd_t / ra_req_record_cmd: a batch of one request (tools, tests). */
+typedef ra_req_batch_t ra_req_cmd_t;
 ra_err_t ra_req_record_cmd(ra_req_cmd_t *cmd, const char *sha, const ra_req_record_t *r);
 
 typedef enum {
@@ -112,18 +154,18 @@ typedef struct {
     bool was_open;              /* the record was in stp:reqs:open before */
 } ra_req_result_t;
 
-/* ra_req_record_parse reads the script's reply (untrusted shape). Returns
- * RA_OK, or RA_E_REDIS for an error reply or a reply of the wrong shape
+/* ra_req_batch_parse reads result `i` of a batch reply of `n` requests
+ * (untrusted shape). Returns RA_OK, or RA_E_REDIS for an error reply, a
+ * reply of the wrong shape, or an error the script caught for this request
  * (cause in `why`). */
+ra_err_t ra_req_batch_parse(const redisReply *rep, size_t n, size_t i, ra_req_result_t *out, char *why,
+                            size_t why_len);
+
+/* ra_req_record_parse reads the reply of a batch of one, or one result
+ * element itself. Same returns. */
 ra_err_t ra_req_record_parse(const redisReply *rep, ra_req_result_t *out, char *why,
                              size_t why_len);
 
 const char *ra_req_outcome_str(ra_req_outcome_t o);
-
-/* ra_req_index_cmd: after the reply, the `stp:reqs:open` update the outcome
- * needs: ZADD (rejected/refused), ZREM (issued after being open), or none
- * (returns false). `id`, `score` must outlive the argv. */
-bool ra_req_index_cmd(const ra_req_result_t *res, const char *id, const char *score,
-                      const char *argv[4], size_t argvlen[4], int *argc);
 
 #endif

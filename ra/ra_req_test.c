@@ -113,20 +113,6 @@ static redisReply *run_script(const ra_req_record_t *r, ra_req_result_t *res) {
     return rep;
 }
 
-/* run_index sends the stp:reqs:open update the outcome asks for. */
-static void run_index(const ra_req_result_t *res, const ra_req_record_t *r) {
-    char id[RA_REQ_ID_MAX], score[24];
-    const char *argv[4];
-    size_t argvlen[4];
-    int argc;
-    ra_req_id(id, sizeof(id), r->identity, r->csr_sha256);
-    snprintf(score, sizeof(score), "%lld", (long long)r->now);
-    if (!ra_req_index_cmd(res, id, score, argv, argvlen, &argc)) return;
-    redisReply *rep = redisCommandArgv(rc, argc, argv, argvlen);
-    assert_non_null(rep);
-    assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
-    freeReplyObject(rep);
-}
 
 static void key_of(char *key, size_t key_len, const ra_req_record_t *r) {
     ra_req_key(key, key_len, r->identity, r->csr_sha256);
@@ -206,7 +192,6 @@ static void test_issue_existing_renew(void **state) {
     assert_false(res.was_open);
     assert_string_equal(res.reason, "");
     freeReplyObject(rep);
-    run_index(&res, &r); /* none: was never open */
     key_of(key, sizeof(key), &r);
     ra_req_id(id, sizeof(id), r.identity, r.csr_sha256);
     assert_field_str(key, "id", id);
@@ -305,7 +290,6 @@ static void test_reject_then_issue(void **state) {
     assert_int_equal(res.cert_len, 0);
     assert_false(res.was_open);
     freeReplyObject(rep);
-    run_index(&res, &r);
     key_of(key, sizeof(key), &r);
     ra_req_id(id, sizeof(id), "alice", r.csr_sha256);
     assert_int_equal(zscore_exists(id), 1);
@@ -332,7 +316,6 @@ static void test_reject_then_issue(void **state) {
     assert_int_equal(res.outcome, RA_REQ_OUT_ISSUED);
     assert_true(res.was_open);
     freeReplyObject(rep);
-    run_index(&res, &r);
     assert_int_equal(zscore_exists(id), 0);
     assert_field_str(key, "state", "issued");
     assert_field_str(key, "reason", NULL);
@@ -398,7 +381,6 @@ static void test_device_op_none_refused(void **state) {
     assert_int_equal(res.outcome, RA_REQ_OUT_REFUSED);
     assert_string_equal(res.reason, "no certificate operation pending for this device");
     assert_string_equal(res.serial, "");
-    run_index(&res, &r);
     ra_req_id(id, sizeof(id), r.identity, r.csr_sha256);
     assert_int_equal(zscore_exists(id), 1);
     key_of(key, sizeof(key), &r);
@@ -466,10 +448,12 @@ static void test_bad_identity(void **state) {
     long_name[RA_REQ_IDENTITY_MAX] = '\0'; /* exactly 64 */
     new_req(&r, long_name, "x", 1, 1);
     assert_int_equal(ra_req_record_cmd(&cmd, sha, &r), RA_OK);
-    assert_int_equal(cmd.argc, 16);
+    /* EVALSHA sha numkeys audit open key devkey now n (9) + one request's values */
+    assert_int_equal(cmd.argc, 9 + RA_REQ_ITEM_ARGS);
+    assert_string_equal(cmd.argv[2], "4");
     r.device = true;
     assert_int_equal(ra_req_record_cmd(&cmd, sha, &r), RA_OK);
-    assert_int_equal(cmd.argc, 17);
+    assert_int_equal(cmd.argc, 9 + RA_REQ_ITEM_ARGS);
 }
 
 static void test_key_of_id(void **state) {
@@ -496,44 +480,76 @@ static void test_key_of_id(void **state) {
     assert_int_equal(ra_req_key_of_id(back, sizeof(back), twice), RA_E_BAD_NAME);
 }
 
-static void test_index_cmd(void **state) {
+/* One script call with several requests: each gets its own outcome, the
+ * open index and the audit stream are maintained by the script, an
+ * audit-only denial is audited, and an error on one request (a key of the
+ * wrong type) fails that request only. */
+static void test_batch(void **state) {
     (void)state;
+    static const uint8_t csr1[] = "CSR-BATCH-1", csr2[] = "CSR-BATCH-2", csr3[] = "CSR-BATCH-3";
+    static const uint8_t cert1[] = {0x30, 0x03, 0x02, 0x01, 0x0b};
+    int64_t now = (int64_t)time(NULL);
+    ra_req_record_t r1, r2, r3;
+    new_req(&r1, "batch", csr1, sizeof(csr1), now);
+    set_issue(&r1, cert1, sizeof(cert1), "0b01", now + 86400);
+    new_req(&r2, "batch", csr2, sizeof(csr2), now);
+    set_reject(&r2, "CSR signature does not verify");
+    new_req(&r3, "batch", csr3, sizeof(csr3), now);
+    set_issue(&r3, cert1, sizeof(cert1), "0b03", now + 86400);
+    char key3[RA_REQ_KEY_MAX], id1[RA_REQ_ID_MAX], id2[RA_REQ_ID_MAX];
+    key_of(key3, sizeof(key3), &r3);
+    const char *set[] = {"SET", key3, "not a hash"};
+    freeReplyObject(redisCommandArgv(rc, 3, set, NULL));
+    ra_req_id(id1, sizeof(id1), "batch", r1.csr_sha256);
+    ra_req_id(id2, sizeof(id2), "batch", r2.csr_sha256);
+
+    const char *xlen[] = {"XLEN", "stp:audit"};
+    redisReply *x = redisCommandArgv(rc, 2, xlen, NULL);
+    long long before = x->integer;
+    freeReplyObject(x);
+
+    static ra_req_batch_t b; /* large */
+    ra_req_batch_init(&b, sha, now);
+    assert_int_equal(ra_req_batch_add(&b, &r1), RA_OK);
+    assert_int_equal(ra_req_batch_add(&b, &r2), RA_OK);
+    ra_req_denial_t d = {.who = "mallory", .peer = "192.0.2.9:1", .protocol = "est", .reason = "bad password"};
+    assert_int_equal(ra_req_batch_add_denial(&b, &d), RA_OK);
+    assert_int_equal(ra_req_batch_add(&b, &r3), RA_OK);
+    ra_req_batch_cmd(&b);
+    redisReply *rep = redisCommandArgv(rc, b.argc, b.argv, b.argvlen);
     ra_req_result_t res;
-    const char *argv[4];
-    size_t argvlen[4];
-    int argc = -1;
-    const char *id = "u:00", *score = "1700000000";
-    memset(&res, 0, sizeof(res));
-    res.outcome = RA_REQ_OUT_ISSUED;
-    assert_false(ra_req_index_cmd(&res, id, score, argv, argvlen, &argc));
-    res.was_open = true;
-    assert_true(ra_req_index_cmd(&res, id, score, argv, argvlen, &argc));
-    assert_int_equal(argc, 3);
-    assert_string_equal(argv[0], "ZREM");
-    assert_string_equal(argv[1], RA_REQ_OPEN_SET);
-    assert_string_equal(argv[2], id);
-    assert_int_equal(argvlen[2], strlen(id));
-    res.outcome = RA_REQ_OUT_EXISTING;
-    assert_false(ra_req_index_cmd(&res, id, score, argv, argvlen, &argc));
-    res.was_open = false;
-    assert_false(ra_req_index_cmd(&res, id, score, argv, argvlen, &argc));
-    for (int o = RA_REQ_OUT_REFUSED; o <= RA_REQ_OUT_REJECTED; o++) {
-        for (int open = 0; open < 2; open++) {
-            res.outcome = (ra_req_outcome_t)o;
-            res.was_open = open;
-            argc = -1;
-            assert_true(ra_req_index_cmd(&res, id, score, argv, argvlen, &argc));
-            assert_int_equal(argc, 4);
-            assert_string_equal(argv[0], "ZADD");
-            assert_string_equal(argv[1], RA_REQ_OPEN_SET);
-            assert_string_equal(argv[2], score);
-            assert_string_equal(argv[3], id);
-            assert_int_equal(argvlen[0], 4);
-            assert_int_equal(argvlen[2], strlen(score));
-        }
+    char why[256];
+    assert_int_equal(ra_req_batch_parse(rep, 4, 0, &res, why, sizeof(why)), RA_OK);
+    assert_int_equal(res.outcome, RA_REQ_OUT_ISSUED);
+    assert_int_equal(ra_req_batch_parse(rep, 4, 1, &res, why, sizeof(why)), RA_OK);
+    assert_int_equal(res.outcome, RA_REQ_OUT_REJECTED);
+    assert_int_equal(ra_req_batch_parse(rep, 4, 2, &res, why, sizeof(why)), RA_OK);
+    assert_int_equal(res.outcome, RA_REQ_OUT_REJECTED);
+    assert_int_equal(ra_req_batch_parse(rep, 4, 3, &res, why, sizeof(why)), RA_E_REDIS);
+    assert_non_null(strstr(why, "WRONGTYPE"));
+    assert_int_equal(ra_req_batch_parse(rep, 5, 0, &res, why, sizeof(why)), RA_E_REDIS); /* wrong n */
+    freeReplyObject(rep);
+    assert_int_equal(zscore_exists(id1), 0);
+    assert_int_equal(zscore_exists(id2), 1);
+    x = redisCommandArgv(rc, 2, xlen, NULL);
+    assert_int_equal(x->integer, before + 3); /* issue, deny, deny; none for the failed one */
+    freeReplyObject(x);
+    const char *last[] = {"XREVRANGE", "stp:audit", "+", "-", "COUNT", "3"};
+    x = redisCommandArgv(rc, 6, last, NULL);
+    assert_int_equal(x->elements, 3);
+    const char *want[] = {"deny", "deny", "issue"}; /* newest first */
+    for (size_t i = 0; i < 3; i++) {
+        const redisReply *f = x->element[i]->element[1];
+        assert_string_equal(f->element[0]->str, "event");
+        assert_string_equal(f->element[1]->str, want[i]);
     }
-    assert_string_equal(ra_req_outcome_str(RA_REQ_OUT_EXISTING), "existing");
-    assert_string_equal(ra_req_outcome_str(RA_REQ_OUT__COUNT), "unknown");
+    freeReplyObject(x);
+
+    /* a batch of the maximum size fits; one more is refused */
+    ra_req_batch_init(&b, sha, now);
+    for (int i = 0; i < RA_REQ_BATCH_MAX; i++) assert_int_equal(ra_req_batch_add_denial(&b, &d), RA_OK);
+    assert_int_equal(ra_req_batch_add_denial(&b, &d), RA_E_NOMEM);
+    assert_int_equal(ra_req_batch_add(&b, &r1), RA_E_NOMEM);
 }
 
 /* ---- malformed replies ---- */
@@ -682,7 +698,7 @@ int main(void) {
         cmocka_unit_test(test_device_not_registered),
         cmocka_unit_test(test_bad_identity),
         cmocka_unit_test(test_key_of_id),
-        cmocka_unit_test(test_index_cmd),
+        cmocka_unit_test(test_batch),
         cmocka_unit_test(test_parse_malformed),
         cmocka_unit_test(test_parse_server_errors),
     };

@@ -96,18 +96,13 @@ static void request(const char *identity, const char *csr, const char *serial, c
                          .renew_serial_hex = renew, .now = now};
     ra_req_cmd_t c;
     ra_req_result_t res;
-    char why[256], score[24];
-    const char *argv[4];
-    size_t argvlen[4];
-    int argc;
+    char why[256];
     SHA256((const uint8_t *)csr, strlen(csr), r.csr_sha256);
     ra_req_id(id, RA_REQ_ID_MAX, identity, r.csr_sha256);
     assert_int_equal(ra_req_record_cmd(&c, sha, &r), RA_OK);
     redisReply *rep = redisCommandArgv(rc, c.argc, c.argv, c.argvlen);
     assert_int_equal(ra_req_record_parse(rep, &res, why, sizeof(why)), RA_OK);
     freeReplyObject(rep);
-    snprintf(score, sizeof(score), "%lld", (long long)now);
-    if (ra_req_index_cmd(&res, id, score, argv, argvlen, &argc)) cmd(argc, argv);
 }
 
 /* Collected entries. */
