@@ -135,8 +135,9 @@ static const char bench_usage_head[] =
     "With --redis (by default stampeded's embedded Redis on DIR/redis.sock) it reads the\n"
     "Redis server's INFO right before and right after the load and reports per enrollment:\n"
     "client commands (calls in INFO commandstats of the commands stampeded sends itself:\n"
-    "evalsha, eval, xadd, hgetall, zadd, zrem, script, select, ping), server commands\n"
-    "(total_commands_processed, which also counts the HMGET/DEL/HSET... a script makes),\n"
+    "evalsha (the batched request script), eval, hgetall, script, select, ping), server\n"
+    "commands (total_commands_processed, which also counts the HMGET/HSET/XADD... the\n"
+    "script makes),\n"
     "reads and writes on the server's sockets (a read is one batch of pipelined commands:\n"
     "a round trip), bytes in and out, and redis-server CPU (used_cpu_sys + used_cpu_user;\n"
     "/proc/PID/stat too when the server runs here). The bench's own two INFO requests are\n"
@@ -606,8 +607,8 @@ static void main_report_redis(const main_result_t *r) {
            "calls, %s reads (round trips: pipelined batches)/enrollment, %.0f B in + %.0f B out "
            "per enrollment, %.2f us redis-server CPU/enrollment\n",
            c->client_cmds, top, c->server_cmds, reads, c->bytes_in, c->bytes_out, c->cpu_us);
-    printf("  redis: %s, pid %llu; client commands = stampeded's own (evalsha eval xadd "
-           "hgetall zadd zrem script select ping) from INFO commandstats; the rest (in scripts, "
+    printf("  redis: %s, pid %llu; client commands = stampeded's own (evalsha eval "
+           "hgetall script select ping) from INFO commandstats; the rest (in scripts, "
            "or other clients): %s; %s writes/enrollment; CPU from /proc: %s us/enrollment\n",
            r->redis_addr, (unsigned long long)c->pid, inner, writes, proc);
 }

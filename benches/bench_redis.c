@@ -39,10 +39,11 @@
 #define REDIS_INFO_CMD "INFO all"   /* one request; "all" exists since Redis 2.6 */
 
 /* The commands stampeded sends on its own connections (dataplane/dp_redis.c,
- * dp_ra.c, ra/ra_audit.c, ra/ra_req.c). Redis >= 7 names subcommands
- * "script|load". */
+ * dp_ra.c): the batched request script, device lookups, SCRIPT LOAD and
+ * SELECT at connect. XADD/ZADD/ZREM/HSET... run inside the script and count
+ * as its inner calls. Redis >= 7 names subcommands "script|load". */
 static const char *const redis_top_level[] = {
-    "evalsha", "eval", "xadd", "hgetall", "zadd", "zrem", "script", "script|load", "select", "ping",
+    "evalsha", "eval", "hgetall", "script", "script|load", "select", "ping",
 };
 #define REDIS_NUM_TOP_LEVEL (sizeof redis_top_level / sizeof redis_top_level[0])
 
