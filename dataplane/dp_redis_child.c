@@ -53,7 +53,10 @@ static pid_t dp_redis_spawn(const dp_redis_child_t *rc) {
     char *argv[] = {"redis-server", "--port", "0", "--unixsocket", (char *)rc->sock, "--unixsocketperm",
                     "700", "--dir", (char *)rc->dir, "--appendonly", "yes", "--appendfsync",
                     rc->fsync_always ? "always" : "everysec", "--save", "", "--daemonize", "no",
-                    "--logfile", logfile, "--protected-mode", "yes", NULL};
+                    "--logfile", logfile, "--protected-mode", "yes",
+                    /* request records (two DER blobs + ~14 small fields) stay one
+                     * compact listpack: 1.9 KiB instead of 2.6 KiB each */
+                    "--hash-max-listpack-value", "4096", NULL};
     execvp("redis-server", argv);
     _exit(127);
 }

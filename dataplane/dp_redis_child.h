@@ -1,7 +1,8 @@
 /* dp_redis_child: the embedded Redis. With no `redis` URL configured,
  * stampeded runs a private redis-server as its child: unix socket
  * DATA/redis.sock (mode 0700, no TCP port), data in DATA/redis/, AOF on with
- * appendfsync everysec (or always), log in DATA/redis/redis.log. The child
+ * appendfsync everysec (or always), hashes as listpacks up to 4 KiB values
+ * (request records stay compact), log in DATA/redis/redis.log. The child
  * dies with stampeded (PR_SET_PDEATHSIG) and is restarted with back-off if it
  * dies alone. stampedectl --data-dir finds the same socket.
  * Thread: main thread only (startup, signal loop, shutdown). */
