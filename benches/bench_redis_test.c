@@ -20,6 +20,7 @@
 
 #include "benches/bench.h"
 #include "ra/ra_redis.h"
+#include "ra/ra_testredis.h"
 
 static const char info_text[] =
     "# Server\r\n"
@@ -183,50 +184,20 @@ static void test_cost(void **state) {
 
 /* ---- against a private redis-server ------------------------------------- */
 
-static char dir[64];
-static pid_t server = -1;
+static ra_testredis_t srv;
 
 static int start_server(void **state) {
     (void)state;
-    char sock[128], why[256];
-    ra_redis_addr_t a;
-    redisContext *c;
-    snprintf(dir, sizeof dir, "/tmp/bench_redis_test.XXXXXX");
-    if (mkdtemp(dir) == NULL)
-        return -1;
-    snprintf(sock, sizeof sock, "%s/redis.sock", dir);
-    if ((server = fork()) == 0) {
-        execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", sock,
-               "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--loglevel",
-               "warning", (char *)NULL);
-        _exit(127);
-    }
-    if (server < 0 || ra_redis_addr_data_dir(&a, dir) != RA_OK)
-        return -1;
-    for (int i = 0; i < 200; i++) {        /* bounded: 10 s */
-        if (ra_redis_connect(&c, &a, 1000, why, sizeof why) == RA_OK) {
-            redisFree(c);
-            return 0;
-        }
-        usleep(50000);
-    }
-    fprintf(stderr, "redis-server did not come up: %s\n", why);
-    return -1;
+    return ra_testredis_start(&srv, "bench_redis_test", NULL);
 }
 
 static int stop_server(void **state) {
     (void)state;
-    char cmd[128];
-    if (server > 0) {
-        kill(server, SIGKILL);
-        waitpid(server, NULL, 0);
-    }
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return ra_testredis_stop(&srv);
 }
 
 static bench_redis_t *open_default(void) {
-    bench_cfg_t cfg = {.data_dir = dir};   /* --redis not given: DIR/redis.sock */
+    bench_cfg_t cfg = {.data_dir = srv.dir};   /* --redis not given: DIR/redis.sock */
     bench_redis_t *r = NULL;
     char addr[256], why[256];
     assert_int_equal(bench_redis_open(&r, &cfg, addr, sizeof addr, why, sizeof why), BENCH_OK);
@@ -248,7 +219,7 @@ static void test_live_idle_costs_nothing(void **state) {
     assert_true(c.bytes_in == 0 && c.bytes_out == 0);
     assert_int_equal(c.num_cmds, 0);
     assert_true(b.proc_known);             /* a local redis-server */
-    assert_int_equal(b.pid, server);
+    assert_int_equal(b.pid, srv.pid);
     bench_redis_close(r);
 }
 
@@ -263,7 +234,7 @@ static void test_live_pipeline(void **state) {
     char *cmd[2], why[256];
     int len[2];
     uint64_t out_bytes = 4;                /* ":1\r\n" */
-    assert_int_equal(ra_redis_addr_data_dir(&addr, dir), RA_OK);
+    assert_int_equal(ra_redis_addr_data_dir(&addr, srv.dir), RA_OK);
     assert_int_equal(ra_redis_connect(&rc, &addr, 1000, why, sizeof why), RA_OK);
     len[0] = redisFormatCommand(&cmd[0], "EVAL %s 1 k",
                                 "redis.call('HSET', KEYS[1], 'a', '1') return 1");

@@ -20,36 +20,17 @@
 #include <unistd.h>
 
 #include "ra/ra_redis.h"
+#include "ra/ra_testredis.h"
 #include "ra/ra_registry.h"
 #include "ra/ra_req.h"
 
-static char dir[64];
-static pid_t server = -1;
+static ra_testredis_t srv;
 static redisContext *rc;
 static char sha[41];
 
 static int start_server(void **state) {
     (void)state;
-    char sock[128];
-    ra_redis_addr_t a;
-    char why[256];
-    snprintf(dir, sizeof(dir), "/tmp/ra_req_test.XXXXXX");
-    if (!mkdtemp(dir)) return -1;
-    snprintf(sock, sizeof(sock), "%s/redis.sock", dir);
-    if ((server = fork()) == 0) {
-        execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700",
-               "--save", "", "--appendonly", "no", "--loglevel", "warning", (char *)NULL);
-        _exit(127);
-    }
-    if (server < 0 || ra_redis_addr_data_dir(&a, dir) != RA_OK) return -1;
-    for (int i = 0; i < 200; i++) { /* bounded: 10 s */
-        if (ra_redis_connect(&rc, &a, 1000, why, sizeof(why)) == RA_OK) break;
-        usleep(50000);
-    }
-    if (!rc) {
-        fprintf(stderr, "redis-server did not come up: %s\n", why);
-        return -1;
-    }
+    if (ra_testredis_start(&srv, "ra_req_test", &rc) != 0) return -1;
     const char *argv[] = {"SCRIPT", "LOAD", ra_req_script()};
     redisReply *r = redisCommandArgv(rc, 3, argv, NULL);
     ra_req_script_sha(sha);
@@ -60,14 +41,9 @@ static int start_server(void **state) {
 
 static int stop_server(void **state) {
     (void)state;
-    char cmd[128];
     if (rc) redisFree(rc);
-    if (server > 0) {
-        kill(server, SIGKILL);
-        waitpid(server, NULL, 0);
-    }
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    rc = NULL;
+    return ra_testredis_stop(&srv);
 }
 
 /* ---- helpers ---- */
