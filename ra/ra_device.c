@@ -211,8 +211,7 @@ void ra_device_encode(ra_device_fields_t *f, const ra_device_t *d) {
     ra_fields_put(f, "updated", "%" PRId64, d->updated);
 }
 
-/* ra_cbs_get_i64 reads all of `v` as a non-negative decimal. */
-static int ra_cbs_get_i64(CBS *v, int64_t *out) {
+int ra_cbs_get_i64(CBS *v, int64_t *out) {
     uint8_t c;
     int64_t x = 0;
     if (CBS_len(v) == 0 || CBS_len(v) > 18) return 0; /* no overflow below 10^18 */

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/bytestring.h>
+
 #include "ra/ra_err.h"
 
 #define RA_DEVICE_NAME_MAX 64
@@ -105,6 +107,10 @@ bool ra_auth_string_check(const char *s, const char *hash);
 /* ra_time_parse reads `YYYY-MM-DDTHH:MM[:SS]` as local time, or with a
  * trailing `Z` as UTC, into unix seconds. Returns RA_OK or RA_E_BAD_TIME. */
 ra_err_t ra_time_parse(const char *s, int64_t *out);
+
+/* ra_cbs_get_i64 reads all of `v` (untrusted) as a non-negative decimal of
+ * at most 18 digits. Returns 1, or 0 if it is anything else. */
+int ra_cbs_get_i64(CBS *v, int64_t *out);
 
 /* ra_device_validate checks a record before it is stored: name, enums, at
  * least one key, a crypt hash ('$...') if auth is string and no hash

@@ -69,19 +69,6 @@ static int ra_cbs_all_hex(const CBS *cbs, int lower) {
     return 1;
 }
 
-/* ra_cbs_get_i64 reads all of `v` as a non-negative decimal. */
-static int ra_cbs_get_i64(CBS *v, int64_t *out) {
-    uint8_t c;
-    int64_t x = 0;
-    if (CBS_len(v) == 0 || CBS_len(v) > 18) return 0; /* no overflow below 10^18 */
-    while (CBS_get_u8(v, &c)) {
-        if (c < '0' || c > '9') return 0;
-        x = x * 10 + (c - '0');
-    }
-    *out = x;
-    return 1;
-}
-
 ra_err_t ra_reqlist_parse_key(ra_reqlist_entry_t *out, const char *key, size_t key_len) {
     CBS k, ident, hash;
     const uint8_t *brace;
