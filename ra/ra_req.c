@@ -181,10 +181,10 @@ ra_err_t ra_req_batch_add(ra_req_batch_t *b, const ra_req_record_t *r) {
         r->renew_serial_hex ? r->renew_serial_hex : "", r->device ? "1" : "0"};
     for (int k = 0; k < RA_REQ_ITEM_ARGS; k++) {
         v[k] = vals[k] ? vals[k] : "";
-        len[k] = strlen(v[k]);
+        /* the CSR and certificate are binary DER, not strings */
+        len[k] = k == 5 ? (r->csr_der ? r->csr_len : 0) : k == 8 ? (r->issue && r->cert_der ? r->cert_len : 0)
+                                                                  : strlen(v[k]);
     }
-    len[5] = r->csr_der ? r->csr_len : 0;
-    len[8] = r->issue && r->cert_der ? r->cert_len : 0;
     return RA_OK;
 }
 
