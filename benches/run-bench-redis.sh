@@ -11,7 +11,9 @@
 # ratio of the medians and the median of the per-round ratios.
 # Usage: benches/run-bench-redis.sh [BUILD_DIR]
 #   COUNT (fresh, default 8000), KA_COUNT (keep-alive, default 20000), RUNS (default 3),
-#   PORT (the redis daemon's; the off daemon listens on PORT+1; default 18653)
+#   PORT (the redis daemon's; the off daemon listens on PORT+1; default 18653),
+#   CONC (client concurrency, default 64; both daemons get the same),
+#   TMPDIR (where the data dirs go, default /tmp: the AOF is written there)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 b=${1:-build-release}
@@ -19,6 +21,7 @@ count=${COUNT:-8000}
 ka_count=${KA_COUNT:-20000}
 runs=${RUNS:-3}
 port=${PORT:-18653}
+conc=${CONC:-64}
 bench="$b/benches/stampede-bench"
 [[ -x $b/dataplane/stampeded && -x $bench ]] || { echo "no stampeded/stampede-bench in $b" >&2; exit 2; }
 
@@ -29,7 +32,7 @@ field() { grep -oE "(^| )$1=[0-9.]+" | cut -d= -f2; }
 bytes() { grep -oE '[0-9]+ B in \+ [0-9]+ B out' | awk -v k="$1" '{print k == 1 ? $1 : $5}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {print (a == "na" || b == "na" || b == 0) ? "na" : sprintf("%.3f", a / b)}'; }
 
-work=$(mktemp -d /tmp/stampede-bench-redis.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/tmp}/stampede-bench-redis.XXXXXX")
 declare -A pid=() dir=() prt=()
 
 # stop: SIGTERM each daemon (it stops its own redis-server), wait at most
@@ -83,7 +86,7 @@ one() {
   [[ $mode == keepalive ]] && n=$ka_count && ka=(--keepalive)
   [[ $c == off ]] && redis=(--redis off)
   out=$("$bench" est --connect "127.0.0.1:${prt[$c]}" --data-dir "${dir[$c]}" --count "$n" \
-    --concurrency 64 "${ka[@]}" "${redis[@]}" 2>"$work/bench.err") || rc=$?
+    --concurrency "$conc" "${ka[@]}" "${redis[@]}" 2>"$work/bench.err") || rc=$?
   if ((rc != 0)); then
     echo "$mode $c: stampede-bench exit $rc" >&2
     tail -5 "$work/bench.err" >&2
