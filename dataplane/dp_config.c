@@ -26,6 +26,7 @@ static const dp_setting_t dp_settings[] = {
     S(capf_listen, DP_T_STR, "", 0, 0, "CAPF listener HOST:PORT (reserved: CAPF is not served yet)"),
     S(est_users, DP_T_STR, "", 0, 0, "htpasswd-style 'user:hash' file (hashes from `openssl passwd -6`); default DATA/est-users, created with a random password for user 'est' on first start"),
     S(redis, DP_T_STR, "", 0, 0, "Redis to use: redis://host:port/db or a unix socket path; empty = start a private redis-server child on DATA/redis.sock (no TCP port, AOF on); off = no system of record (benchmark comparison only: nothing is recorded, no dedup, no registry devices)"),
+    S(deadline_sweep_s, DP_T_UINT, "60", 0, 86400, "every this many seconds, devices whose pending install passed its deadline (--by) get status failed, reason \"deadline passed\" (0 = only when they next try)"),
     S(redis_timeout_ms, DP_T_UINT, "3000", 100, 600000, "a Redis reply later than this drops the connection: requests waiting on it get 503 + Retry-After, and the core reconnects (back-off 100 ms doubling to 2 s)"),
     S(redis_fsync, DP_T_STR, "everysec", 0, 0, "embedded Redis AOF fsync policy: everysec or always"),
     S(cores, DP_T_UINT, "0", 0, 256, "polling cores (threads with their own epoll loop); 0 = one per CPU"),

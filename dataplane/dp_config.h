@@ -53,6 +53,7 @@ typedef struct {
     char *redis;
     char *redis_fsync;
     unsigned redis_timeout_ms;
+    unsigned deadline_sweep_s;
     char *log_level;
 } dp_config_t;
 

@@ -185,6 +185,7 @@ int dp_core_service(dp_core_t *c, int max_wait_ms) {
         }
     }
     int wait = dp_timers_expire(c, max_wait_ms);
+    dp_ra_sweep(c);
     dp_ra_flush(c);                           /* this iteration's records: one script call */
     return dp_redis_service(&c->redis, wait); /* last: writes this iteration's commands */
 }

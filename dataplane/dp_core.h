@@ -158,6 +158,9 @@ struct dp_core {
     dp_ra_flight_t *ra_open;  /* dp_ra.c: the batch of records being filled */
     dp_ra_flight_t *ra_free, *ra_all;
     ra_req_batch_t *ra_batch; /* scratch for building a batch command */
+    dp_redis_req_t sweep_req; /* core 0: the deadline sweep (dp_ra.c) */
+    bool sweep_busy;
+    int64_t next_sweep_ms;
     dp_core_stats_t stats;
 } __attribute__((aligned(64)));
 
@@ -183,6 +186,8 @@ void dp_core_on_completions(dp_core_t *core);
 /* dp_ra_flush sends the core's open batch of request records (dp_ra.c);
  * dp_ra_cleanup frees the core's batches at exit. */
 void dp_ra_flush(dp_core_t *core);
+/* dp_ra_sweep runs the device deadline sweep when due (core 0 only). */
+void dp_ra_sweep(dp_core_t *core);
 void dp_ra_cleanup(dp_core_t *core);
 /* dp_core_should_exit says the core has drained after a stop request. */
 bool dp_core_should_exit(dp_core_t *core);

@@ -14,6 +14,8 @@
  * undecodable body) ride along as audit-only entries. If Redis fails, every
  * request of the flight gets 503 + Retry-After and a signed but unrecorded
  * certificate is discarded.
+ * Core 0 also runs the registry's deadline sweep every deadline_sweep_s
+ * (devices whose pending install passed its deadline become failed).
  * Flights are pooled per core (allocated on first need, reused, freed at
  * exit); nothing is allocated per request.
  * Thread: the owning polling core. */
@@ -200,6 +202,34 @@ bool dp_ra_record(dp_sess_t *s, dp_buf_t *b) {
     f->items[f->n++] = b;
     if (f->n == RA_REQ_BATCH_MAX) dp_ra_flush(c);
     return true;
+}
+
+/* ---- deadline sweep ---- */
+
+#define DP_RA_SWEEP_LIMIT 1000 /* devices per call; the next call continues */
+
+static void ra_on_sweep(dp_redis_req_t *req, redisReply *reply) {
+    dp_core_t *c = caa_container_of(req, dp_core_t, sweep_req);
+    c->sweep_busy = false;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_INTEGER || reply->element[1]->type != REDIS_REPLY_INTEGER) {
+        DP_WARN("deadline sweep failed: %s", reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "no reply");
+        return;
+    }
+    long long failed = reply->element[0]->integer, seen = reply->element[1]->integer;
+    if (failed) DP_INFO("deadline sweep: %lld device(s) passed their deadline: status failed", failed);
+    if (seen >= DP_RA_SWEEP_LIMIT) c->next_sweep_ms = c->now_ms; /* more are due: go on at once */
+}
+
+void dp_ra_sweep(dp_core_t *c) {
+    unsigned every = c->rt->cfg.deadline_sweep_s;
+    if (c->id != 0 || !every || c->sweep_busy || c->now_ms < c->next_sweep_ms || !dp_redis_usable(&c->redis))
+        return;
+    c->next_sweep_ms = c->now_ms + (int64_t)every * 1000;
+    ra_registry_sweep_cmd_t cmd;
+    ra_registry_sweep_cmd(&cmd, (int64_t)time(NULL), DP_RA_SWEEP_LIMIT);
+    c->sweep_req.done = ra_on_sweep;
+    c->sweep_busy = dp_redis_command(&c->redis, &c->sweep_req, cmd.argc, cmd.argv, NULL);
 }
 
 void dp_ra_cleanup(dp_core_t *c) {

@@ -26,6 +26,34 @@ static const char ra_status_script[] =
     "redis.call('HSET', KEYS[1], 'status', ARGV[1], 'reason', ARGV[2], 'updated', ARGV[3])\n"
     "return 1\n";
 
+/* KEYS[1] stp:deadlines, KEYS[2] stp:audit; ARGV[1] now, ARGV[2] at most
+ * this many devices. Reply {marked failed, looked at}. The device keys are
+ * derived from the members (standalone Redis; see docs/redis-schema.md). */
+static const char ra_sweep_script[] =
+    "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))\n"
+    "local n = 0\n"
+    "for _, name in ipairs(due) do\n"
+    "  local k = 'stp:dev:{' .. name .. '}'\n"
+    "  local d = redis.call('HMGET', k, 'op', 'status', 'by')\n"
+    "  local by = tonumber(d[3] or '0') or 0\n"
+    "  if d[1] == 'install' and d[2] ~= 'failed' and by ~= 0 and by <= tonumber(ARGV[1]) then\n"
+    "    redis.call('HSET', k, 'status', 'failed', 'reason', 'deadline passed', 'updated', ARGV[1])\n"
+    "    redis.call('XADD', KEYS[2], '*', 'event', 'deadline-passed', 'time', ARGV[1], 'device', name,\n"
+    "      'reason', 'deadline passed')\n"
+    "    n = n + 1\n"
+    "  end\n"
+    "  redis.call('ZREM', KEYS[1], name)\n"
+    "end\n"
+    "return {n, #due}\n";
+
+void ra_registry_sweep_cmd(ra_registry_sweep_cmd_t *cmd, int64_t now, unsigned limit) {
+    snprintf(cmd->now, sizeof(cmd->now), "%lld", (long long)now);
+    snprintf(cmd->limit, sizeof(cmd->limit), "%u", limit);
+    const char *argv[] = {"EVAL", ra_sweep_script, "2", RA_REGISTRY_DEADLINES, RA_AUDIT_KEY, cmd->now, cmd->limit};
+    for (int i = 0; i < 7; i++) cmd->argv[i] = argv[i];
+    cmd->argc = 7;
+}
+
 void ra_registry_key(char *buf, size_t buf_len, const char *name) {
     snprintf(buf, buf_len, "stp:dev:{%s}", name);
 }
@@ -69,22 +97,33 @@ static ra_err_t ra_reply_int(redisContext *c, long long *out, char *why, size_t 
     return e;
 }
 
-/* ra_index_and_audit adds or removes `name` in the index set and appends
- * an audit entry, in one round trip. */
-static ra_err_t ra_index_and_audit(redisContext *c, bool add, const char *event, const char *name,
-                                   const char *peer, const char *reason, char *why, size_t why_len) {
+/* ra_index_and_audit adds or removes `name` in the index set and in the
+ * deadline set (score `deadline`, 0 = remove), and appends an audit entry,
+ * in one round trip. */
+static ra_err_t ra_index_and_audit(redisContext *c, bool add, int64_t deadline, const char *event,
+                                   const char *name, const char *peer, const char *reason, char *why,
+                                   size_t why_len) {
     const char *argv[] = {add ? "SADD" : "SREM", RA_REGISTRY_SET, name};
+    char score[24];
+    snprintf(score, sizeof(score), "%lld", (long long)deadline);
+    const char *dl_add[] = {"ZADD", RA_REGISTRY_DEADLINES, score, name};
+    const char *dl_rem[] = {"ZREM", RA_REGISTRY_DEADLINES, name};
     long long n;
     if (redisAppendCommandArgv(c, 3, argv, NULL) != REDIS_OK ||
+        (deadline ? redisAppendCommandArgv(c, 4, dl_add, NULL) : redisAppendCommandArgv(c, 3, dl_rem, NULL)) !=
+            REDIS_OK ||
         ra_audit_append(c, event, name, peer, reason, NULL) != RA_OK) {
         snprintf(why, why_len, "out of memory");
         return RA_E_NOMEM;
     }
     ra_err_t e = ra_reply_int(c, &n, why, why_len);
-    redisReply *r = NULL;
-    ra_err_t e2 = ra_reply_take(c, &r, why, why_len); /* always drain the pipeline */
-    if (r) freeReplyObject(r);
-    return e != RA_OK ? e : e2;
+    for (int i = 0; i < 2; i++) { /* always drain the pipeline */
+        redisReply *r = NULL;
+        ra_err_t e2 = ra_reply_take(c, &r, why, why_len);
+        if (r) freeReplyObject(r);
+        if (e == RA_OK) e = e2;
+    }
+    return e;
 }
 
 ra_err_t ra_registry_add(redisContext *c, const ra_device_t *d, bool replace, const char *peer,
@@ -121,7 +160,9 @@ ra_err_t ra_registry_add(redisContext *c, const ra_device_t *d, bool replace, co
         snprintf(why, why_len, "device %s already exists (use --replace)", rec.name);
         return RA_E_EXISTS;
     }
-    return ra_index_and_audit(c, true, "device-add", rec.name, peer, n == 2 ? "replaced" : "created",
+    /* Only a pending install can miss its deadline. */
+    int64_t deadline = rec.op == RA_OP_INSTALL ? rec.by : 0;
+    return ra_index_and_audit(c, true, deadline, "device-add", rec.name, peer, n == 2 ? "replaced" : "created",
                               why, why_len);
 }
 
@@ -233,7 +274,7 @@ ra_err_t ra_registry_delete(redisContext *c, const char *name, const char *peer,
         snprintf(why, why_len, "no device %s", name);
         return RA_E_NOT_FOUND;
     }
-    return ra_index_and_audit(c, false, "device-delete-record", name, peer, NULL, why, why_len);
+    return ra_index_and_audit(c, false, 0, "device-delete-record", name, peer, NULL, why, why_len);
 }
 
 ra_err_t ra_registry_set_status(redisContext *c, const char *name, ra_status_t status,

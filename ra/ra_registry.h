@@ -23,6 +23,19 @@
 #include "ra/ra_err.h"
 
 #define RA_REGISTRY_SET "stp:devices"
+#define RA_REGISTRY_DEADLINES "stp:deadlines"
+
+/* ra_registry_sweep_cmd builds the deadline sweep: devices whose pending
+ * install passed its deadline ("Operation Completes By") get status failed,
+ * reason "deadline passed", and an audit entry "deadline-passed"; at most
+ * `limit` devices per call; each due member leaves stp:deadlines. The reply
+ * is {marked failed, looked at}. Send argv with any hiredis flavour. */
+typedef struct {
+    const char *argv[7];
+    int argc;
+    char now[24], limit[16];
+} ra_registry_sweep_cmd_t;
+void ra_registry_sweep_cmd(ra_registry_sweep_cmd_t *cmd, int64_t now, unsigned limit);
 
 /* ra_registry_key writes `stp:dev:{NAME}` into `buf`. */
 void ra_registry_key(char *buf, size_t buf_len, const char *name);

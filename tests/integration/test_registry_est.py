@@ -319,5 +319,52 @@ class TestRegistryEst(fx.SharedDaemonTestCase):
         self.assertEqual([(e['event'], e['device']) for e in ents], [('deny', name)] * 2, ents)
 
 
+class TestDeadlineSweep(fx.SharedDaemonTestCase):
+    """stampeded's deadline sweep (deadline_sweep_s, here 1 s): a device
+    whose pending install passed its deadline becomes failed with reason
+    "deadline passed" without trying to enroll; other devices are left
+    alone."""
+    DAEMON_ARGS = ('--deadline-sweep-s', '1')
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.redis = fx.RedisClient(os.path.join(cls.d.data_dir, 'redis.sock'))
+
+    def ctl(self, *args):
+        return fx.run([CTL, '--data-dir', self.d.data_dir] + [str(a) for a in args], check=True)
+
+    def show(self, name):
+        return json.loads(self.ctl('device', 'show', name, '--json').stdout)
+
+    def test_sweep(self):
+        tag = secrets.token_hex(4)
+        late, future, delete = 'SEPLATE%s' % tag, 'SEPSOON%s' % tag, 'SEPDEL%s' % tag
+        mark = self.redis.last_id(AUDIT)
+        self.ctl('device', 'add', late, '--op', 'install', '--auth', 'null', '--by', '2020-01-01T00:00Z')
+        self.ctl('device', 'add', future, '--op', 'install', '--auth', 'null', '--by', '2099-01-01T00:00Z')
+        self.ctl('device', 'add', delete, '--op', 'delete', '--auth', 'null', '--by', '2020-01-01T00:00Z')
+        self.assertIsNotNone(self.redis.command('ZSCORE', 'stp:deadlines', future))
+        self.assertIsNone(self.redis.command('ZSCORE', 'stp:deadlines', delete), 'only installs have deadlines')
+        deadline = time.monotonic() + 10
+        while self.show(late)['status'] != 'failed' and time.monotonic() < deadline:
+            time.sleep(0.2)
+        dev = self.show(late)
+        self.assertEqual((dev['status'], dev['reason'], dev['op']), ('failed', 'deadline passed', 'install'), dev)
+        self.assertIsNone(self.redis.command('ZSCORE', 'stp:deadlines', late), 'swept members leave the set')
+        ents = [f for _, f in self.redis.xrange(AUDIT, '(' + mark) if f.get('event') == 'deadline-passed']
+        self.assertEqual([e['device'] for e in ents], [late], ents)
+        self.assertEqual(self.show(future)['status'], 'pending')
+        self.assertEqual(self.show(delete)['status'], 'pending')
+        report = self.ctl('report').stdout.decode()
+        self.assertRegex(report, r'%s\s+install\s+null\s+failed' % late)
+        # replacing the device with a later deadline makes it pending again and re-arms it
+        self.ctl('device', 'add', late, '--op', 'install', '--auth', 'null', '--by', '2099-01-01T00:00Z', '--replace')
+        self.assertEqual(self.show(late)['status'], 'pending')
+        self.assertIsNotNone(self.redis.command('ZSCORE', 'stp:deadlines', late))
+        self.ctl('device', 'delete', future)
+        self.assertIsNone(self.redis.command('ZSCORE', 'stp:deadlines', future), 'delete removes the deadline')
+
+
 if __name__ == '__main__':
     fx.main()
