@@ -91,8 +91,7 @@ bool dp_ra_lookup(dp_sess_t *s, dp_buf_t *b) {
 static void ra_outcome(dp_core_t *c, est_enroll_t *e, const ra_req_result_t *res) {
     switch (res->outcome) {
     case RA_REQ_OUT_ISSUED:
-        DP_INFO("EST issued serial=%s identity=%s cn=%s peer=%s", res->serial, e->identity, e->subject_cn,
-                e->peer.addr);
+        est_log_issued(e, res->serial);
         break;
     case RA_REQ_OUT_EXISTING:
         c->stats.reissued++;

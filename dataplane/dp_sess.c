@@ -576,7 +576,8 @@ void dp_sess_job_done(dp_sess_t *s, dp_buf_t *b) {
         sess_free(s);
         return;
     }
-    if (!s->core->rt->est.registry) {
+    if (!s->core->rt->est.registry) { /* redis = off: nothing to record */
+        if (b->enroll.issued) est_log_issued(&b->enroll, b->enroll.serial_hex);
         sess_answer(s, b);
         return;
     }

@@ -352,8 +352,14 @@ void est_enroll_run(const est_ctx_t *est, est_enroll_t *e, unsigned worker) {
     e->cert_len = cert_len;
     e->issued = true;
     est_serial_hex(e->serial_hex, sizeof(e->serial_hex), e->serial, CX_SERIAL_LEN);
-    DP_INFO("EST %s signed serial=%s cn=%s peer=%s identity=%s auth=%s", e->reenroll ? "simplereenroll" : "simpleenroll",
+    DP_DEBUG("EST %s signed serial=%s cn=%s peer=%s identity=%s auth=%s", e->reenroll ? "simplereenroll" : "simpleenroll",
             e->serial_hex, e->subject_cn, e->peer.addr, e->identity,
+            e->is_device ? "device" : e->basic ? "basic" : "tls-client-cert");
+}
+
+void est_log_issued(const est_enroll_t *e, const char *serial) {
+    DP_INFO("EST %s issued serial=%s cn=%s peer=%s identity=%s auth=%s", e->reenroll ? "simplereenroll" : "simpleenroll",
+            serial, e->subject_cn, e->peer.addr, e->identity,
             e->is_device ? "device" : e->basic ? "basic" : "tls-client-cert");
 }
 

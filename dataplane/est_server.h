@@ -127,6 +127,10 @@ void est_cert_response(est_enroll_t *e, const uint8_t *der, size_t der_len);
  * refuses a request. */
 void est_deny_response(est_enroll_t *e, int status, const char *reason);
 
+/* est_log_issued writes the one info line of an issuance (after it is
+ * recorded, or at once when nothing is recorded). `serial` is hex. */
+void est_log_issued(const est_enroll_t *e, const char *serial);
+
 /* est_error_body formats a short text/plain reason "<reason>\n" into `out`.
  * Returns its length. */
 size_t est_error_body(char *out, size_t cap, const char *reason);
