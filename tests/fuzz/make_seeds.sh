@@ -3,7 +3,7 @@
 # test time: no key material is kept in the repository).
 set -euo pipefail
 d="$1"
-mkdir -p "$d/fuzz_csr" "$d/fuzz_b64" "$d/fuzz_http" "$d/fuzz_device"
+mkdir -p "$d/fuzz_csr" "$d/fuzz_b64" "$d/fuzz_http" "$d/fuzz_device" "$d/fuzz_capf_msg" "$d/fuzz_capf_spki"
 t=$(mktemp -d)
 trap 'rm -rf "$t"' EXIT
 openssl req -new -newkey rsa:2048 -nodes -keyout "$t/k1" -subj "/CN=SEP001122334455" -outform DER -out "$d/fuzz_csr/rsa.der" 2>/dev/null
@@ -15,3 +15,66 @@ printf 'POST /.well-known/est/simpleenroll HTTP/1.1\r\nHost: a\r\nContent-Type: 
 printf 'GET /.well-known/est/cacerts HTTP/1.0\r\nConnection: keep-alive\r\n\r\n' > "$d/fuzz_http/get"
 printf 'op\ninstall\nauth\nstring\nauth_hash\n$6$salt$hash\nkeys\nec256,rsa2048\nby\n1798758000\nstatus\nfailed\nreason\ndeadline passed\nlsc_serial\n0AFF\nlsc_not_after\n1900000000\nauth_failures\n2\ncreated\n1\nupdated\n2' > "$d/fuzz_device/record"
 printf 'op\nnone\nauth\nmic\nkeys\nrsa4096' > "$d/fuzz_device/short"
+
+# CAPF (capf-protocol.md §2.9): hex examples, plus messages around keys and a
+# certificate made now. hexbytes "55 01 |..." writes the bytes; capf_msg OP
+# wraps stdin in a header (session id 0x123) with the right body length.
+hexbytes() { printf "$(printf '%s' "$1" | tr -cd '0-9a-fA-F' | sed 's/../\\x&/g')"; }
+capf_msg() {
+  local body n
+  body=$(mktemp -p "$t")
+  cat > "$body"
+  n=$(stat -c %s "$body")
+  hexbytes "55 $1 00 00 01 23 $(printf '%02x %02x' $((n >> 8)) $((n & 255)))"
+  cat "$body"
+}
+c="$d/fuzz_capf_msg"
+hexbytes "55 01 00 00 01 23 00 04 07 00 01 03" > "$c/auth_request"
+hexbytes "55 01 00 00 01 23 00 08 07 00 01 03 08 00 01 00" > "$c/auth_request_type"
+hexbytes "55 02 00 00 01 23 00 12 07 00 01 02 0d 00 07 43 53 46 31 32 33 00 01 00 01 01" > "$c/auth_response_jabber"
+hexbytes "55 02 00 00 01 23 00 25 01 00 01 01 07 00 01 03 0b 00 07 31 32 33 34 35 36 00
+          0d 00 10 53 45 50 37 34 41 30 32 46 43 30 41 36 37 35 00" > "$c/auth_response_phone"
+hexbytes "55 03 00 00 01 23 00 05 0a 00 02 08 00" > "$c/keygen_v2"
+hexbytes "55 03 00 00 01 23 00 09 0a 00 02 08 00 11 00 01 00" > "$c/keygen_v3_rsa"
+hexbytes "55 03 00 00 01 23 00 08 11 00 01 01 12 00 01 01" > "$c/keygen_v3_ec"
+hexbytes "55 11 00 00 01 23 00 00" > "$c/in_progress"
+hexbytes "55 0a 00 00 01 23 00 04 01 00 01 01" > "$c/store_response"
+hexbytes "55 0f 00 00 01 23 00 04 01 00 01 07" > "$c/end_session"
+hexbytes "55 0b 00 00 01 23 00 00" > "$c/fetch_request"
+hexbytes "55 0e 00 00 01 23 00 04 01 00 01 07" > "$c/delete_response"
+hexbytes "55 04 00 00 01 23 00 04 01 00 01 07" > "$c/keygen_failed"
+hexbytes "55 0f 00 00 01 23 00 04 01 00 01 01 55 11 00 00 01 23 00 00" > "$c/pipelined"
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$t/capf_rsa" 2>/dev/null
+openssl pkey -in "$t/capf_rsa" -pubout -outform DER -out "$t/capf_rsa.spki" 2>/dev/null
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out "$t/capf_ec" 2>/dev/null
+openssl pkey -in "$t/capf_ec" -pubout -outform DER -out "$t/capf_ec.spki" 2>/dev/null
+for k in rsa ec; do
+  n=$(stat -c %s "$t/capf_$k.spki")
+  { hexbytes "09 $(printf '%02x %02x' $((n >> 8)) $((n & 255)))"; cat "$t/capf_$k.spki"; } |
+    capf_msg 04 > "$c/keygen_response_$k"
+done
+openssl req -x509 -new -key "$t/capf_ec" -subj "/CN=SEP74A02FC0A675" -days 30 -outform DER \
+  -out "$t/capf_lsc.der" 2>/dev/null
+n=$(stat -c %s "$t/capf_lsc.der")
+cert_el() {   # CERTIFICATE element around $t/capf_lsc.der, type $1 (01 LSC, 02 MIC)
+  hexbytes "04 $(printf '%02x %02x' $(((n + 5) >> 8)) $(((n + 5) & 255))) 01
+            $(printf '%02x %02x' $(((n + 2) >> 8)) $(((n + 2) & 255))) 00 $1"
+  cat "$t/capf_lsc.der"
+}
+{ hexbytes "03 00 01 01"; cert_el 01; } | capf_msg 09 > "$c/store_request"
+{ hexbytes "01 00 01 01"; cert_el 01; } | capf_msg 0c > "$c/fetch_response"
+{ hexbytes "01 00 01 01 07 00 01 03 0d 00 10 53 45 50 37 34 41 30 32 46 43 30 41 36 37 35 00"
+  cert_el 02
+  hexbytes "06 00 04 aa bb cc dd 14 00 07 03 00 04 aa bb cc dd
+            10 00 0c 00 00 01 aa 01 00 01 bb 03 00 01 cc 15 00 00"; } |
+  capf_msg 02 > "$c/auth_response_cert"
+s="$d/fuzz_capf_spki"
+cp "$t/capf_rsa.spki" "$s/rsa2048"
+cp "$t/capf_ec.spki" "$s/p384"
+for curve in P-256 P-521; do
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:$curve -out "$t/k_$curve" 2>/dev/null
+  openssl pkey -in "$t/k_$curve" -pubout -outform DER -out "$s/$curve" 2>/dev/null
+done
+openssl ec -in "$t/k_P-256" -pubout -conv_form compressed -outform DER -out "$s/P-256c" 2>/dev/null
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:1024 -pkeyopt rsa_keygen_pubexp:3 2>/dev/null |
+  openssl pkey -pubout -outform DER -out "$s/rsa1024e3" 2>/dev/null

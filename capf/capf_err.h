@@ -1,0 +1,52 @@
+/* capf_err: error codes of the capf/ module (the CAPF wire codec of
+ * capf_msg and the public-key checks of capf_spki) and their to-string
+ * table. 0 is success; CAPF_PARTIAL is a status, not a failure ("need more
+ * bytes"). Each code names one precise cause for logs and status records;
+ * on the wire every failure becomes END_SESSION REASON=07
+ * (capf-protocol.md §2.7.3), which is the session's job, not this module's.
+ * Thread: any thread. */
+#ifndef CAPF_ERR_H
+#define CAPF_ERR_H
+
+typedef enum {
+    CAPF_OK = 0,
+    CAPF_PARTIAL,            /* message incomplete: read more bytes */
+    /* header (§2.1, §2.10 rule 1) */
+    CAPF_E_SHORT_HEADER,     /* fewer than the 8 header bytes */
+    CAPF_E_MAGIC,            /* protocol id is not 0x55 */
+    CAPF_E_OPCODE,           /* opcode 00, 18..ff: never assigned */
+    CAPF_E_OVERSIZE,         /* body length over the maximum for the opcode */
+    CAPF_E_TRUNCATED,        /* fewer body bytes than the length field says */
+    CAPF_E_TRAILING,         /* bytes after the body the length field covers */
+    /* elements (§2.2, §2.10 rules 4 to 6) */
+    CAPF_E_ELEMENT_TRUNCATED, /* element header or value crosses the body end */
+    CAPF_E_TAG,              /* element tag 00 (invalid, §4.3) */
+    CAPF_E_ELEMENT_LENGTH,   /* element length not allowed for its tag */
+    CAPF_E_DUPLICATE,        /* a known tag appears twice */
+    CAPF_E_STRING,           /* string without its final 00, or with another 00 */
+    CAPF_E_CERT_ELEMENT,     /* CERTIFICATE wrapper malformed (§2.6) */
+    CAPF_E_NESTED,           /* SUDI_DATA / SHA2_SIGNED_DATA blocks malformed */
+    CAPF_E_MISSING,          /* an element the opcode requires is absent */
+    /* accessors */
+    CAPF_E_ABSENT,           /* the element asked for is not in the message */
+    CAPF_E_ENUM,             /* enumeration value outside its table (§2.5) */
+    CAPF_E_NAME,             /* device name: bad length or character (§2.10 rule 7) */
+    /* builder */
+    CAPF_E_ARG,              /* not a server message of §2.9 / bad value given */
+    CAPF_E_BUFFER,           /* the output CBB refused the bytes (full / no memory) */
+    /* public key (§3.2) */
+    CAPF_E_SPKI_DER,         /* not exactly one DER SubjectPublicKeyInfo */
+    CAPF_E_SPKI_ALG,         /* key algorithm neither RSA nor EC */
+    CAPF_E_SPKI_TYPE,        /* key type is not the one requested */
+    CAPF_E_SPKI_RSA_SIZE,    /* modulus size not the requested one or out of policy */
+    CAPF_E_SPKI_RSA_EXP,     /* exponent even, below 3 or above 2^32 */
+    CAPF_E_SPKI_CURVE,       /* curve unknown, not allowed or not the requested one */
+    CAPF_E_SPKI_POINT,       /* EC point malformed, off the curve or at infinity */
+    CAPF_E__COUNT
+} capf_err_t;
+
+/* capf_err_str returns a static, human-readable string for `e` (never NULL;
+ * "unknown" for values outside the enum). This function can't fail. */
+const char *capf_err_str(capf_err_t e);
+
+#endif
