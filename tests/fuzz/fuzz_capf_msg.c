@@ -1,4 +1,4 @@
-/* fuzz_capf_msg: libFuzzer target for the CAPF codec (capf/capf_msg: every
+/* fuzz_capf_msg: libFuzzer target for the CAPF codec (dataplane/capf_msg: every
  * byte a CAPF client sends goes through it). Checks that capf_msg_need and
  * capf_msg_parse agree on the header, parses the first whole message of the
  * input (what a session would do with pipelined bytes), checks that every
@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "capf/capf_msg.h"
+#include "dataplane/capf_msg.h"
 
 static void check_inside(const CBS *v, const uint8_t *data, size_t size) {
     if (CBS_len(v) == 0)

@@ -16,7 +16,7 @@
 #include <openssl/rsa.h>
 #include <openssl/sha.h>
 
-#include "capf/capf_spki.h"
+#include "dataplane/capf_spki.h"
 
 static const capf_keyspec_t specs[] = {
     {.type = CAPF_KEY_RSA, .rsa_bits = 512},  {.type = CAPF_KEY_RSA, .rsa_bits = 1024},

@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "capf/capf_msg.h"
+#include "dataplane/capf_msg.h"
 #include "crypto/cx_testkit.h"
 
 #define SID 0x00000123u

@@ -15,7 +15,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
-#include "capf/capf_spki.h"
+#include "dataplane/capf_spki.h"
 #include "crypto/cx_testkit.h"
 
 static EVP_PKEY *g_rsa2048, *g_rsa1024, *g_p256, *g_p384, *g_p521, *g_p224;

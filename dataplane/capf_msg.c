@@ -8,7 +8,7 @@
  * message description before it writes a byte, then writes header and
  * body into the caller's CBB in one go (one message = one SSL_write, §1.1).
  * Thread: any thread (polling cores); no shared mutable state. */
-#include "capf/capf_msg.h"
+#include "dataplane/capf_msg.h"
 
 #include <string.h>
 

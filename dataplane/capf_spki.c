@@ -7,7 +7,7 @@
  * (BoringSSL's own refusals would all look like "not DER").
  * Thread: any thread; no shared state. EVP_parse_public_key allocates, so
  * call it where the session may allocate (not inside a polling burst). */
-#include "capf/capf_spki.h"
+#include "dataplane/capf_spki.h"
 
 #include <openssl/bn.h>
 #include <openssl/bytestring.h>

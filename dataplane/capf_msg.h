@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <openssl/bytestring.h>
 
-#include "capf/capf_err.h"
+#include "dataplane/capf_err.h"
 
 /* Wire constants (§2.1, §1.1). */
 #define CAPF_MAGIC 0x55

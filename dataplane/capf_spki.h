@@ -16,8 +16,8 @@
 #include <stdint.h>
 #include <openssl/evp.h>
 
-#include "capf/capf_err.h"
-#include "capf/capf_msg.h"
+#include "dataplane/capf_err.h"
+#include "dataplane/capf_msg.h"
 
 /* Default RSA bounds. §5.1 lets an operator provision 512..4096; below 2048
  * must be an explicit setting (FIPS phones refuse < 2048, §1). */

@@ -1,4 +1,4 @@
-/* capf_err: error codes of the capf/ module (the CAPF wire codec of
+/* capf_err: error codes of the CAPF engine (the CAPF wire codec of
  * capf_msg and the public-key checks of capf_spki) and their to-string
  * table. 0 is success; CAPF_PARTIAL is a status, not a failure ("need more
  * bytes"). Each code names one precise cause for logs and status records;

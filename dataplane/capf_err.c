@@ -1,5 +1,5 @@
 /* capf_err: to-string table for capf_err_t. Thread: any thread. */
-#include "capf/capf_err.h"
+#include "dataplane/capf_err.h"
 
 static const char *const capf_err_text[CAPF_E__COUNT] = {
     [CAPF_OK] = "ok",
