@@ -179,6 +179,9 @@ int dp_core_service(dp_core_t *c, int max_wait_ms) {
     }
     if (c->draining && c->now_ms >= c->rt->stop_deadline_ms && c->num_sess) {
         DP_WARN("drain deadline passed with %u sessions open; closing them", c->num_sess);
+        /* Sessions waiting on a hung Redis have no timer: failing the
+         * connection answers them (503) and they close like the rest. */
+        dp_redis_close(&c->redis);
         for (int k = 0; k < DP_T__COUNT; k++) {
             dp_sess_t *s, *tmp;
             cds_list_for_each_entry_safe(s, tmp, &c->timers[k], timer_link) dp_sess_timeout(s);
