@@ -217,7 +217,7 @@ static bool sess_reply(dp_sess_t *s, const est_reply_t *r, bool keep_alive) {
     b->resp_off = req_cap(s->core);
     b->resp_len = sess_format(s, b->data + b->resp_off, s->core->buf_cap - b->resp_off, r, s->keep_alive);
     if (r->status >= 400) {
-        s->core->stats.bad_requests++;
+        if (r->status < 500) s->core->stats.bad_requests++; /* 503s are counted as shed */
         DP_INFO("EST %d peer=%s: %.*s", r->status, s->peer,
                 r->log_reason ? (int)strcspn(r->log_reason, "\n") : 0, r->log_reason ? r->log_reason : "");
     }
