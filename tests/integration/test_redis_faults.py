@@ -317,6 +317,27 @@ class TestRedisFaults(fx.DaemonTestCase):
                         'no recovery after SIGCONT')
         self.stop_ok(d)
 
+    def test_sigterm_with_redis_hung(self):
+        """SIGTERM while an enrollment waits on a hung Redis (reply timeout
+        far away): at the drain deadline the Redis connection is dropped,
+        the waiting client gets 503 and stampeded exits 0 in time."""
+        rs = RedisServer(self.tmp, port=fx.free_port()).start()
+        self.addCleanup(rs.kill)
+        d = self.daemon(['--redis', rs.url, '--redis-timeout-ms', '60000', '--drain-timeout', '1'])
+        csr = self.csrs(1, 'drainhung')[0]
+        rs.proc.send_signal(signal.SIGSTOP)
+        self.addCleanup(rs.proc.send_signal, signal.SIGCONT)
+        box = {}
+        t = threading.Thread(target=lambda: box.setdefault('r', self.enroll(d, csr)), daemon=True)
+        t.start()
+        time.sleep(1.0)  # the request is signed and waits for its record
+        t0 = time.monotonic()
+        self.stop_ok(d)
+        self.assertLess(time.monotonic() - t0, 10.0)
+        t.join(CLIENT_TIMEOUT)
+        self.assertIn('r', box, 'the waiting client got no answer')
+        self.assert_503(box['r'])
+
     # ------------------------------------------------------------ embedded Redis killed -9 under load
 
     def test_embedded_redis_killed_under_load(self):
