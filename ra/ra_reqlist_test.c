@@ -31,12 +31,8 @@ static char sha[41];
 static int start_server(void **state) {
     (void)state;
     if (ra_testredis_start(&srv, "ra_reqlist_test", &rc) != 0) return -1;
-    const char *argv[] = {"SCRIPT", "LOAD", ra_req_script()};
-    redisReply *r = redisCommandArgv(rc, 3, argv, NULL);
     ra_req_script_sha(sha);
-    int ok = r && r->type == REDIS_REPLY_STRING && !strcmp(r->str, sha);
-    if (r) freeReplyObject(r);
-    return ok ? 0 : -1;
+    return ra_testredis_load_script(rc, ra_req_script(), sha);
 }
 
 static int stop_server(void **state) {

@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -46,6 +47,16 @@ static inline int ra_testredis_start(ra_testredis_t *t, const char *name, redisC
     }
     fprintf(stderr, "redis-server did not come up: %s\n", why);
     return -1;
+}
+
+/* ra_testredis_load_script loads `script` with SCRIPT LOAD and checks that
+ * Redis names it `sha` (the SHA-1 the daemon computes). 0 or -1. */
+static inline int ra_testredis_load_script(redisContext *c, const char *script, const char *sha) {
+    const char *argv[] = {"SCRIPT", "LOAD", script};
+    redisReply *r = redisCommandArgv(c, 3, argv, NULL);
+    int ok = r && r->type == REDIS_REPLY_STRING && r->len == 40 && !memcmp(r->str, sha, 40);
+    if (r) freeReplyObject(r);
+    return ok ? 0 : -1;
 }
 
 /* ra_testredis_stop kills the server and removes its directory. */
