@@ -40,7 +40,7 @@ typedef enum {
     DP_S_HANDSHAKE = 0,  /* TLS handshake in progress */
     DP_S_READ,           /* reading a request */
     DP_S_JOB,            /* request in the signing pool */
-    DP_S_RA,             /* waiting for Redis (device lookup, record, audit) */
+    DP_S_RA,             /* waiting for Redis (device lookup, or the record) */
     DP_S_WRITE,          /* response partly sent, waiting for the socket */
     DP_S_LINGER,         /* last response and close_notify sent: waiting
                             briefly for the client to close first */
@@ -73,8 +73,7 @@ typedef struct dp_buf {
     cx_job_t job;
     dp_sess_t *sess;          /* owner (set while in use) */
     est_enroll_t enroll;      /* EST enrollment job */
-    dp_redis_req_t rreq;      /* the Redis command in flight (dp_ra.c) */
-    uint8_t ra_phase;         /* dp_ra.c: which one */
+    dp_redis_req_t rreq;      /* the device lookup in flight (dp_ra.c) */
     /* request / response bookkeeping */
     size_t len;               /* request bytes buffered in data */
     size_t consumed;          /* bytes of the current request (header + body) */

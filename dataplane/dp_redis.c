@@ -77,11 +77,16 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
     redis_down(r, cause);
 }
 
+/* redis_answered books one reply (or its failure) of an inflight command. */
+static void redis_answered(dp_redis_t *r) {
+    if (r->inflight) r->inflight--;
+    r->progress_ms = r->core->now_ms;
+}
+
 /* redis_reply is the trampoline of every command. */
 static void redis_reply(redisAsyncContext *ac, void *reply, void *priv) {
     dp_redis_t *r = ac->data;
-    if (r->inflight) r->inflight--;
-    r->progress_ms = r->core->now_ms;
+    redis_answered(r);
     if (!reply) r->stats.failed++;
     dp_redis_req_t *req = priv;
     if (req) req->done(req, reply);
@@ -91,8 +96,7 @@ static void on_script_loaded(redisAsyncContext *ac, void *reply, void *priv) {
     (void)priv;
     dp_redis_t *r = ac->data;
     redisReply *rep = reply;
-    if (r->inflight) r->inflight--;
-    r->progress_ms = r->core->now_ms;
+    redis_answered(r);
     if (!rep) return; /* connection gone: redis_down runs */
     if (rep->type != REDIS_REPLY_STRING || rep->len != 40 || memcmp(rep->str, r->sha, 40) != 0) {
         char cause[160];

@@ -272,6 +272,13 @@ static bool sess_busy(dp_sess_t *s, const char *text, const char *why) {
     return sess_reply(s, &r, s->buf->enroll.keep_alive);
 }
 
+/* sess_registry_busy sheds an enrollment because Redis cannot record it
+ * (not connected, or it failed under the request). */
+static bool sess_registry_busy(dp_sess_t *s) {
+    s->state = DP_S_READ; /* for sess_reply's bookkeeping */
+    return sess_busy(s, dp_ra_unavailable_text(), "registry unavailable");
+}
+
 /* sess_submit_job hands the enrollment to the signing pool. */
 static bool sess_submit_job(dp_sess_t *s) {
     dp_core_t *c = s->core;
@@ -291,20 +298,14 @@ static bool sess_submit_enroll(dp_sess_t *s, const est_http_req_t *req) {
     dp_buf_t *b = s->buf;
     b->enroll.out = b->data + req_cap(c);
     b->enroll.out_cap = c->buf_cap - req_cap(c);
-    b->enroll.keep_alive = req->keep_alive;
     b->consumed = req->header_len + (size_t)req->content_length;
     b->sess = s;
     /* Nothing starts that could not be recorded. */
-    if (c->rt->est.registry && !dp_redis_usable(&c->redis))
-        return sess_busy(s, dp_ra_unavailable_text(), "registry unavailable");
+    if (c->rt->est.registry && !dp_redis_usable(&c->redis)) return sess_registry_busy(s);
     if (!b->enroll.device_lookup) return sess_submit_job(s);
     s->state = DP_S_RA;
     dp_timer_arm(s, DP_T_NONE);
-    if (!dp_ra_lookup(s, b)) {
-        s->state = DP_S_READ;
-        return sess_busy(s, dp_ra_unavailable_text(), "registry unavailable");
-    }
-    return false;
+    return dp_ra_lookup(s, b) ? false : sess_registry_busy(s);
 }
 
 /* sess_request handles a complete header block in the buffer. Returns 1 if
@@ -567,15 +568,20 @@ static void sess_answer(dp_sess_t *s, dp_buf_t *b) {
 
 /* sess_unavailable answers 503 when Redis failed under a request. */
 static void sess_unavailable(dp_sess_t *s) {
-    s->state = DP_S_READ; /* for sess_reply's bookkeeping */
-    if (sess_busy(s, dp_ra_unavailable_text(), "registry unavailable")) sess_drive(s);
+    if (sess_registry_busy(s)) sess_drive(s);
+}
+
+/* sess_returned: a job or a Redis reply came back for `s`. If the client
+ * went away meanwhile, the session is freed (nothing was sent) and false is
+ * returned. */
+static bool sess_returned(dp_sess_t *s) {
+    if (s->state != DP_S_CLOSED) return true;
+    sess_free(s);
+    return false;
 }
 
 void dp_sess_job_done(dp_sess_t *s, dp_buf_t *b) {
-    if (s->state == DP_S_CLOSED) { /* client went away meanwhile: nothing was recorded or sent */
-        sess_free(s);
-        return;
-    }
+    if (!sess_returned(s)) return;
     if (!s->core->rt->est.registry) { /* redis = off: nothing to record */
         if (b->enroll.issued) est_log_issued(&b->enroll, b->enroll.serial_hex);
         sess_answer(s, b);
@@ -587,18 +593,12 @@ void dp_sess_job_done(dp_sess_t *s, dp_buf_t *b) {
 
 void dp_sess_lookup_done(dp_sess_t *s, dp_buf_t *b) {
     (void)b;
-    if (s->state == DP_S_CLOSED) {
-        sess_free(s);
-        return;
-    }
+    if (!sess_returned(s)) return;
     if (sess_submit_job(s)) sess_drive(s);
 }
 
 void dp_sess_ra_done(dp_sess_t *s, dp_buf_t *b, bool ok) {
-    if (s->state == DP_S_CLOSED) {
-        sess_free(s);
-        return;
-    }
+    if (!sess_returned(s)) return;
     if (!ok) {
         sess_unavailable(s);
         return;
@@ -608,10 +608,7 @@ void dp_sess_ra_done(dp_sess_t *s, dp_buf_t *b, bool ok) {
 
 void dp_sess_keyop_done(dp_sess_t *s, dp_keyop_t *k) {
     (void)k; /* s->keyop: read by the TLS complete callback */
-    if (s->state == DP_S_CLOSED) { /* client went away meanwhile */
-        sess_free(s);
-        return;
-    }
+    if (!sess_returned(s)) return;
     s->state = DP_S_HANDSHAKE;
     sess_drive(s);
 }

@@ -1,13 +1,28 @@
 /* ra_audit: XADD of audit entries (see ra_audit.h). */
 #include "ra/ra_audit.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #include "ra/ra_redis.h"
 
-void ra_audit_cmd(ra_audit_cmd_t *cmd, const ra_audit_entry_t *e) {
+/* ra_audit_entry_t: one entry; NULL or empty optional fields are left out. */
+typedef struct {
+    const char *event, *device, *peer, *reason, *serial, *request, *protocol;
+    int64_t time; /* unix seconds */
+} ra_audit_entry_t;
+
+/* ra_audit_cmd_t: the XADD argv, pointing into the entry's strings. */
+typedef struct {
+    const char *argv[20];
+    size_t argvlen[20];
+    int argc;
+    char time[24];
+} ra_audit_cmd_t;
+
+static void ra_audit_cmd(ra_audit_cmd_t *cmd, const ra_audit_entry_t *e) {
     int n = 0;
     snprintf(cmd->time, sizeof(cmd->time), "%lld", (long long)e->time);
     const char *fixed[] = {"XADD", RA_AUDIT_KEY, "*", "event", e->event, "time", cmd->time};
