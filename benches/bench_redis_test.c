@@ -193,7 +193,7 @@ static int start_server(void **state) {
 
 static int stop_server(void **state) {
     (void)state;
-    return ra_testredis_stop(&srv);
+    return ra_testredis_stop(&srv, NULL);
 }
 
 static bench_redis_t *open_default(void) {

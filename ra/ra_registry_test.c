@@ -29,9 +29,7 @@ static int start_server(void **state) {
 
 static int stop_server(void **state) {
     (void)state;
-    if (rc) redisFree(rc);
-    rc = NULL;
-    return ra_testredis_stop(&srv);
+    return ra_testredis_stop(&srv, &rc);
 }
 
 static void add_device(const char *name, ra_op_t op, bool replace, ra_err_t want) {

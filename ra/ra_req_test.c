@@ -37,9 +37,7 @@ static int start_server(void **state) {
 
 static int stop_server(void **state) {
     (void)state;
-    if (rc) redisFree(rc);
-    rc = NULL;
-    return ra_testredis_stop(&srv);
+    return ra_testredis_stop(&srv, &rc);
 }
 
 /* ---- helpers ---- */

@@ -258,12 +258,24 @@ static void ra_open_entry(ra_reqlist_entry_t *e, const redisReply *m) {
     snprintf(e->reason, sizeof(e->reason), "not a request id");
 }
 
+/* ra_walk_t: one walk over a SCAN-family cursor: ZSCAN of stp:reqs:open
+ * (`open`) or SCAN MATCH stp:req:*, fetched in batches, handed to `cb`. */
+typedef struct {
+    redisContext *c;
+    ra_batch_t *b;
+    bool open;
+    bool prune;               /* open only */
+    size_t *num_pruned;       /* open only */
+    ra_reqlist_cb cb;
+    void *arg;
+    int stop;
+} ra_walk_t;
+
 /* ra_open_page processes one ZSCAN page in batches. */
-static ra_err_t ra_open_page(redisContext *c, ra_batch_t *b, const redisReply *items, bool prune,
-                             size_t *num_pruned, ra_reqlist_cb cb, void *arg, int *stop, char *why,
-                             size_t why_len) {
+static ra_err_t ra_open_page(ra_walk_t *w, const redisReply *items, char *why, size_t why_len) {
+    ra_batch_t *b = w->b;
     size_t pairs = items->elements / 2;
-    for (size_t at = 0; at < pairs && !*stop; at += b->num) {
+    for (size_t at = 0; at < pairs && !w->stop; at += b->num) {
         ra_err_t e;
         b->num = pairs - at < RA_REQLIST_BATCH ? pairs - at : RA_REQLIST_BATCH;
         for (size_t i = 0; i < b->num; i++) {
@@ -271,74 +283,64 @@ static ra_err_t ra_open_page(redisContext *c, ra_batch_t *b, const redisReply *i
             b->score[i] = items->element[2 * (at + i) + 1];
             ra_open_entry(&b->ent[i], b->member[i]);
         }
-        if ((e = ra_fetch(c, b, why, why_len)) != RA_OK) return e;
+        if ((e = ra_fetch(w->c, b, why, why_len)) != RA_OK) return e;
         for (size_t i = 0; i < b->num; i++) { /* gone, or issued after all: the index entry is stale */
             ra_reqlist_entry_t *x = &b->ent[i];
             x->stale = x->kind == RA_REQLIST_MISSING || (x->kind == RA_REQLIST_RECORD && !strcmp(x->state, "issued"));
         }
-        if (prune && (e = ra_prune(c, b, num_pruned, why, why_len)) != RA_OK) return e;
-        ra_emit(b, false, cb, arg, stop);
+        if (w->prune && (e = ra_prune(w->c, b, w->num_pruned, why, why_len)) != RA_OK) return e;
+        ra_emit(b, false, w->cb, w->arg, &w->stop);
     }
     return RA_OK;
 }
 
-ra_err_t ra_reqlist_open(redisContext *c, bool prune, ra_reqlist_cb cb, void *arg, size_t *num_pruned,
-                         char *why, size_t why_len) {
-    char cursor[32] = "0", count[16];
-    int stop = 0;
-    ra_err_t e = RA_OK;
-    ra_batch_t *b = malloc(sizeof(*b));
-    if (!b) {
-        snprintf(why, why_len, "out of memory");
-        return RA_E_NOMEM;
-    }
-    snprintf(count, sizeof(count), "%d", RA_REQLIST_BATCH);
-    do {
-        const char *argv[] = {"ZSCAN", RA_REQ_OPEN_SET, cursor, "COUNT", count};
-        redisReply *r = redisCommandArgv(c, 5, argv, NULL);
-        e = ra_redis_reply_err(c, r, why, why_len);
-        if (e == RA_OK) e = ra_scan_reply(r, true, cursor, sizeof(cursor), why, why_len);
-        if (e == RA_OK) e = ra_open_page(c, b, r->element[1], prune, num_pruned, cb, arg, &stop, why, why_len);
-        if (r) freeReplyObject(r);
-    } while (e == RA_OK && !stop && strcmp(cursor, "0") != 0);
-    free(b);
-    return e;
-}
-
 /* ra_all_page processes one SCAN page in batches. */
-static ra_err_t ra_all_page(redisContext *c, ra_batch_t *b, const redisReply *keys, ra_reqlist_cb cb,
-                            void *arg, int *stop, char *why, size_t why_len) {
-    for (size_t at = 0; at < keys->elements && !*stop; at += b->num) {
+static ra_err_t ra_all_page(ra_walk_t *w, const redisReply *keys, char *why, size_t why_len) {
+    ra_batch_t *b = w->b;
+    for (size_t at = 0; at < keys->elements && !w->stop; at += b->num) {
         ra_err_t e;
         b->num = keys->elements - at < RA_REQLIST_BATCH ? keys->elements - at : RA_REQLIST_BATCH;
         for (size_t i = 0; i < b->num; i++) {
             const redisReply *k = keys->element[at + i];
             ra_reqlist_parse_key(&b->ent[i], k->str, k->len);
         }
-        if ((e = ra_fetch(c, b, why, why_len)) != RA_OK) return e;
-        ra_emit(b, true, cb, arg, stop);
+        if ((e = ra_fetch(w->c, b, why, why_len)) != RA_OK) return e;
+        ra_emit(b, true, w->cb, w->arg, &w->stop);
     }
     return RA_OK;
 }
 
-ra_err_t ra_reqlist_all(redisContext *c, ra_reqlist_cb cb, void *arg, char *why, size_t why_len) {
+/* ra_walk runs the cursor to its end (or until the callback stops it). */
+static ra_err_t ra_walk(ra_walk_t *w, char *why, size_t why_len) {
     char cursor[32] = "0", count[16];
-    int stop = 0;
     ra_err_t e = RA_OK;
-    ra_batch_t *b = malloc(sizeof(*b));
-    if (!b) {
+    if (!(w->b = malloc(sizeof(*w->b)))) {
         snprintf(why, why_len, "out of memory");
         return RA_E_NOMEM;
     }
     snprintf(count, sizeof(count), "%d", RA_REQLIST_BATCH);
     do {
-        const char *argv[] = {"SCAN", cursor, "MATCH", "stp:req:*", "COUNT", count};
-        redisReply *r = redisCommandArgv(c, 6, argv, NULL);
-        e = ra_redis_reply_err(c, r, why, why_len);
-        if (e == RA_OK) e = ra_scan_reply(r, false, cursor, sizeof(cursor), why, why_len);
-        if (e == RA_OK) e = ra_all_page(c, b, r->element[1], cb, arg, &stop, why, why_len);
+        const char *zscan[] = {"ZSCAN", RA_REQ_OPEN_SET, cursor, "COUNT", count};
+        const char *scan[] = {"SCAN", cursor, "MATCH", "stp:req:*", "COUNT", count};
+        redisReply *r = w->open ? redisCommandArgv(w->c, 5, zscan, NULL) : redisCommandArgv(w->c, 6, scan, NULL);
+        e = ra_redis_reply_err(w->c, r, why, why_len);
+        if (e == RA_OK) e = ra_scan_reply(r, w->open, cursor, sizeof(cursor), why, why_len);
+        if (e == RA_OK)
+            e = w->open ? ra_open_page(w, r->element[1], why, why_len) : ra_all_page(w, r->element[1], why, why_len);
         if (r) freeReplyObject(r);
-    } while (e == RA_OK && !stop && strcmp(cursor, "0") != 0);
-    free(b);
+    } while (e == RA_OK && !w->stop && strcmp(cursor, "0") != 0);
+    free(w->b);
+    w->b = NULL;
     return e;
+}
+
+ra_err_t ra_reqlist_open(redisContext *c, bool prune, ra_reqlist_cb cb, void *arg, size_t *num_pruned,
+                         char *why, size_t why_len) {
+    ra_walk_t w = {.c = c, .open = true, .prune = prune, .num_pruned = num_pruned, .cb = cb, .arg = arg};
+    return ra_walk(&w, why, why_len);
+}
+
+ra_err_t ra_reqlist_all(redisContext *c, ra_reqlist_cb cb, void *arg, char *why, size_t why_len) {
+    ra_walk_t w = {.c = c, .open = false, .cb = cb, .arg = arg};
+    return ra_walk(&w, why, why_len);
 }

@@ -59,9 +59,12 @@ static inline int ra_testredis_load_script(redisContext *c, const char *script, 
     return ok ? 0 : -1;
 }
 
-/* ra_testredis_stop kills the server and removes its directory. */
-static inline int ra_testredis_stop(ra_testredis_t *t) {
+/* ra_testredis_stop frees the connection *c (if `c` and *c), kills the
+ * server and removes its directory. 0 or -1. */
+static inline int ra_testredis_stop(ra_testredis_t *t, redisContext **c) {
     char cmd[128];
+    if (c && *c) redisFree(*c);
+    if (c) *c = NULL;
     if (t->pid > 0) {
         kill(t->pid, SIGKILL);
         waitpid(t->pid, NULL, 0);

@@ -13,14 +13,7 @@
 #include <string.h>
 
 #include "dataplane/capf_msg.h"
-
-static void check_inside(const CBS *v, const uint8_t *data, size_t size) {
-    if (CBS_len(v) == 0)
-        return;
-    if (CBS_data(v) < data || CBS_len(v) > size ||
-        (size_t)(CBS_data(v) - data) > size - CBS_len(v))
-        abort();
-}
+#include "tests/fuzz/fuzz_check.h"
 
 /* check_need: capf_msg_need and capf_msg_parse agree on the whole input. */
 static void check_need(const uint8_t *data, size_t size) {
@@ -63,7 +56,7 @@ static void check_accessors(const capf_msg_t *m, const uint8_t *data, size_t siz
     capf_cert_type_t ct;
     capf_hash_t h;
 
-    check_inside(&m->body, data, size);
+    fuzz_check_inside(&m->body, data, size);
     if (CBS_len(&m->body) + CAPF_HEADER_LEN != size)
         abort();
     if (m->present & ~(uint32_t)0x1f3ffe)      /* tags 01..0d, 10..14 only */
@@ -71,7 +64,7 @@ static void check_accessors(const capf_msg_t *m, const uint8_t *data, size_t siz
     if ((m->num_unknown == 0) != (m->first_unknown == 0))
         abort();
     for (unsigned t = 0; t <= CAPF_TAG__MAX; t++) {
-        check_inside(&m->elem[t], data, size);
+        fuzz_check_inside(&m->elem[t], data, size);
         if (!capf_msg_has(m, t) && CBS_len(&m->elem[t]) != 0)
             abort();
     }
