@@ -154,7 +154,8 @@ void dp_ra_flush(dp_core_t *c) {
     if (!f) return;
     c->ra_open = NULL;
     ra_req_batch_t *bt = c->ra_batch;
-    ra_req_batch_init(bt, c->redis.sha, (int64_t)time(NULL));
+    int64_t now = (int64_t)time(NULL);
+    ra_req_batch_init(bt, c->redis.sha, now);
     for (size_t i = 0; i < f->n; i++) {
         est_enroll_t *e = &f->items[i]->enroll;
         if (e->record) {
@@ -163,7 +164,7 @@ void dp_ra_flush(dp_core_t *c) {
                                    .issue = e->issued, .reason = e->reason, .cert_der = e->cert_der,
                                    .cert_len = e->cert_len, .serial_hex = e->serial_hex,
                                    .not_after = e->not_after, .renew_serial_hex = e->renew_serial_hex,
-                                   .now = (int64_t)time(NULL)};
+                                   .now = now};
             memcpy(rec.csr_sha256, e->csr_sha256, sizeof(rec.csr_sha256));
             if (ra_req_batch_add(bt, &rec) == RA_OK) continue; /* room is reserved: n <= MAX */
             /* cannot happen (the worker validated the identity): never send unrecorded */

@@ -219,7 +219,7 @@ static void est_set_identity(est_enroll_t *e, const char *name, size_t len) {
  * string: empty password; authentication string: crypt(3) check; LSC/MIC:
  * a TLS client certificate for the device) and checks its pending
  * operation and deadline. Returns NULL or the denial (status in *status). */
-static const char *est_auth_device(const est_enroll_t *e, bool cert_ok, bool ours, int *status) {
+static const char *est_auth_device(const est_enroll_t *e, bool cert_ok, int *status) {
     const ra_device_t *d = &e->device;
     *status = 401;
     if (!e->device_found) return ra_err_str(RA_E_UNKNOWN_USER);
@@ -244,8 +244,8 @@ static const char *est_auth_device(const est_enroll_t *e, bool cert_ok, bool our
             cx_name_cn(&subject, cn, sizeof(cn));
         if (!cert_ok || strcmp(cn, d->name) != 0)
             return "device authenticates by existing certificate: present it as the TLS client certificate";
-        (void)ours; /* LSC (ours) or MIC (client_ca): precedence only matters to a
-                       client holding both; EST presents one */
+        /* LSC (our CA) or MIC (client_ca): precedence only matters to a
+         * client holding both; EST presents one. */
         break;
     }
     default:
@@ -278,7 +278,7 @@ void est_enroll_run(const est_ctx_t *est, est_enroll_t *e, unsigned worker) {
                    cx_verify_client_chain(est->trust, e->peer.chain, est->ca_der, est->ca_der_len, &ours);
     const char *policy = NULL; /* a device's operation/deadline refusal, decided after the CSR is hashed */
     if (e->basic && e->device_lookup) {
-        policy = est_auth_device(e, cert_ok, ours, &status);
+        policy = est_auth_device(e, cert_ok, &status);
         if (policy && status == 401) return est_deny(e, 401, policy);
         est_set_identity(e, e->device.name, strlen(e->device.name));
         e->is_device = true;
