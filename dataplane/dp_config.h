@@ -54,6 +54,17 @@ typedef struct {
     char *redis_fsync;
     unsigned redis_timeout_ms;
     unsigned deadline_sweep_s;
+    uint32_t capf_auth_timeout;
+    uint32_t capf_keygen_timeout;
+    uint32_t capf_reply_timeout;
+    uint32_t capf_lsc_days;
+    uint32_t capf_rsa_min_bits;
+    uint32_t capf_device_name_max;
+    uint32_t capf_max_auth_failures;
+    uint32_t capf_lockout_s;
+    bool capf_hello_auth_type;
+    bool capf_strict_version;
+    bool capf_fetch_delete;
     char *log_level;
 } dp_config_t;
 

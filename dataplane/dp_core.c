@@ -22,6 +22,8 @@ void dp_sess_job_done(dp_sess_t *s, dp_buf_t *b);
 void dp_sess_keyop_done(dp_sess_t *s, dp_keyop_t *k);
 void dp_sess_timeout(dp_sess_t *s);
 void dp_sess_drain(dp_sess_t *s);
+/* Implemented in dp_capf.c. */
+void dp_capf_job_done(dp_sess_t *s, dp_buf_t *b);
 
 int64_t dp_now_ms(void) {
     struct timespec ts;
@@ -34,8 +36,8 @@ int dp_core_init(dp_core_t *c, dp_runtime_t *rt, unsigned id) {
     c->id = id;
     c->rt = rt;
     c->epfd = -1;
-    c->est_listener.poll_type = DP_POLL_LISTENER;
-    c->est_listener.fd = -1;
+    c->est_listener = (dp_listener_t){.poll_type = DP_POLL_LISTENER, .proto = DP_PROTO_EST, .fd = -1};
+    c->capf_listener = (dp_listener_t){.poll_type = DP_POLL_LISTENER, .proto = DP_PROTO_CAPF, .fd = -1};
     c->event_poll_type = DP_POLL_EVENT;
     for (int k = 0; k < DP_T__COUNT; k++) CDS_INIT_LIST_HEAD(&c->timers[k]);
     const dp_config_t *cfg = &rt->cfg;
@@ -45,6 +47,9 @@ int dp_core_init(dp_core_t *c, dp_runtime_t *rt, unsigned id) {
     c->timeout_ms[DP_T_IDLE] = (int64_t)cfg->idle_timeout * 1000;
     c->timeout_ms[DP_T_WRITE] = (int64_t)cfg->body_timeout * 1000;
     c->timeout_ms[DP_T_LINGER] = cfg->close_linger_ms;
+    c->timeout_ms[DP_T_CAPF_AUTH] = (int64_t)cfg->capf_auth_timeout * 1000;
+    c->timeout_ms[DP_T_CAPF_KEYGEN] = (int64_t)cfg->capf_keygen_timeout * 1000;
+    c->timeout_ms[DP_T_CAPF_REPLY] = (int64_t)cfg->capf_reply_timeout * 1000;
     /* request (header + body) + room for the longest response: the largest
      * CSR a body can carry (3/4 of it) becomes a slightly larger certificate,
      * wrapped in PKCS#7 and base64 again (4/3 + CRLFs), plus headers; then
@@ -157,6 +162,9 @@ void dp_core_on_completions(dp_core_t *c) {
         if (j->kind == DP_JOB_ENROLL) {
             dp_buf_t *b = caa_container_of(j, dp_buf_t, job);
             dp_sess_job_done(b->sess, b);
+        } else if (j->kind == DP_JOB_CAPF_AUTH || j->kind == DP_JOB_CAPF_SIGN) {
+            dp_buf_t *b = caa_container_of(j, dp_buf_t, job);
+            dp_capf_job_done(b->sess, b);
         } else {
             dp_keyop_t *k = caa_container_of(j, dp_keyop_t, job);
             dp_sess_keyop_done(k->sess, k);

@@ -22,8 +22,11 @@
 
 #include "crypto/cx_pool.h"
 #include "dataplane/dp_redis.h"
+#include "dataplane/capf_sess.h"
+#include "dataplane/capf_sign.h"
 #include "dataplane/dp_transport.h"
 #include "dataplane/est_server.h"
+#include "ra/ra_capf.h"
 
 typedef enum {
     DP_T_HANDSHAKE = 0,
@@ -32,6 +35,9 @@ typedef enum {
     DP_T_IDLE,
     DP_T_WRITE,
     DP_T_LINGER,
+    DP_T_CAPF_AUTH,      /* CAPF S1: waiting for AUTH_RESPONSE */
+    DP_T_CAPF_KEYGEN,    /* CAPF S3: the phone generates its key */
+    DP_T_CAPF_REPLY,     /* CAPF S5-S7: waiting for the store/fetch/delete answer */
     DP_T__COUNT,
     DP_T_NONE = DP_T__COUNT
 } dp_timer_kind_t;
@@ -48,7 +54,10 @@ typedef enum {
 } dp_state_t;
 
 /* Job kinds (cx_job_t.kind). */
-enum { DP_JOB_KEY_SIGN = 1, DP_JOB_KEY_DECRYPT, DP_JOB_ENROLL };
+enum { DP_JOB_KEY_SIGN = 1, DP_JOB_KEY_DECRYPT, DP_JOB_ENROLL, DP_JOB_CAPF_AUTH, DP_JOB_CAPF_SIGN };
+
+/* Protocols a listener serves (dp_listener_t.proto, dp_sess_t.proto). */
+enum { DP_PROTO_EST = 0, DP_PROTO_CAPF };
 
 typedef struct dp_sess dp_sess_t;
 typedef struct dp_ra_flight dp_ra_flight_t;
@@ -73,6 +82,13 @@ typedef struct dp_buf {
     cx_job_t job;
     dp_sess_t *sess;          /* owner (set while in use) */
     est_enroll_t enroll;      /* EST enrollment job */
+    struct {                  /* CAPF: the step in progress (dp_capf.c) */
+        CBB out;              /* the server message being built */
+        capf_result_t r;      /* the engine's result (views into data) */
+        ra_device_t dev;      /* the device BEGIN returned */
+        capf_job_t job;       /* the signer's job */
+        ra_capf_lsc_t lsc;    /* the LSC as ISSUED recorded it (for FINISH) */
+    } capf;
     dp_redis_req_t rreq;      /* the device lookup in flight (dp_ra.c) */
     /* request / response bookkeeping */
     size_t len;               /* request bytes buffered in data */
@@ -88,6 +104,8 @@ struct dp_sess {
     bool keep_alive;          /* keep the connection after this response */
     bool want_write;          /* waiting for the transport to accept bytes */
     bool closing;             /* close after the current response */
+    uint8_t proto;            /* DP_PROTO_EST or DP_PROTO_CAPF */
+    bool capf_eof;            /* CAPF: the phone closed; record, then close */
     struct cds_list_head timer_link;
     int64_t deadline_ms;
     dp_sess_t *next_free;
@@ -103,6 +121,7 @@ struct dp_sess {
                                  (rare: a full socket buffer); malloc'd */
     size_t pending_len;
     char peer[48];            /* "addr:port" for logs */
+    capf_sess_t capf;         /* CAPF: the engine's state (no buffers) */
 };
 
 /* Size of the per-core output coalescing buffer. */
@@ -114,6 +133,7 @@ enum { DP_POLL_LISTENER = 1, DP_POLL_EVENT, DP_POLL_SESS, DP_POLL_REDIS };
 
 typedef struct {
     uint8_t poll_type;        /* DP_POLL_LISTENER */
+    uint8_t proto;            /* DP_PROTO_EST or DP_PROTO_CAPF */
     int fd;
 } dp_listener_t;
 
@@ -128,6 +148,9 @@ struct dp_core {
     pthread_t thread;
     int epfd;
     dp_listener_t est_listener;
+    dp_listener_t capf_listener;
+    uint32_t capf_seq;        /* CAPF session ids handed out by this core */
+    dp_redis_req_t capf_orphan; /* FAILs sent for sessions that closed meanwhile */
     uint8_t event_poll_type;  /* DP_POLL_EVENT (completion eventfd) */
     bool draining;
     struct cds_list_head timers[DP_T__COUNT];
@@ -171,9 +194,9 @@ int dp_core_start(dp_core_t *core);
 void dp_core_cleanup(dp_core_t *core);
 
 /* Transport callbacks: */
-/* dp_core_accepted creates a session for a new connection `conn` from
- * `peer`. Returns the session or NULL (connection must be closed by caller). */
-dp_sess_t *dp_core_accepted(dp_core_t *core, dp_conn_t conn, const char *peer);
+/* dp_core_accepted creates a session of protocol `proto` (DP_PROTO_*) for
+ * a new connection `conn` from `peer`. Returns the session or NULL (connection must be closed by caller). */
+dp_sess_t *dp_core_accepted(dp_core_t *core, dp_conn_t conn, const char *peer, unsigned proto);
 /* dp_sess_on_io drives a session after its transport said readable/writable
  * or hung up. */
 void dp_sess_on_io(dp_sess_t *s, bool readable, bool writable, bool hangup);

@@ -10,6 +10,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,34 +78,51 @@ static int dp_listen_socket(const struct sockaddr_storage *ss, socklen_t len, bo
     return fd;
 }
 
-static int dp_kernel_setup(dp_runtime_t *rt, char *why, size_t why_len) {
+/* dp_kernel_listen opens, on every core, an SO_REUSEPORT listener on `spec`
+ * into the listener at `off` inside dp_core_t. */
+static int dp_kernel_listen(dp_runtime_t *rt, const char *spec, size_t off, char *why, size_t why_len) {
     struct sockaddr_storage ss;
     socklen_t len;
-    if (dp_parse_hostport(rt->cfg.est_listen, &ss, &len, why, why_len)) return -1;
+    if (dp_parse_hostport(spec, &ss, &len, why, why_len)) return -1;
     /* Probe without SO_REUSEPORT first: if another process holds the port
      * (even with SO_REUSEPORT), fail loudly instead of sharing it. */
     int probe = dp_listen_socket(&ss, len, false, 0);
     if (probe < 0) {
-        snprintf(why, why_len, "cannot listen on %s: %s", rt->cfg.est_listen, strerror(errno));
+        snprintf(why, why_len, "cannot listen on %s: %s", spec, strerror(errno));
         return -1;
     }
     close(probe);
     for (unsigned i = 0; i < rt->num_cores; i++) {
         dp_core_t *c = &rt->cores[i];
-        c->epfd = epoll_create1(EPOLL_CLOEXEC);
-        c->est_listener.fd = dp_listen_socket(&ss, len, true, rt->cfg.so_sndbuf);
-        if (c->epfd < 0 || c->est_listener.fd < 0) {
-            snprintf(why, why_len, "cannot listen on %s: %s", rt->cfg.est_listen, strerror(errno));
+        dp_listener_t *l = (dp_listener_t *)((char *)c + off);
+        l->fd = dp_listen_socket(&ss, len, true, rt->cfg.so_sndbuf);
+        if (l->fd < 0) {
+            snprintf(why, why_len, "cannot listen on %s: %s", spec, strerror(errno));
             return -1;
         }
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &c->est_listener};
-        struct epoll_event ev2 = {.events = EPOLLIN | EPOLLET, .data.ptr = &c->event_poll_type};
-        if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->est_listener.fd, &ev) ||
-            epoll_ctl(c->epfd, EPOLL_CTL_ADD, cx_pool_core_fd(rt->pool, c->id), &ev2)) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = l};
+        if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, l->fd, &ev)) {
             snprintf(why, why_len, "epoll_ctl: %s", strerror(errno));
             return -1;
         }
     }
+    return 0;
+}
+
+static int dp_kernel_setup(dp_runtime_t *rt, char *why, size_t why_len) {
+    for (unsigned i = 0; i < rt->num_cores; i++) {
+        dp_core_t *c = &rt->cores[i];
+        c->epfd = epoll_create1(EPOLL_CLOEXEC);
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.ptr = &c->event_poll_type};
+        if (c->epfd < 0 || epoll_ctl(c->epfd, EPOLL_CTL_ADD, cx_pool_core_fd(rt->pool, c->id), &ev)) {
+            snprintf(why, why_len, "epoll: %s", strerror(errno));
+            return -1;
+        }
+    }
+    if (dp_kernel_listen(rt, rt->cfg.est_listen, offsetof(dp_core_t, est_listener), why, why_len)) return -1;
+    if (rt->cfg.capf_listen[0] &&
+        dp_kernel_listen(rt, rt->cfg.capf_listen, offsetof(dp_core_t, capf_listener), why, why_len))
+        return -1;
     return 0;
 }
 
@@ -126,19 +144,20 @@ static void dp_format_peer(const struct sockaddr_storage *ss, char *out, size_t 
     }
 }
 
-static void dp_kernel_accept(dp_core_t *c) {
+static void dp_kernel_accept(dp_core_t *c, dp_listener_t *l) {
     for (int i = 0; i < DP_ACCEPT_BATCH; i++) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
-        int fd = accept4(c->est_listener.fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-                DP_WARN("accept on %s: %s", c->rt->cfg.est_listen, strerror(errno));
+                DP_WARN("accept on %s: %s", l->proto == DP_PROTO_CAPF ? c->rt->cfg.capf_listen : c->rt->cfg.est_listen,
+                        strerror(errno));
             return;
         }
         char peer[48];
         dp_format_peer(&ss, peer, sizeof(peer));
-        dp_sess_t *s = dp_core_accepted(c, (dp_conn_t){.fd = fd}, peer);
+        dp_sess_t *s = dp_core_accepted(c, (dp_conn_t){.fd = fd}, peer, l->proto);
         if (!s) {
             close(fd);
             continue;
@@ -169,7 +188,7 @@ static void dp_kernel_run(dp_core_t *c) {
         for (int i = 0; i < n; i++) {
             uint8_t type = *(uint8_t *)evs[i].data.ptr;
             uint32_t e = evs[i].events;
-            if (type == DP_POLL_LISTENER) dp_kernel_accept(c);
+            if (type == DP_POLL_LISTENER) dp_kernel_accept(c, evs[i].data.ptr);
             else if (type == DP_POLL_EVENT) dp_core_on_completions(c);
             else if (type == DP_POLL_REDIS) dp_redis_on_io(&c->redis, e & (EPOLLIN | EPOLLHUP | EPOLLERR), e & EPOLLOUT);
             else {
@@ -215,10 +234,13 @@ static void dp_kernel_close(dp_core_t *c, dp_conn_t *conn) {
 }
 
 static void dp_kernel_stop_listening(dp_core_t *c) {
-    if (c->est_listener.fd < 0) return;
-    epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->est_listener.fd, NULL);
-    close(c->est_listener.fd);
-    c->est_listener.fd = -1;
+    dp_listener_t *ls[] = {&c->est_listener, &c->capf_listener};
+    for (size_t i = 0; i < 2; i++) {
+        if (ls[i]->fd < 0) continue;
+        epoll_ctl(c->epfd, EPOLL_CTL_DEL, ls[i]->fd, NULL);
+        close(ls[i]->fd);
+        ls[i]->fd = -1;
+    }
 }
 
 const dp_transport_ops_t dp_kernel_transport = {

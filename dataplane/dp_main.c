@@ -14,12 +14,16 @@
 #include <unistd.h>
 #include <urcu/uatomic.h>
 
+#include <openssl/rand.h>
+
+
 #include "crypto/cx_ca.h"
 #include "crypto/cx_pool.h"
 #include "dataplane/dp_config.h"
 #include "dataplane/dp_log.h"
 #include "dataplane/dp_runtime.h"
 #include "dataplane/dp_tls.h"
+#include "ra/ra_capf.h"
 #include "ra/ra_users.h"
 
 static int dp_fail(const char *what, const char *why) {
@@ -91,6 +95,41 @@ static int dp_crypto(dp_runtime_t *rt, char *why, size_t why_len) {
     };
     rt->est.max_body = rt->cfg.max_body;
     return est_ctx_init(&rt->est, rt->ca.ca_der, rt->ca.ca_der_len, rt->cfg.csrattrs, why, why_len);
+}
+
+/* dp_capf_setup prepares the CAPF listener's settings and TLS context.
+ * CAPF needs the device registry: with redis = off it is not served. */
+static int dp_capf_setup(dp_runtime_t *rt, char *why, size_t why_len) {
+    const dp_config_t *cfg = &rt->cfg;
+    if (!cfg->capf_listen[0]) return 0;
+    if (!rt->est.registry) {
+        DP_WARN("redis = off: CAPF needs the device registry; not listening on %s", cfg->capf_listen);
+        rt->cfg.capf_listen[0] = 0;
+        return 0;
+    }
+    capf_conf_default(&rt->capf);
+    rt->capf.hello_auth_type = cfg->capf_hello_auth_type;
+    rt->capf.strict_version = cfg->capf_strict_version;
+    rt->capf.device_name_max = cfg->capf_device_name_max;
+    rt->capf.fetch_delete = cfg->capf_fetch_delete;
+    rt->capf_spki.rsa_min_bits = (uint16_t)cfg->capf_rsa_min_bits;
+    cx_lsc_policy_default(&rt->capf_lsc);
+    rt->capf_lsc.validity_days = cfg->capf_lsc_days;
+    rt->capf_lsc.backdate_s = cfg->leaf_backdate;
+    if (cx_lsc_policy_check(&rt->capf_lsc) != CX_OK) {
+        snprintf(why, why_len, "capf_lsc_days / leaf_backdate out of range for an LSC");
+        return -1;
+    }
+    ra_capf_script_sha(rt->capf_sha);
+    uint8_t rnd[8];
+    RAND_bytes(rnd, sizeof(rnd));
+    char host[64] = "node";
+    gethostname(host, sizeof(host) - 1);
+    host[strcspn(host, " :")] = 0;
+    snprintf(rt->capf_node, sizeof(rt->capf_node), "%s:%02x%02x%02x%02x", host, rnd[0], rnd[1], rnd[2], rnd[3]);
+    rt->capf_id_base = (uint32_t)rnd[4] << 24 | (uint32_t)rnd[5] << 16 | (uint32_t)rnd[6] << 8 | rnd[7];
+    if (!(rt->capf_tls = dp_tls_ctx_new(cfg, &rt->ca, false, why, why_len))) return -1;
+    return 0;
 }
 
 static void dp_worker_init(unsigned id) {
@@ -179,7 +218,7 @@ int main(int argc, char **argv) {
     unsigned bound = rt.cfg.queue_bound / rt.num_cores;
     if (!(rt.pool = cx_pool_new(signers, rt.num_cores, bound ? bound : 1)))
         return dp_fail("signing pool", "out of memory");
-    if (!(rt.est_tls = dp_tls_ctx_new(&rt.cfg, &rt.ca, why, sizeof(why)))) return dp_fail("TLS", why);
+    if (!(rt.est_tls = dp_tls_ctx_new(&rt.cfg, &rt.ca, true, why, sizeof(why)))) return dp_fail("TLS", why);
     rt.est.trust = SSL_CTX_get_cert_store(rt.est_tls);
     rt.est.ca_der = rt.ca.ca_der;
     rt.est.ca_der_len = rt.ca.ca_der_len;
@@ -188,6 +227,7 @@ int main(int argc, char **argv) {
         return dp_fail("redis", "not redis://host[:port][/db], unix:/path[?db=N] or an absolute socket path");
     if (rt.est.registry && !rt.cfg.redis[0] && ra_redis_addr_data_dir(&rt.redis_addr, rt.cfg.data_dir) != RA_OK)
         return dp_fail("redis", "data directory path too long for a unix socket");
+    if (dp_capf_setup(&rt, why, sizeof(why))) return dp_fail("CAPF", why);
     if (posix_memalign((void **)&rt.cores, 64, rt.num_cores * sizeof(dp_core_t)))
         return dp_fail("cores", "out of memory");
     for (unsigned i = 0; i < rt.num_cores; i++)
@@ -226,7 +266,8 @@ int main(int argc, char **argv) {
             STAMPEDE_VERSION, rt.cfg.est_listen, rt.transport->name, rt.num_cores, signers,
             ra_users_count(rt.est.users), rt.cfg.data_dir);
     if (rt.cfg.capf_listen[0])
-        DP_WARN("capf_listen %s is reserved: CAPF is not served by this version", rt.cfg.capf_listen);
+        DP_INFO("CAPF on %s (TLS; session ids from %08x; node %s)", rt.cfg.capf_listen, rt.capf_id_base,
+                rt.capf_node);
 
     dp_wait_signals(&rt, &set);
     for (unsigned i = 0; i < rt.num_cores; i++) pthread_join(rt.cores[i].thread, NULL);
@@ -238,6 +279,7 @@ int main(int argc, char **argv) {
     }
     free(rt.cores);
     SSL_CTX_free(rt.est_tls);
+    SSL_CTX_free(rt.capf_tls);
     ra_users_free(rt.est.users);
     est_ctx_cleanup(&rt.est);
     cx_ca_cleanup(&rt.ca);

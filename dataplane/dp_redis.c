@@ -11,6 +11,7 @@
 #include "dataplane/dp_core.h"
 #include "dataplane/dp_runtime.h"
 #include "dataplane/dp_log.h"
+#include "ra/ra_capf.h"
 #include "ra/ra_req.h"
 
 #define DP_REDIS_BACKOFF_MIN_MS 100
@@ -92,6 +93,22 @@ static void redis_reply(redisAsyncContext *ac, void *reply, void *priv) {
     if (req) req->done(req, reply);
 }
 
+/* on_capf_loaded checks the CAPF script (loaded first; the request
+ * script's reply then marks the connection up). */
+static void on_capf_loaded(redisAsyncContext *ac, void *reply, void *priv) {
+    (void)priv;
+    dp_redis_t *r = ac->data;
+    redisReply *rep = reply;
+    redis_answered(r);
+    if (!rep) return;
+    if (rep->type != REDIS_REPLY_STRING || rep->len != 40 || memcmp(rep->str, r->capf_sha, 40) != 0) {
+        DP_WARN("redis: SCRIPT LOAD of the CAPF script failed: %.*s", rep->type == REDIS_REPLY_ERROR ? (int)rep->len : 0,
+                rep->type == REDIS_REPLY_ERROR ? rep->str : "");
+        r->why[0] = 0;
+        redisAsyncDisconnect(ac);
+    }
+}
+
 static void on_script_loaded(redisAsyncContext *ac, void *reply, void *priv) {
     (void)priv;
     dp_redis_t *r = ac->data;
@@ -158,7 +175,9 @@ static void redis_connect(dp_redis_t *r) {
     snprintf(db, sizeof(db), "%d", a->db);
     const char *sel[] = {"SELECT", db};
     const char *load[] = {"SCRIPT", "LOAD", ra_req_script()};
+    const char *load_capf[] = {"SCRIPT", "LOAD", ra_capf_script()};
     if ((a->db > 0 && !redis_send(r, redis_reply, NULL, 2, sel, NULL)) ||
+        !redis_send(r, on_capf_loaded, NULL, 3, load_capf, NULL) ||
         !redis_send(r, on_script_loaded, NULL, 3, load, NULL)) {
         dp_redis_close(r);
         redis_down(r, "out of memory");
@@ -174,6 +193,7 @@ void dp_redis_init(dp_redis_t *r, dp_core_t *core, const ra_redis_addr_t *addr, 
     r->timeout_ms = timeout_ms;
     r->backoff_ms = DP_REDIS_BACKOFF_MIN_MS;
     ra_req_script_sha(r->sha);
+    ra_capf_script_sha(r->capf_sha);
 }
 
 void dp_redis_close(dp_redis_t *r) {

@@ -52,6 +52,7 @@ typedef struct dp_redis {
     unsigned inflight;          /* commands awaiting replies */
     int64_t progress_ms;        /* last reply, or when inflight became > 0 */
     char sha[41];               /* request script SHA-1 */
+    char capf_sha[41];          /* CAPF script SHA-1 */
     char why[160];              /* last cause of being down (logged on change) */
     dp_redis_stats_t stats;
 } dp_redis_t;

@@ -12,6 +12,8 @@
 
 #include "crypto/cx_ca.h"
 #include "crypto/cx_pool.h"
+#include "crypto/cx_lsc.h"
+#include "dataplane/capf_sess.h"
 #include "dataplane/dp_config.h"
 #include "dataplane/dp_core.h"
 #include "dataplane/dp_redis_child.h"
@@ -25,6 +27,13 @@ struct dp_runtime {
     cx_pool_t *pool;
     SSL_CTX *est_tls;
     est_ctx_t est;
+    SSL_CTX *capf_tls;          /* CAPF listener: no client certificates */
+    capf_conf_t capf;           /* CAPF engine settings */
+    capf_spki_policy_t capf_spki;
+    cx_lsc_policy_t capf_lsc;
+    char capf_sha[41];          /* the ra_capf script */
+    char capf_node[96];         /* "host:boot" prefix of session tokens (device locks) */
+    uint32_t capf_id_base;      /* random start of CAPF session ids */
     const dp_transport_ops_t *transport;
     unsigned num_cores;
     dp_core_t *cores;

@@ -39,6 +39,13 @@ dp_keyop_t *dp_sess_keyop(dp_sess_t *s);
 void dp_sess_keyop_submitted(dp_sess_t *s);
 void dp_sess_keyop_done(dp_sess_t *s, dp_keyop_t *k);
 int dp_sess_flush(dp_sess_t *s);
+/* dp_capf.c */
+bool dp_capf_started(dp_sess_t *s);
+bool dp_capf_read(dp_sess_t *s);
+bool dp_capf_write(dp_sess_t *s);
+void dp_capf_timeout(dp_sess_t *s);
+bool dp_capf_lost(dp_sess_t *s);
+void dp_capf_job_run(dp_buf_t *b, unsigned worker);
 
 static void sess_drive(dp_sess_t *s);
 
@@ -50,6 +57,8 @@ static void dp_job_run(cx_job_t *j, unsigned worker) {
     if (j->kind == DP_JOB_ENROLL) {
         dp_buf_t *b = caa_container_of(j, dp_buf_t, job);
         est_enroll_run(&b->sess->core->rt->est, &b->enroll, worker);
+    } else if (j->kind == DP_JOB_CAPF_AUTH || j->kind == DP_JOB_CAPF_SIGN) {
+        dp_capf_job_run(caa_container_of(j, dp_buf_t, job), worker);
     } else {
         dp_keyop_t *k = caa_container_of(j, dp_keyop_t, job);
         dp_tls_keyop_run(k, k->sess->core->rt->ca.tls_key);
@@ -82,6 +91,9 @@ static void sess_free(dp_sess_t *s) {
 static void sess_close(dp_sess_t *s, bool notify) {
     dp_core_t *c = s->core;
     if (s->state == DP_S_CLOSED) return;
+    /* A CAPF session that holds its device records the loss first (the
+     * FAIL releases the device); the session lives until that reply. */
+    if (s->proto == DP_PROTO_CAPF && dp_capf_lost(s)) notify = false;
     bool busy = s->state == DP_S_JOB || s->state == DP_S_RA; /* a job or a Redis reply will come back */
     if (notify && s->ssl && s->state != DP_S_HANDSHAKE && !busy) SSL_shutdown(s->ssl);
     if (c->tx_owner == s) { /* best effort: a close_notify or a TLS alert, after older bytes */
@@ -98,7 +110,7 @@ static void sess_close(dp_sess_t *s, bool notify) {
     if (!busy) sess_free(s);
 }
 
-dp_sess_t *dp_core_accepted(dp_core_t *c, dp_conn_t conn, const char *peer) {
+dp_sess_t *dp_core_accepted(dp_core_t *c, dp_conn_t conn, const char *peer, unsigned proto) {
     if (c->draining) return NULL;
     dp_sess_t *s = dp_sess_alloc(c);
     if (!s) {
@@ -107,7 +119,8 @@ dp_sess_t *dp_core_accepted(dp_core_t *c, dp_conn_t conn, const char *peer) {
     }
     s->conn = conn;
     snprintf(s->peer, sizeof(s->peer), "%s", peer);
-    if (dp_tls_session_new(c->rt->est_tls, s)) {
+    s->proto = (uint8_t)proto;
+    if (dp_tls_session_new(proto == DP_PROTO_CAPF ? c->rt->capf_tls : c->rt->est_tls, s)) {
         dp_sess_release(s);
         return NULL;
     }
@@ -422,6 +435,7 @@ static bool sess_handshake(dp_sess_t *s) {
             dp_keyop_put(s->core, s->keyop);
             s->keyop = NULL;
         }
+        if (s->proto == DP_PROTO_CAPF) return dp_capf_started(s); /* the server speaks first */
         s->state = DP_S_READ;
         dp_timer_arm(s, DP_T_HEADER);
         return true;
@@ -527,8 +541,8 @@ static void sess_drive_inner(dp_sess_t *s) {
         bool more = false;
         switch (s->state) {
         case DP_S_HANDSHAKE: more = sess_handshake(s); break;
-        case DP_S_READ: more = sess_read(s); break;
-        case DP_S_WRITE: more = sess_send(s); break;
+        case DP_S_READ: more = s->proto == DP_PROTO_CAPF ? dp_capf_read(s) : sess_read(s); break;
+        case DP_S_WRITE: more = s->proto == DP_PROTO_CAPF ? dp_capf_write(s) : sess_send(s); break;
         case DP_S_LINGER: sess_linger_read(s); return;
         case DP_S_JOB:
         case DP_S_CLOSED: return;
@@ -614,8 +628,13 @@ void dp_sess_keyop_done(dp_sess_t *s, dp_keyop_t *k) {
 }
 
 void dp_sess_timeout(dp_sess_t *s) {
-    static const char *const phase[DP_T__COUNT] = {"handshake", "request header", "request body",
-                                                   "idle keep-alive", "response write", "linger"};
+    static const char *const phase[DP_T__COUNT] = {"handshake",      "request header", "request body",
+                                                   "idle keep-alive", "response write", "linger",
+                                                   "CAPF auth",      "CAPF keygen",    "CAPF reply"};
+    if (s->proto == DP_PROTO_CAPF && s->timer >= DP_T_CAPF_AUTH && s->timer <= DP_T_CAPF_REPLY) {
+        dp_capf_timeout(s);
+        return;
+    }
     if (s->timer < DP_T__COUNT && s->timer != DP_T_IDLE && s->timer != DP_T_LINGER && !s->core->draining)
         DP_INFO("peer=%s timed out in %s; closing", s->peer, phase[s->timer]);
     sess_close(s, s->timer == DP_T_IDLE);
@@ -623,6 +642,11 @@ void dp_sess_timeout(dp_sess_t *s) {
 
 void dp_sess_drain(dp_sess_t *s) {
     s->closing = true;
+    if (s->proto == DP_PROTO_CAPF) { /* sessions with a phone finish or time out; idle ones close */
+        if (s->state == DP_S_LINGER || (s->state == DP_S_READ && !s->capf.locked && !s->buf))
+            sess_close(s, s->state != DP_S_LINGER);
+        return;
+    }
     if (s->state == DP_S_LINGER) {
         sess_close(s, false);
         return;
@@ -633,3 +657,10 @@ void dp_sess_drain(dp_sess_t *s) {
     sess_drive(s);
     if (s->state == DP_S_READ && (!s->buf || s->buf->len == 0)) sess_close(s, true);
 }
+
+/* ---- for dp_capf.c ---- */
+
+void dp_sess_close(dp_sess_t *s, bool notify) { sess_close(s, notify); }
+void dp_sess_linger(dp_sess_t *s) { sess_linger(s); }
+bool dp_sess_returned(dp_sess_t *s) { return sess_returned(s); }
+void dp_sess_redrive(dp_sess_t *s) { sess_drive(s); }

@@ -245,7 +245,7 @@ static int dp_tls_trust(SSL_CTX *ctx, const dp_config_t *cfg, const cx_ca_t *ca,
     return 0;
 }
 
-SSL_CTX *dp_tls_ctx_new(const dp_config_t *cfg, const cx_ca_t *ca, char *why, size_t why_len) {
+SSL_CTX *dp_tls_ctx_new(const dp_config_t *cfg, const cx_ca_t *ca, bool client_certs, char *why, size_t why_len) {
     uint16_t vmin, vmax;
     if (dp_tls_version(cfg->tls_min, &vmin) || dp_tls_version(cfg->tls_max, &vmax) || vmin > vmax ||
         vmax < TLS1_2_VERSION) {
@@ -283,7 +283,7 @@ SSL_CTX *dp_tls_ctx_new(const dp_config_t *cfg, const cx_ca_t *ca, char *why, si
     SSL_CTX_set_num_tickets(ctx, 0);
     SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-    if (dp_tls_trust(ctx, cfg, ca, why, why_len)) goto fail;
+    if (client_certs && dp_tls_trust(ctx, cfg, ca, why, why_len)) goto fail;
     return ctx;
 nomem:
     snprintf(why, why_len, "out of memory creating the TLS context");

@@ -5,6 +5,7 @@
 #include <crypt.h>
 #include <inttypes.h>
 #include <openssl/bytestring.h>
+#include <openssl/mem.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -141,7 +142,8 @@ bool ra_auth_string_check(const char *s, const char *hash) {
     if (!s || !hash || hash[0] != '$') return false;
     memset(&cd, 0, sizeof(cd));
     const char *h = crypt_rn(s, hash, &cd, sizeof(cd));
-    bool ok = h && h[0] == '$' && strcmp(h, hash) == 0;
+    /* constant time: the comparison does not leak how much of the hash matched */
+    bool ok = h && h[0] == '$' && strlen(h) == strlen(hash) && CRYPTO_memcmp(h, hash, strlen(hash)) == 0;
     explicit_bzero(&cd, sizeof(cd));
     return ok;
 }

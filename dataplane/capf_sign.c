@@ -1,0 +1,43 @@
+/* capf_sign: the signing-pool half of a CAPF session (see capf_sign.h). */
+#include "dataplane/capf_sign.h"
+
+#include <openssl/mem.h>
+#include <string.h>
+
+#include "ra/ra_device.h"
+
+void capf_sign_auth(capf_job_t *j) {
+    char pw[80];
+    j->auth_ok = false;
+    if (CBS_len(&j->password) == 0 || CBS_len(&j->password) >= sizeof(pw) || j->auth_hash[0] != '$') return;
+    memcpy(pw, CBS_data(&j->password), CBS_len(&j->password));
+    pw[CBS_len(&j->password)] = 0;
+    j->auth_ok = ra_auth_string_check(pw, j->auth_hash);
+    OPENSSL_cleanse(pw, sizeof(pw));
+}
+
+void capf_sign_lsc(capf_job_t *j, const capf_spki_policy_t *spki_pol, const cx_issuer_t *iss,
+                   const cx_lsc_policy_t *pol, int64_t now) {
+    j->cert_len = 0;
+    j->cx_err = CX_OK;
+    j->err = capf_spki_check(spki_pol, &j->key, CBS_data(&j->spki), CBS_len(&j->spki), NULL, NULL);
+    if (j->err != CAPF_OK) return;
+    CBB out;
+    size_t len = 0;
+    if (!CBB_init_fixed(&out, j->cert, j->cert_cap)) {
+        j->err = CAPF_E_BUFFER;
+        return;
+    }
+    j->cx_err = cx_lsc_issue(&out, j->serial, iss, &j->spki, j->device, NULL, NULL, pol, now);
+    if (j->cx_err != CX_OK || !CBB_finish(&out, NULL, &len)) {
+        CBB_cleanup(&out);
+        j->err = CAPF_E_BUFFER;
+        return;
+    }
+    CBS subject, spki, serial;
+    if (cx_cert_parse_basic(j->cert, len, &subject, &spki, &serial, &j->not_after) != CX_OK) {
+        j->err = CAPF_E_BUFFER;
+        return;
+    }
+    j->cert_len = len;
+}

@@ -1,0 +1,560 @@
+/* dp_capf: a CAPF session on its polling core: the glue between the CAPF
+ * engine (capf_sess: the state machine, capf_msg: the codec), the TLS
+ * session, the registry (ra_capf's script over the core's Redis connection)
+ * and the signing pool (capf_sign). The engine says what to do next; this
+ * file does it:
+ *   reading   one message at a time, never past its end (capf_msg_need), so
+ *             a message in the buffer is exactly one message; its bytes stay
+ *             until the step it started is done (the engine keeps views);
+ *   writing   every server message built whole and written with one
+ *             SSL_write (one TLS record, §1.1); a write the socket could not
+ *             take is retried with the same bytes;
+ *   Redis     BEGIN / ISSUED / FINISH / FAIL / AUTH_FAILED, one EVALSHA each;
+ *             the LSC goes out only after ISSUED answered OK, and success is
+ *             announced only after FINISH did (§5.10);
+ *   signing   the authentication-string check and the key check + LSC
+ *             signature run on a signer worker; a core never signs.
+ * A session waiting for the phone (S1, S3, S5-S7) holds no buffer: only its
+ * TLS session and ~150 bytes of engine state. Timers per state (§5.3):
+ * capf_auth_timeout, capf_keygen_timeout, capf_reply_timeout.
+ * Every session ends with one log line naming the peer, the device (once
+ * known), the session id and the cause.
+ * Thread: the owning polling core; capf_sign runs on signer workers. */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/err.h>
+#include <openssl/mem.h>
+
+#include "dataplane/capf_sign.h"
+#include "dataplane/dp_core.h"
+#include "dataplane/dp_log.h"
+#include "dataplane/dp_runtime.h"
+#include "ra/ra_capf.h"
+
+/* dp_core.c / dp_sess.c */
+void dp_timer_arm(dp_sess_t *s, dp_timer_kind_t k);
+dp_buf_t *dp_buf_get(dp_core_t *c);
+void dp_buf_put(dp_core_t *c, dp_buf_t *b);
+dp_buf_t *dp_sess_job_buf(dp_sess_t *s);
+void dp_sess_close(dp_sess_t *s, bool notify);
+void dp_sess_linger(dp_sess_t *s);
+bool dp_sess_returned(dp_sess_t *s);
+void dp_sess_redrive(dp_sess_t *s);
+
+/* Layout of a CAPF session's buffer: the message being read, the server
+ * message being written, then the LSC the signer writes. */
+#define CAPF_IN_CAP (CAPF_HEADER_LEN + 16384)
+#define CAPF_OUT_OFF CAPF_IN_CAP
+#define CAPF_CERT_OFF (CAPF_OUT_OFF + CAPF_SERVER_MSG_MAX)
+#define CAPF_CERT_CAP 8192
+
+static bool capf_run(dp_sess_t *s, capf_step_t step);
+static void capf_go(dp_sess_t *s, capf_step_t step);
+
+/* ---- small helpers ---- */
+
+static capf_sess_t *eng(dp_sess_t *s) { return &s->capf; }
+static const capf_conf_t *conf(dp_sess_t *s) { return &s->core->rt->capf; }
+
+static void capf_token(const dp_sess_t *s, char *out, size_t cap) {
+    snprintf(out, cap, "%s:%08x", s->core->rt->capf_node, s->capf.id);
+}
+
+/* capf_out opens the CBB where the engine writes the next server message. */
+static CBB *capf_out(dp_sess_t *s) {
+    dp_buf_t *b = s->buf;
+    CBB_init_fixed(&b->capf.out, b->data + CAPF_OUT_OFF, CAPF_SERVER_MSG_MAX);
+    return &b->capf.out;
+}
+
+static size_t capf_out_len(dp_sess_t *s) {
+    size_t n = 0;
+    uint8_t *p;
+    if (!CBB_finish(&s->buf->capf.out, &p, &n)) n = 0;
+    return n;
+}
+
+static const char *capf_dev_name(const dp_sess_t *s) { return s->capf.device[0] ? s->capf.device : "-"; }
+
+/* capf_log writes the session's one outcome line. */
+static void capf_log(dp_sess_t *s, bool info, const char *what) {
+    if (info)
+        DP_INFO("CAPF peer=%s device=%s session=%08x: %s", s->peer, capf_dev_name(s), s->capf.id, what);
+    else
+        DP_DEBUG("CAPF peer=%s device=%s session=%08x: %s", s->peer, capf_dev_name(s), s->capf.id, what);
+}
+
+/* capf_timer arms the timer of the engine's waiting state. */
+static void capf_timer(dp_sess_t *s) {
+    switch (s->capf.state) {
+    case CAPF_S_AWAIT_AUTH: dp_timer_arm(s, DP_T_CAPF_AUTH); break;
+    case CAPF_S_AWAIT_KEYGEN: dp_timer_arm(s, DP_T_CAPF_KEYGEN); break;
+    case CAPF_S_AWAIT_STORE:
+    case CAPF_S_AWAIT_FETCH:
+    case CAPF_S_AWAIT_DELETE: dp_timer_arm(s, DP_T_CAPF_REPLY); break;
+    default: dp_timer_arm(s, DP_T_NONE); break;
+    }
+}
+
+/* capf_drop_buf gives the buffer back while the session waits for the
+ * phone with nothing read (the common case in S3: minutes of key
+ * generation cost no buffer). The password bytes are wiped first. */
+static void capf_drop_buf(dp_sess_t *s) {
+    dp_buf_t *b = s->buf;
+    if (!b || b->len) return;
+    OPENSSL_cleanse(b->data, CAPF_IN_CAP < s->core->buf_cap ? CAPF_IN_CAP : s->core->buf_cap);
+    dp_buf_put(s->core, b);
+    s->buf = NULL;
+}
+
+/* ---- writing ---- */
+
+/* capf_write writes the prepared message (resp_off/resp_len) with one
+ * SSL_write. Returns true once it is out; false if it waits for the socket
+ * (state DP_S_WRITE) or the session closed. */
+static bool capf_write(dp_sess_t *s) {
+    dp_buf_t *b = s->buf;
+    s->want_write = false;
+    int r = SSL_write(s->ssl, b->data + b->resp_off, (int)b->resp_len);
+    if (r > 0) {
+        b->resp_len = 0;
+        return true;
+    }
+    int err = SSL_get_error(s->ssl, r);
+    if (err == SSL_ERROR_WANT_WRITE) {
+        s->state = DP_S_WRITE;
+        dp_timer_arm(s, DP_T_WRITE);
+        return false;
+    }
+    ERR_clear_error();
+    capf_log(s, true, "write failed; closing");
+    dp_sess_close(s, false);
+    return false;
+}
+
+/* capf_after_write continues once a message is out: read on, or close
+ * after END_SESSION (close_notify, then linger). */
+static bool capf_after_write(dp_sess_t *s) {
+    if (s->capf.state == CAPF_S_CLOSING) {
+        dp_sess_linger(s);
+        return false;
+    }
+    s->state = DP_S_READ;
+    capf_timer(s);
+    capf_drop_buf(s);
+    return true;
+}
+
+/* capf_send prepares the message the engine just built (if any): the
+ * session's drive writes it (DP_S_WRITE), inside the core's output
+ * coalescing. Returns true when the drive should go on. */
+static bool capf_send(dp_sess_t *s) {
+    size_t n = capf_out_len(s);
+    if (!n) return capf_after_write(s);
+    s->buf->resp_off = CAPF_OUT_OFF;
+    s->buf->resp_len = n;
+    s->state = DP_S_WRITE;
+    dp_timer_arm(s, DP_T_WRITE);
+    return true;
+}
+
+/* dp_capf_write is the drive's DP_S_WRITE for CAPF sessions. */
+bool dp_capf_write(dp_sess_t *s) {
+    if (!capf_write(s)) return false;
+    return capf_after_write(s);
+}
+
+/* ---- Redis steps ---- */
+
+/* A reply for a session that closed meanwhile: the session is freed by
+ * dp_sess_returned; a lock it may hold is released with a FAIL that nobody
+ * waits for (the phone is gone: Phone Communication Failure). */
+static void capf_orphan_done(dp_redis_req_t *req, redisReply *reply) {
+    (void)req, (void)reply;
+}
+
+static void capf_orphan_fail(dp_core_t *c, const char *device, uint32_t id, const char *reason) {
+    if (!dp_redis_usable(&c->redis) || !device[0]) return;
+    ra_capf_cmd_t cmd;
+    char token[RA_CAPF_TOKEN_MAX + 1];
+    snprintf(token, sizeof(token), "%s:%08x", c->rt->capf_node, id);
+    if (ra_capf_fail_cmd(&cmd, c->rt->capf_sha, device, token, (int64_t)time(NULL), "", reason) != RA_OK) return;
+    c->capf_orphan.done = capf_orphan_done;
+    dp_redis_command(&c->redis, &c->capf_orphan, cmd.argc, cmd.argv, cmd.argvlen);
+}
+
+/* capf_returned: the Redis reply or the job of `b` came back. False if the
+ * session had closed (then it is freed, and its lock released). */
+static bool capf_returned(dp_sess_t *s, bool lock_may_be_held) {
+    if (s->state != DP_S_CLOSED) return true;
+    if (lock_may_be_held)
+        capf_orphan_fail(s->core, s->capf.device, s->capf.id,
+                         "Upgrade Failed: Phone Communication Failure (connection lost)");
+    dp_sess_returned(s);
+    return false;
+}
+
+static bool capf_command(dp_sess_t *s, ra_capf_cmd_t *cmd, void (*done)(dp_redis_req_t *, redisReply *)) {
+    dp_buf_t *b = s->buf;
+    b->rreq.done = done;
+    s->state = DP_S_RA;
+    dp_timer_arm(s, DP_T_NONE);
+    return dp_redis_command(&s->core->redis, &b->rreq, cmd->argc, cmd->argv, cmd->argvlen);
+}
+
+static void capf_on_begin(dp_redis_req_t *req, redisReply *reply) {
+    dp_buf_t *b = caa_container_of(req, dp_buf_t, rreq);
+    dp_sess_t *s = b->sess;
+    ra_capf_result_t res;
+    char why[200];
+    ra_err_t e = ra_capf_parse_begin(reply, s->capf.device, &res, &b->capf.dev, why, sizeof(why));
+    bool locked = e == RA_OK ? res.outcome == RA_CAPF_OK : e == RA_E_BAD_RECORD;
+    if (!capf_returned(s, locked)) return;
+    capf_result_t *r = &b->capf.r;
+    capf_begin_t verdict = CAPF_BEGIN_OK;
+    if (e == RA_E_BAD_RECORD) { /* locked, but unreadable: record the cause and refuse */
+        s->capf.locked = true;
+        snprintf(r->why, sizeof(r->why), "refused: device record unreadable (%.100s)", why);
+        s->capf.state = CAPF_S_FINISHING;
+        capf_go(s, CAPF_STEP_FAIL);
+        return;
+    }
+    if (e != RA_OK) {
+        DP_WARN("CAPF peer=%s device=%s: registry BEGIN failed: %s", s->peer, s->capf.device, why);
+        verdict = CAPF_BEGIN_UNAVAILABLE;
+    } else if (res.outcome == RA_CAPF_UNKNOWN) {
+        verdict = CAPF_BEGIN_UNKNOWN;
+    } else if (res.outcome != RA_CAPF_OK) {
+        verdict = CAPF_BEGIN_REFUSED;
+        snprintf(r->why, sizeof(r->why), "refused (%s): %.120s", ra_capf_outcome_str(res.outcome),
+                 res.reason[0] ? res.reason : ra_capf_outcome_str(res.outcome));
+    }
+    capf_go(s, capf_sess_begun(eng(s), conf(s), verdict, &b->capf.dev, capf_out(s), r));
+}
+
+static bool capf_begin(dp_sess_t *s) {
+    dp_core_t *c = s->core;
+    if (!dp_redis_usable(&c->redis))
+        return capf_run(s, capf_sess_begun(eng(s), conf(s), CAPF_BEGIN_UNAVAILABLE, NULL, capf_out(s), &s->buf->capf.r));
+    ra_capf_cmd_t cmd;
+    char token[RA_CAPF_TOKEN_MAX + 1];
+    capf_token(s, token, sizeof(token));
+    const dp_config_t *cfg = &c->rt->cfg;
+    /* the lock covers the longest session: key generation, then the store
+     * answer; a crashed daemon's locks are released at its next start */
+    int64_t ttl_ms = ((int64_t)cfg->capf_keygen_timeout + cfg->capf_reply_timeout + 60) * 1000;
+    if (ra_capf_begin_cmd(&cmd, c->rt->capf_sha, s->capf.device, token, (int64_t)time(NULL), s->peer, ttl_ms) !=
+            RA_OK ||
+        !capf_command(s, &cmd, capf_on_begin))
+        return capf_run(s, capf_sess_begun(eng(s), conf(s), CAPF_BEGIN_UNAVAILABLE, NULL, capf_out(s), &s->buf->capf.r));
+    return false;
+}
+
+static void capf_on_recorded(dp_redis_req_t *req, redisReply *reply) {
+    dp_buf_t *b = caa_container_of(req, dp_buf_t, rreq);
+    dp_sess_t *s = b->sess;
+    ra_capf_result_t res;
+    char why[200];
+    ra_err_t e = ra_capf_parse(reply, &res, why, sizeof(why));
+    if (!capf_returned(s, true)) return;
+    bool ok = e == RA_OK && res.outcome == RA_CAPF_OK;
+    bool lost = e == RA_OK && res.outcome == RA_CAPF_LOST_LOCK;
+    if (e != RA_OK) DP_WARN("CAPF peer=%s device=%s: LSC not recorded: %s", s->peer, s->capf.device, why);
+    else if (!ok && !lost)
+        snprintf(b->capf.r.why, sizeof(b->capf.r.why), "refused at ISSUED (%s): %.100s", ra_capf_outcome_str(res.outcome),
+                 res.reason);
+    if (!ok && !lost && e == RA_OK) { /* device gone or operation withdrawn meanwhile */
+        s->capf.locked = true;
+        capf_go(s, capf_sess_closed(eng(s), false, capf_out(s), &b->capf.r));
+        return;
+    }
+    CBS cert;
+    CBS_init(&cert, b->data + CAPF_CERT_OFF, b->capf.job.cert_len);
+    capf_go(s, capf_sess_recorded(eng(s), ok, lost, cert, capf_out(s), &b->capf.r));
+}
+
+static bool capf_record(dp_sess_t *s) {
+    dp_core_t *c = s->core;
+    dp_buf_t *b = s->buf;
+    capf_job_t *j = &b->capf.job;
+    ra_capf_cmd_t cmd;
+    char token[RA_CAPF_TOKEN_MAX + 1], serial[2 * CX_SERIAL_LEN + 1];
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < CX_SERIAL_LEN; i++) {
+        serial[2 * i] = hex[j->serial[i] >> 4];
+        serial[2 * i + 1] = hex[j->serial[i] & 15];
+    }
+    serial[2 * CX_SERIAL_LEN] = 0;
+    capf_token(s, token, sizeof(token));
+    bool ok = dp_redis_usable(&c->redis) &&
+              ra_capf_lsc_init(&b->capf.lsc, CBS_data(&b->capf.r.spki), CBS_len(&b->capf.r.spki),
+                               b->data + CAPF_CERT_OFF, j->cert_len, serial, j->not_after) == RA_OK &&
+              ra_capf_issued_cmd(&cmd, c->rt->capf_sha, s->capf.device, token, (int64_t)time(NULL), s->peer,
+                                 &b->capf.lsc) == RA_OK &&
+              capf_command(s, &cmd, capf_on_recorded);
+    if (!ok) {
+        CBS none;
+        CBS_init(&none, NULL, 0);
+        return capf_run(s, capf_sess_recorded(eng(s), false, false, none, capf_out(s), &b->capf.r));
+    }
+    return false;
+}
+
+static void capf_on_closed(dp_redis_req_t *req, redisReply *reply) {
+    dp_buf_t *b = caa_container_of(req, dp_buf_t, rreq);
+    dp_sess_t *s = b->sess;
+    ra_capf_result_t res;
+    char why[200];
+    ra_err_t e = ra_capf_parse(reply, &res, why, sizeof(why));
+    if (!capf_returned(s, e != RA_OK)) return;
+    bool recorded = e == RA_OK && res.outcome == RA_CAPF_OK;
+    if (e != RA_OK) DP_WARN("CAPF peer=%s device=%s: outcome not recorded: %s", s->peer, s->capf.device, why);
+    else if (!recorded)
+        DP_WARN("CAPF peer=%s device=%s: outcome not recorded: %s%s%s", s->peer, s->capf.device,
+                ra_capf_outcome_str(res.outcome), res.reason[0] ? ": " : "", res.reason);
+    if (e == RA_OK && res.auth_lock_until > 0)
+        DP_INFO("CAPF device=%s: %lld failed authentications: locked out for %u s", s->capf.device,
+                (long long)res.auth_failures, s->core->rt->cfg.capf_lockout_s);
+    capf_go(s, capf_sess_closed(eng(s), recorded, capf_out(s), &b->capf.r));
+}
+
+/* capf_close_record sends FINISH (outcome `r->finish`) or FAIL. */
+static bool capf_close_record(dp_sess_t *s, bool finish) {
+    dp_core_t *c = s->core;
+    dp_buf_t *b = s->buf;
+    capf_result_t *r = &b->capf.r;
+    const dp_config_t *cfg = &c->rt->cfg;
+    ra_capf_cmd_t cmd;
+    char token[RA_CAPF_TOKEN_MAX + 1];
+    capf_token(s, token, sizeof(token));
+    int64_t now = (int64_t)time(NULL);
+    ra_err_t e;
+    if (finish) {
+        static const ra_capf_kind_t kinds[CAPF_FIN__COUNT] = {
+            [CAPF_FIN_INSTALL_OK] = RA_CAPF_INSTALL_OK,   [CAPF_FIN_INSTALL_FAILED] = RA_CAPF_INSTALL_FAILED,
+            [CAPF_FIN_DELETE_OK] = RA_CAPF_DELETE_OK,     [CAPF_FIN_DELETE_FAILED] = RA_CAPF_DELETE_FAILED,
+            [CAPF_FIN_FETCH_OK] = RA_CAPF_FETCH_OK,       [CAPF_FIN_FETCH_FAILED] = RA_CAPF_FETCH_FAILED};
+        ra_capf_finish_t f = {.kind = kinds[r->finish], .lsc = &b->capf.lsc, .cert_der = CBS_data(&r->cert),
+                              .cert_len = CBS_len(&r->cert)};
+        e = ra_capf_finish_cmd(&cmd, c->rt->capf_sha, s->capf.device, token, now, s->peer, &f);
+    } else if (r->auth_failure) {
+        e = ra_capf_auth_failed_cmd(&cmd, c->rt->capf_sha, s->capf.device, token, now, s->peer, r->why,
+                                    cfg->capf_max_auth_failures, cfg->capf_lockout_s);
+    } else {
+        e = ra_capf_fail_cmd(&cmd, c->rt->capf_sha, s->capf.device, token, now, s->peer, r->why);
+    }
+    if (e != RA_OK || !dp_redis_usable(&c->redis) || !capf_command(s, &cmd, capf_on_closed))
+        return capf_run(s, capf_sess_closed(eng(s), false, capf_out(s), r));
+    return false;
+}
+
+/* ---- signing pool ---- */
+
+static bool capf_submit(dp_sess_t *s, int kind) {
+    dp_core_t *c = s->core;
+    dp_buf_t *b = s->buf;
+    b->job.kind = kind;
+    b->sess = s;
+    s->state = DP_S_JOB;
+    dp_timer_arm(s, DP_T_NONE);
+    return cx_pool_submit(c->rt->pool, c->id, &b->job, false) == CX_OK;
+}
+
+void dp_capf_job_run(dp_buf_t *b, unsigned worker) {
+    (void)worker;
+    dp_runtime_t *rt = b->sess->core->rt;
+    capf_job_t *j = &b->capf.job;
+    if (b->job.kind == DP_JOB_CAPF_AUTH) capf_sign_auth(j);
+    else capf_sign_lsc(j, &rt->capf_spki, &rt->est.issuer, &rt->capf_lsc, (int64_t)time(NULL));
+}
+
+void dp_capf_job_done(dp_sess_t *s, dp_buf_t *b) {
+    if (!capf_returned(s, true)) return;
+    capf_job_t *j = &b->capf.job;
+    if (b->job.kind == DP_JOB_CAPF_AUTH) {
+        capf_go(s, capf_sess_authed(eng(s), conf(s), &b->capf.dev, j->auth_ok, capf_out(s), &b->capf.r));
+        return;
+    }
+    if (j->err == CAPF_E_BUFFER)
+        DP_WARN("CAPF peer=%s device=%s: LSC signing failed: %s", s->peer, s->capf.device, cx_err_str(j->cx_err));
+    capf_go(s, capf_sess_signed(eng(s), j->err, &b->capf.r));
+}
+
+static bool capf_auth(dp_sess_t *s) {
+    dp_buf_t *b = s->buf;
+    capf_job_t *j = &b->capf.job;
+    memset(j, 0, sizeof(*j));
+    j->password = b->capf.r.password;
+    snprintf(j->auth_hash, sizeof(j->auth_hash), "%s", b->capf.dev.auth_hash);
+    if (!capf_submit(s, DP_JOB_CAPF_AUTH)) { /* signer saturated: shed, recorded as such */
+        snprintf(b->capf.r.why, sizeof(b->capf.r.why), "Upgrade Failed: server busy (signing queue full)");
+        s->capf.state = CAPF_S_FINISHING;
+        return capf_run(s, CAPF_STEP_FAIL);
+    }
+    return false;
+}
+
+static bool capf_sign(dp_sess_t *s) {
+    dp_buf_t *b = s->buf;
+    capf_job_t *j = &b->capf.job;
+    memset(j, 0, sizeof(*j));
+    snprintf(j->device, sizeof(j->device), "%s", s->capf.device);
+    j->key = s->capf.key;
+    j->spki = b->capf.r.spki;
+    j->cert = b->data + CAPF_CERT_OFF;
+    j->cert_cap = CAPF_CERT_CAP;
+    if (!capf_submit(s, DP_JOB_CAPF_SIGN)) {
+        snprintf(b->capf.r.why, sizeof(b->capf.r.why), "Upgrade Failed: server busy (signing queue full)");
+        s->capf.state = CAPF_S_FINISHING;
+        return capf_run(s, CAPF_STEP_FAIL);
+    }
+    return false;
+}
+
+/* ---- the step loop ---- */
+
+/* capf_run carries out `step`. Returns true when the session's drive
+ * should go on at once (a message to write, or reading on); callers inside
+ * the drive return it, callers outside (job and Redis completions, timers)
+ * use capf_go. */
+static bool capf_run(dp_sess_t *s, capf_step_t step) {
+    capf_result_t *r = &s->buf->capf.r;
+    switch (step) {
+    case CAPF_STEP_WAIT:
+        s->buf->len = 0; /* the message is done with */
+        return capf_send(s);
+    case CAPF_STEP_BEGIN: return capf_begin(s);
+    case CAPF_STEP_AUTH: return capf_auth(s);
+    case CAPF_STEP_SIGN: return capf_sign(s);
+    case CAPF_STEP_RECORD: return capf_record(s);
+    case CAPF_STEP_FINISH: return capf_close_record(s, true);
+    case CAPF_STEP_FAIL: return capf_close_record(s, false);
+    case CAPF_STEP_END: break;
+    }
+    char line[240];
+    if (r->end_reason == CAPF_REASON_UPDATE_CERTIFICATE) {
+        s->core->stats.enrolled++;
+        snprintf(line, sizeof(line), "%s",
+                 s->capf.op == RA_OP_DELETE        ? "LSC deleted (Delete Success)"
+                 : s->capf.op == RA_OP_TROUBLESHOOT ? "certificate fetched (Troubleshoot Success)"
+                                                    : "LSC installed (Upgrade Success)");
+        if (s->capf.op == RA_OP_INSTALL)
+            snprintf(line + strlen(line), sizeof(line) - strlen(line), " serial=%s", s->buf->capf.lsc.serial);
+    } else {
+        s->core->stats.denied++;
+        snprintf(line, sizeof(line), "END_SESSION reason %u: %s", r->end_reason, r->why[0] ? r->why : "refused");
+    }
+    capf_log(s, true, line);
+    s->buf->len = 0;
+    if (s->capf_eof) { /* the phone is gone: nothing to send */
+        dp_sess_close(s, false);
+        return false;
+    }
+    return capf_send(s); /* END_SESSION, then close_notify and linger */
+}
+
+/* capf_go runs `step` from outside the session's drive. */
+static void capf_go(dp_sess_t *s, capf_step_t step) {
+    if (capf_run(s, step)) dp_sess_redrive(s);
+}
+
+/* ---- reading ---- */
+
+/* capf_message handles the complete message of `len` bytes at the start of
+ * the buffer. */
+static bool capf_message(dp_sess_t *s, size_t len) {
+    dp_buf_t *b = s->buf;
+    capf_result_t *r = &b->capf.r;
+    capf_msg_t m;
+    capf_err_t e = capf_msg_parse(&m, b->data, len);
+    if (e != CAPF_OK) return capf_run(s, capf_sess_bad_input(eng(s), e, capf_out(s), r));
+    if (m.num_unknown)
+        DP_DEBUG("CAPF peer=%s session=%08x: %s with %u unknown element(s) (first tag %02x), ignored", s->peer,
+                 s->capf.id, capf_op_str(m.op), m.num_unknown, m.first_unknown);
+    if (s->capf.state == CAPF_S_AWAIT_AUTH) memset(r, 0, sizeof(*r)); /* a new decision starts */
+    return capf_run(s, capf_sess_on_msg(eng(s), conf(s), &m, capf_out(s), r));
+}
+
+bool dp_capf_read(dp_sess_t *s) {
+    if (!dp_sess_job_buf(s)) { /* no buffer left: shed this session */
+        capf_log(s, true, "no buffer left (queue_bound reached); closing");
+        s->core->stats.shed++;
+        dp_sess_close(s, false);
+        return false;
+    }
+    dp_buf_t *b = s->buf;
+    for (;;) {
+        size_t need = CAPF_HEADER_LEN;
+        capf_err_t e = capf_msg_need(b->data, b->len, &need);
+        if (e == CAPF_OK) return capf_message(s, need);
+        if (e != CAPF_PARTIAL) return capf_run(s, capf_sess_bad_input(eng(s), e, capf_out(s), &b->capf.r));
+        /* read no further than this message: what follows stays in TLS */
+        int n = SSL_read(s->ssl, b->data + b->len, (int)(need - b->len));
+        if (n > 0) {
+            b->len += (size_t)n;
+            continue;
+        }
+        int err = SSL_get_error(s->ssl, n);
+        if (err == SSL_ERROR_WANT_READ) {
+            capf_drop_buf(s);
+            return false;
+        }
+        ERR_clear_error();
+        /* the phone closed or reset: record what that means in this state */
+        capf_step_t step = capf_sess_eof(eng(s), &b->capf.r);
+        if (step == CAPF_STEP_FAIL) {
+            capf_log(s, true, b->capf.r.why);
+            s->capf_eof = true;
+            capf_close_record(s, false);
+            return false;
+        }
+        if (b->len || s->capf.state != CAPF_S_AWAIT_AUTH) capf_log(s, true, "connection closed by the peer");
+        else capf_log(s, false, "connection closed before AUTH_RESPONSE");
+        dp_sess_close(s, false);
+        return false;
+    }
+}
+
+/* ---- session events ---- */
+
+bool dp_capf_started(dp_sess_t *s) {
+    dp_core_t *c = s->core;
+    if (!dp_sess_job_buf(s)) {
+        capf_log(s, true, "no buffer left (queue_bound reached); closing");
+        c->stats.shed++;
+        dp_sess_close(s, false);
+        return false;
+    }
+    uint32_t id = c->rt->capf_id_base + c->id + c->capf_seq++ * c->rt->num_cores;
+    if (capf_sess_start(eng(s), conf(s), id, capf_out(s)) != CAPF_OK) {
+        dp_sess_close(s, false);
+        return false;
+    }
+    s->buf->len = 0;
+    return capf_send(s);
+}
+
+void dp_capf_timeout(dp_sess_t *s) {
+    if (!s->buf && !dp_sess_job_buf(s)) {
+        dp_sess_close(s, false);
+        return;
+    }
+    capf_result_t *r = &s->buf->capf.r;
+    capf_step_t step = capf_sess_timeout(eng(s), capf_out(s), r);
+    if (step == CAPF_STEP_WAIT) return; /* a result is on its way */
+    capf_go(s, step);
+}
+
+bool dp_capf_lost(dp_sess_t *s) {
+    /* The transport failed under a session that holds the device: record
+     * the loss (FAIL releases the lock), then let the close go on. */
+    if (!s->capf.locked || s->state == DP_S_JOB || s->state == DP_S_RA || s->state == DP_S_CLOSED) return false;
+    if (!s->buf && !dp_sess_job_buf(s)) return false;
+    capf_step_t step = capf_sess_eof(eng(s), &s->buf->capf.r);
+    if (step != CAPF_STEP_FAIL) return false;
+    s->capf_eof = true;
+    capf_close_record(s, false);
+    return s->state == DP_S_RA;
+}
