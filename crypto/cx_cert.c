@@ -29,9 +29,10 @@ static const uint8_t cx_oid_eku[] = {0x55, 0x1d, 0x25};
 static const uint8_t cx_oid_ski[] = {0x55, 0x1d, 0x0e};
 static const uint8_t cx_oid_aki[] = {0x55, 0x1d, 0x23};
 static const uint8_t cx_oid_san[] = {0x55, 0x1d, 0x11};
-/* 1.3.6.1.5.5.7.3.1 serverAuth, .2 clientAuth */
+/* 1.3.6.1.5.5.7.3.1 serverAuth, .2 clientAuth, .5 ipsecEndSystem */
 static const uint8_t cx_oid_server_auth[] = {0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01};
 static const uint8_t cx_oid_client_auth[] = {0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02};
+static const uint8_t cx_oid_ipsec_end_system[] = {0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x05};
 static const uint8_t cx_oid_org[] = {0x55, 0x04, 0x0a};   /* 2.5.4.10 */
 static const uint8_t cx_oid_cn[] = {0x55, 0x04, 0x03};    /* 2.5.4.3 */
 /* 1.2.840.113549.1.7.2 signedData, 1.2.840.113549.1.7.1 data */
@@ -184,6 +185,8 @@ static int cx_ext_eku(CBB *exts, unsigned eku) {
             cx_add_oid(&seq, cx_oid_server_auth, sizeof(cx_oid_server_auth))) &&
            (!(eku & CX_EKU_CLIENT_AUTH) ||
             cx_add_oid(&seq, cx_oid_client_auth, sizeof(cx_oid_client_auth))) &&
+           (!(eku & CX_EKU_IPSEC_END_SYSTEM) ||
+            cx_add_oid(&seq, cx_oid_ipsec_end_system, sizeof(cx_oid_ipsec_end_system))) &&
            CBB_flush(exts);
 }
 

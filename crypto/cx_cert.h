@@ -26,8 +26,13 @@ enum {
     CX_KU_KEY_CERT_SIGN = 1u << 5,
     CX_KU_CRL_SIGN = 1u << 6,
 };
-/* extendedKeyUsage flags. */
-enum { CX_EKU_CLIENT_AUTH = 1u << 0, CX_EKU_SERVER_AUTH = 1u << 1 };
+/* extendedKeyUsage flags. The encoder writes the OIDs in the order
+ * serverAuth, clientAuth, ipsecEndSystem (1.3.6.1.5.5.7.3.5, for CAPF LSCs). */
+enum {
+    CX_EKU_CLIENT_AUTH = 1u << 0,
+    CX_EKU_SERVER_AUTH = 1u << 1,
+    CX_EKU_IPSEC_END_SYSTEM = 1u << 2,
+};
 
 /* cx_issuer_t: what an issuing CA contributes to a certificate.
  * For a self-signed certificate, subject/ski are those of the new CA. */
