@@ -10,6 +10,9 @@
 
 #include "ra/ra_registry.h"
 
+#define RA_CAPF_STR_(x) #x
+#define RA_CAPF_STR(x) RA_CAPF_STR_(x) /* a limit of ra_capf.h inside the Lua text */
+
 /* KEYS[1] stp:audit, KEYS[2] stp:dev:{NAME}, KEYS[3] stp:capf:lock:{NAME},
  * KEYS[4] stp:req:{NAME}:SPKISHA (ISSUED and FINISH install-ok only).
  * ARGV[1] verb, [2] token, [3] now, [4] peer, then per verb:
@@ -41,7 +44,7 @@ static const char ra_capf_lua[] =
     "local function bad(what) return redis.error_reply('ERR capf: bad ' .. what) end\n"
     "local now = int(ARGV[3])\n"
     "if not now then return bad('now') end\n"
-    "if type(token) ~= 'string' or #token == 0 or #token > 128 or token:find('[^\\33-\\126]') then\n"
+    "if type(token) ~= 'string' or #token == 0 or #token > " RA_CAPF_STR(RA_CAPF_TOKEN_MAX) " or token:find('[^\\33-\\126]') then\n"
     "  return bad('token')\n"
     "end\n"
     "local name = string.match(KEYS[2] or '', '^stp:dev:{([%w_.-]+)}$')\n"
@@ -150,7 +153,7 @@ static const char ra_capf_lua[] =
     "    local list = {}\n"
     "    for s in string.gmatch(d[3] or '', '[^,]+') do list[#list+1] = s end\n"
     "    list[#list+1] = prev\n"
-    "    while #list > 10 do table.remove(list, 1) end\n"
+    "    while #list > " RA_CAPF_STR(RA_CAPF_STALE_MAX) " do table.remove(list, 1) end\n"
     "    f[#f+1] = 'stale_serials'; f[#f+1] = table.concat(list, ',')\n"
     "    redis.call('HINCRBY', dev, 'stale_lscs', 1)\n"
     "  end\n"

@@ -127,7 +127,7 @@ typedef struct {
     const char *argv[RA_CAPF_ARGC_MAX];
     size_t argvlen[RA_CAPF_ARGC_MAX];
     int argc;
-    char _sha[41], _numkeys[4], _now[24], _n1[24], _n2[24], _n3[24];
+    char _sha[41], _numkeys[4], _now[24], _n1[24], _n2[24];
     char _devkey[RA_DEVICE_NAME_MAX + 16];
     char _lockkey[RA_DEVICE_NAME_MAX + 24];
     char _reqkey[RA_REQ_KEY_MAX], _id[RA_REQ_ID_MAX];
