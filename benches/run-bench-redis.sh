@@ -62,7 +62,7 @@ start() {
   shift 2
   dir[$name]="$work/$name"
   prt[$name]=$p
-  "$b/dataplane/stampeded" --data-dir "${dir[$name]}" --est-listen "127.0.0.1:$p" "$@" \
+  "$b/dataplane/stampeded" --data-dir "${dir[$name]}" --est-listen "127.0.0.1:$p" --capf-listen "" "$@" \
     >"$work/$name.log" 2>&1 &
   pid[$name]=$!
   for _ in $(seq 200); do

@@ -23,7 +23,7 @@ field() { grep -oE "$1=[0-9.]+" | cut -d= -f2; }
 
 for b in "${builds[@]}"; do
   data=$(mktemp -d /tmp/stampede-bench.XXXXXX)
-  "$b/dataplane/stampeded" --data-dir "$data" --est-listen "127.0.0.1:$port" \
+  "$b/dataplane/stampeded" --data-dir "$data" --est-listen "127.0.0.1:$port" --capf-listen "" \
     >"$data.log" 2>&1 &
   pid=$!
   trap 'kill $pid 2>/dev/null || true' EXIT

@@ -106,6 +106,7 @@ class Daemon:
         self.args = [str(a) for a in args]
         self.data_dir = data_dir or os.path.join(workdir, name + '-data')
         self.port = port or free_port()
+        self.capf_port = free_port()
         self.name = name
         self.listen_flag = listen_flag
         self.proc = None
@@ -129,7 +130,8 @@ class Daemon:
     def command(self):
         cmd = [STAMPEDED, '--data-dir', self.data_dir]
         if self.listen_flag:
-            cmd += ['--est-listen', '127.0.0.1:%d' % self.port]
+            cmd += ['--est-listen', '127.0.0.1:%d' % self.port,
+                    '--capf-listen', '127.0.0.1:%d' % self.capf_port]
         return cmd + self.args
 
     def start(self, ready_timeout=READY_TIMEOUT):

@@ -227,7 +227,7 @@ class TestCommandLine(fx.DaemonTestCase):
             port_b = fx.free_port()
         dd = os.path.join(self.tmp, 'cfg-data')
         conf = fx.write(os.path.join(self.tmp, 'stampeded.conf'),
-                        '; test config\n[stampeded]\ndata_dir = %s\nest_listen = 127.0.0.1:%d\n'
+                        '; test config\n[stampeded]\ndata_dir = %s\nest_listen = 127.0.0.1:%d\ncapf_listen =\n'
                         'leaf_server_auth = true\ncsrattrs = 1.2.840.113549.1.9.7\n'
                         '[stampede-control]\nsomething_else = 1\n' % (dd, port_a))
         d = self.daemon(['--config', conf], data_dir=dd, port=port_a, listen_flag=False, start=False)
