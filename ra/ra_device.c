@@ -264,6 +264,12 @@ static int ra_decode_field(ra_device_t *d, const char *f, CBS *v) {
     if (!strcmp(f, "lsc_not_after")) return ra_cbs_get_i64(v, &d->lsc_not_after);
     if (!strcmp(f, "auth_failures")) return ra_cbs_get_i64(v, &d->auth_failures);
     if (!strcmp(f, "created")) return ra_cbs_get_i64(v, &d->created);
+    if (!strcmp(f, "lsc_md5")) return ra_cbs_get_text(v, d->lsc_md5, sizeof(d->lsc_md5), 1);
+    if (!strcmp(f, "lsc_unconfirmed")) return ra_cbs_get_text(v, d->lsc_unconfirmed, sizeof(d->lsc_unconfirmed), 1);
+    if (!strcmp(f, "stale_lscs")) return ra_cbs_get_i64(v, &d->stale_lscs);
+    if (!strcmp(f, "auth_lock_until")) return ra_cbs_get_i64(v, &d->auth_lock_until);
+    if (!strcmp(f, "last_session")) return ra_cbs_get_i64(v, &d->last_session);
+    if (!strcmp(f, "last_peer")) return ra_cbs_get_text(v, d->last_peer, sizeof(d->last_peer), 0);
     if (!strcmp(f, "updated")) return ra_cbs_get_i64(v, &d->updated);
     if (!strcmp(f, "keys")) {
         d->num_keys = 0;

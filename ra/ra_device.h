@@ -54,6 +54,14 @@ typedef struct {
     int64_t lsc_not_after;              /* unix seconds, 0 = no LSC */
     int64_t auth_failures;
     int64_t created, updated;           /* unix seconds */
+    /* Written by CAPF sessions (ra_capf.h), read-only here: never encoded
+     * by ra_device_encode, kept by a replace (ra_registry_add). */
+    char lsc_md5[33];                   /* hex MD5 of the current LSC (Jabber's certHash) */
+    char lsc_unconfirmed[RA_DEVICE_SERIAL_MAX + 1]; /* issued, store not yet confirmed */
+    int64_t stale_lscs;                 /* LSCs issued but never confirmed */
+    int64_t auth_lock_until;            /* unix seconds; refused until then */
+    int64_t last_session;               /* unix seconds of the last CAPF session */
+    char last_peer[80];                 /* its address */
 } ra_device_t;
 
 /* Field/value pairs of one record, pointing into `_buf`. */

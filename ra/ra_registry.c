@@ -10,14 +10,24 @@
 #include "ra/ra_redis.h"
 
 /* KEYS[1] record; ARGV[1] "1" = replace; ARGV[2..] field/value pairs.
- * Returns 0 if it exists and replace is off, 1 if created, 2 if replaced. */
+ * Returns 0 if it exists and replace is off, 1 if created, 2 if replaced.
+ * A replace rewrites the provisioning (operation, authentication, keys,
+ * deadline, status) but keeps what the device's sessions established: its
+ * certificates (current, unconfirmed, stale, superseded, fetched), its last
+ * session, and `created` (re-scheduling Install/Upgrade keeps the current
+ * LSC in the report, as CUCM does). */
 static const char ra_add_script[] =
     "local ex = redis.call('EXISTS', KEYS[1]) == 1\n"
     "if ex and ARGV[1] ~= '1' then return 0 end\n"
-    "local created = redis.call('HGET', KEYS[1], 'created')\n"
+    "local keep = {'created', 'lsc_serial', 'lsc_not_after', 'lsc_md5', 'lsc_sha256', 'lsc_unconfirmed',\n"
+    "  'stale_lscs', 'stale_serials', 'superseded_serial', 'last_session', 'last_peer', 'fetched_cert',\n"
+    "  'fetched_at'}\n"
+    "local old = ex and redis.call('HMGET', KEYS[1], unpack(keep)) or {}\n"
     "redis.call('DEL', KEYS[1])\n"
     "redis.call('HSET', KEYS[1], unpack(ARGV, 2))\n"
-    "if created then redis.call('HSET', KEYS[1], 'created', created) end\n"
+    "for i, f in ipairs(keep) do\n"
+    "  if old[i] then redis.call('HSET', KEYS[1], f, old[i]) end\n"
+    "end\n"
     "return ex and 2 or 1\n";
 
 /* KEYS[1] record; ARGV: status, reason, updated. 0 if no such record. */

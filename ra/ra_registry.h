@@ -41,8 +41,11 @@ void ra_registry_sweep_cmd(ra_registry_sweep_cmd_t *cmd, int64_t now, unsigned l
 void ra_registry_key(char *buf, size_t buf_len, const char *name);
 
 /* ra_registry_add stores `d` (validated first) and indexes it. `created`
- * and `updated` are set to now; with `replace` an existing record is
- * overwritten (its `created` kept). `peer` names the actor for the audit
+ * and `updated` are set to now; with `replace` an existing record's
+ * provisioning is overwritten while its `created` and what its sessions
+ * established are kept (current LSC serial/expiry/fingerprints, the
+ * unconfirmed, stale, superseded and fetched certificates, the last
+ * session): re-scheduling an install keeps the current LSC on record. `peer` names the actor for the audit
  * entry "device-add". Returns RA_OK, the RA_E_BAD_* of ra_device_validate,
  * RA_E_EXISTS (nothing changed), or RA_E_REDIS / RA_E_REDIS_CONNECT with the
  * cause in `why`. */

@@ -49,12 +49,20 @@ static void test_add_get_replace(void **state) {
     add_device("R1", RA_OP_DELETE, false, RA_E_EXISTS);
     assert_int_equal(ra_registry_get(rc, "R1", &d, why, sizeof(why)), RA_OK);
     assert_int_equal(d.op, RA_OP_INSTALL);
-    redisReply *r = redisCommand(rc, "HSET stp:dev:{R1} created 1000 stale_field x");
+    redisReply *r = redisCommand(rc, "HSET stp:dev:{R1} created 1000 stale_field x lsc_serial 0abc "
+                                         "lsc_not_after 2000000000 lsc_unconfirmed 0def auth_failures 3");
     freeReplyObject(r);
     add_device("R1", RA_OP_DELETE, true, RA_OK);
     assert_int_equal(ra_registry_get(rc, "R1", &d, why, sizeof(why)), RA_OK);
     assert_int_equal(d.op, RA_OP_DELETE);
     assert_int_equal(d.created, 1000); /* kept on replace */
+    /* the device's certificates survive re-provisioning; the counters do not */
+    assert_string_equal(d.lsc_serial, "0abc");
+    assert_int_equal(d.lsc_not_after, 2000000000);
+    assert_int_equal(d.auth_failures, 0);
+    r = redisCommand(rc, "HGET stp:dev:{R1} lsc_unconfirmed");
+    assert_string_equal(r->str, "0def");
+    freeReplyObject(r);
     r = redisCommand(rc, "HEXISTS stp:dev:{R1} stale_field");
     assert_int_equal(r->integer, 0); /* whole record rewritten */
     freeReplyObject(r);

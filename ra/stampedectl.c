@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "ra/ra_audit.h"
+#include "ra/ra_capf.h"
 #include "ra/ra_device.h"
 #include "ra/ra_redis.h"
 #include "ra/ra_registry.h"
@@ -227,9 +228,13 @@ static void ra_ctl_show_json(const ra_device_t *d) {
     for (size_t i = 0; i < d->num_keys; i++) printf("%s\"%s\"", i ? ", " : "", ra_key_name(d->keys[i]));
     printf("], \"by\": %" PRId64 ", \"status\": \"%s\", \"reason\": ", d->by, ra_status_name(d->status));
     ra_ctl_json_str(d->reason);
-    printf(", \"lsc_serial\": \"%s\", \"lsc_not_after\": %" PRId64 ", \"auth_failures\": %" PRId64
-           ", \"created\": %" PRId64 ", \"updated\": %" PRId64 "}\n",
-           d->lsc_serial, d->lsc_not_after, d->auth_failures, d->created, d->updated);
+    printf(", \"lsc_serial\": \"%s\", \"lsc_not_after\": %" PRId64 ", \"lsc_md5\": \"%s\", \"lsc_unconfirmed\": \"%s\""
+           ", \"stale_lscs\": %" PRId64 ", \"auth_failures\": %" PRId64 ", \"auth_lock_until\": %" PRId64
+           ", \"last_session\": %" PRId64 ", \"last_peer\": ",
+           d->lsc_serial, d->lsc_not_after, d->lsc_md5, d->lsc_unconfirmed, d->stale_lscs, d->auth_failures,
+           d->auth_lock_until, d->last_session);
+    ra_ctl_json_str(d->last_peer);
+    printf(", \"created\": %" PRId64 ", \"updated\": %" PRId64 "}\n", d->created, d->updated);
 }
 
 static void ra_ctl_show_human(const ra_device_t *d) {
@@ -237,13 +242,24 @@ static void ra_ctl_show_human(const ra_device_t *d) {
     ra_keys_format(d->keys, d->num_keys, keys, sizeof(keys));
     printf("device          %s\n", d->name);
     printf("operation       %s\n", ra_op_name(d->op));
-    printf("authentication  %s%s\n", ra_auth_name(d->auth), d->auth_hash[0] ? " (string set)" : "");
+    printf("authentication  %s%s\n", ra_auth_name(d->auth),
+           !d->auth_hash[0]                     ? ""
+           : !strcmp(d->auth_hash, RA_CAPF_AUTH_HASH_USED) ? " (string used: set a new one to schedule again)"
+                                                           : " (string set)");
     printf("keys            %s\n", keys);
     printf("completes by    %s\n", ra_ctl_time(d->by, "none", t1, sizeof(t1)));
     printf("status          %s%s%s\n", ra_status_name(d->status), d->reason[0] ? ": " : "", d->reason);
     printf("LSC serial      %s\n", d->lsc_serial[0] ? d->lsc_serial : "NA");
     printf("LSC expires     %s\n", ra_ctl_time(d->lsc_not_after, "NA", t2, sizeof(t2)));
+    if (d->lsc_md5[0]) printf("LSC MD5         %s\n", d->lsc_md5);
+    if (d->lsc_unconfirmed[0]) printf("unconfirmed LSC %s (issued; the phone has not confirmed storing it)\n", d->lsc_unconfirmed);
+    if (d->stale_lscs) printf("stale LSCs      %" PRId64 "\n", d->stale_lscs);
     printf("auth failures   %" PRId64 "\n", d->auth_failures);
+    if (d->auth_lock_until > (int64_t)time(NULL))
+        printf("locked out until %s\n", ra_ctl_time(d->auth_lock_until, "", t1, sizeof(t1)));
+    if (d->last_session)
+        printf("last session    %s from %s\n", ra_ctl_time(d->last_session, "", t1, sizeof(t1)),
+               d->last_peer[0] ? d->last_peer : "?");
     printf("created         %s\n", ra_ctl_time(d->created, "unknown", t3, sizeof(t3)));
     printf("updated         %s\n", ra_ctl_time(d->updated, "unknown", t4, sizeof(t4)));
 }
