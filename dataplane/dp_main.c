@@ -15,6 +15,7 @@
 #include <urcu/uatomic.h>
 
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 
 
 #include "crypto/cx_ca.h"
@@ -121,15 +122,41 @@ static int dp_capf_setup(dp_runtime_t *rt, char *why, size_t why_len) {
         return -1;
     }
     ra_capf_script_sha(rt->capf_sha);
-    uint8_t rnd[8];
+    /* Session tokens (the owners of device locks) are INSTANCE:BOOT:ID.
+     * INSTANCE (host and data directory) survives a restart, so the next
+     * run can release the locks a killed run left (dp_capf_release_stale). */
+    uint8_t rnd[8], dir[SHA256_DIGEST_LENGTH];
     RAND_bytes(rnd, sizeof(rnd));
-    char host[64] = "node";
+    char host[48] = "node", real[4096];
     gethostname(host, sizeof(host) - 1);
-    host[strcspn(host, " :")] = 0;
-    snprintf(rt->capf_node, sizeof(rt->capf_node), "%s:%02x%02x%02x%02x", host, rnd[0], rnd[1], rnd[2], rnd[3]);
+    host[strcspn(host, " :/")] = 0;
+    const char *d = realpath(cfg->data_dir, real) ? real : cfg->data_dir;
+    SHA256((const uint8_t *)d, strlen(d), dir);
+    snprintf(rt->capf_node, sizeof(rt->capf_node), "%s/%02x%02x%02x%02x:%02x%02x%02x%02x", host, dir[0], dir[1],
+             dir[2], dir[3], rnd[0], rnd[1], rnd[2], rnd[3]);
     rt->capf_id_base = (uint32_t)rnd[4] << 24 | (uint32_t)rnd[5] << 16 | (uint32_t)rnd[6] << 8 | rnd[7];
     if (!(rt->capf_tls = dp_tls_ctx_new(cfg, &rt->ca, false, why, why_len))) return -1;
     return 0;
+}
+
+/* dp_capf_release_stale frees the device locks an earlier run of this
+ * instance left behind (it was killed mid-session), so those phones can
+ * retry at once. Start-up only; a Redis that is not reachable yet only
+ * costs the locks' TTL. */
+static void dp_capf_release_stale(dp_runtime_t *rt) {
+    if (!rt->cfg.capf_listen[0]) return;
+    char instance[96], current[100], why[256];
+    size_t n = strcspn(rt->capf_node, ":");
+    snprintf(instance, sizeof(instance), "%.*s:", (int)n, rt->capf_node);
+    snprintf(current, sizeof(current), "%s:", rt->capf_node);
+    redisContext *c = NULL;
+    unsigned released = 0;
+    if (ra_redis_connect(&c, &rt->redis_addr, 2000, why, sizeof(why)) != RA_OK ||
+        ra_capf_release_stale(c, instance, current, &released, why, sizeof(why)) != RA_OK)
+        DP_WARN("CAPF: could not release device locks of an earlier run: %s", why);
+    else if (released)
+        DP_INFO("CAPF: released %u device lock(s) left by an earlier run of this instance", released);
+    if (c) redisFree(c);
 }
 
 static void dp_worker_init(unsigned id) {
@@ -246,6 +273,7 @@ int main(int argc, char **argv) {
         ra_redis_addr_str(&rt.redis_addr, addr, sizeof(addr));
         DP_INFO("Redis: external %s", addr);
     }
+    dp_capf_release_stale(&rt);
     if (cx_pool_start(rt.pool, dp_worker_init, dp_worker_idle) != CX_OK) {
         dp_redis_child_stop(&rt.redis);
         return dp_fail("signing pool", "cannot start workers");

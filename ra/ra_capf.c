@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "ra/ra_redis.h"
 #include "ra/ra_registry.h"
 
 #define RA_CAPF_STR_(x) #x
@@ -482,4 +483,51 @@ ra_err_t ra_capf_parse_begin(const redisReply *r, const char *name, ra_capf_resu
     if (e != RA_OK || out->outcome != RA_CAPF_OK) return e;
     e = ra_registry_decode_reply(r->element[4], name, dev, why, why_len);
     return e == RA_OK ? RA_OK : RA_E_BAD_RECORD; /* the lock is held: see ra_capf.h */
+}
+
+/* ---- start-up: locks of this instance's previous run ---- */
+
+/* KEYS[1] a lock; ARGV[1] this instance's token prefix "host/inst:",
+ * ARGV[2] the current run's "host/inst:boot:". Deletes the lock if an
+ * earlier run of this instance holds it. */
+static const char ra_capf_stale_lua[] =
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] and string.sub(v, 1, #ARGV[2]) ~= ARGV[2] then\n"
+    "  redis.call('DEL', KEYS[1]) return 1 end\n"
+    "return 0\n";
+
+ra_err_t ra_capf_release_stale(redisContext *c, const char *instance, const char *current, unsigned *released,
+                               char *why, size_t why_len) {
+    char cursor[32] = "0";
+    *released = 0;
+    do {
+        redisReply *r = redisCommand(c, "SCAN %s MATCH " RA_CAPF_LOCK_PREFIX "* COUNT 1000", cursor);
+        ra_err_t e = ra_redis_reply_err(c, r, why, why_len);
+        if (e == RA_OK && (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+                           r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY)) {
+            snprintf(why, why_len, "SCAN: unexpected reply");
+            e = RA_E_REDIS;
+        }
+        if (e != RA_OK) {
+            if (r) freeReplyObject(r);
+            return e;
+        }
+        snprintf(cursor, sizeof(cursor), "%.*s", (int)r->element[0]->len, r->element[0]->str);
+        for (size_t i = 0; i < r->element[1]->elements; i++) {
+            const redisReply *k = r->element[1]->element[i];
+            if (k->type != REDIS_REPLY_STRING) continue;
+            const char *argv[] = {"EVAL", ra_capf_stale_lua, "1", k->str, instance, current};
+            size_t lens[] = {4, strlen(ra_capf_stale_lua), 1, k->len, strlen(instance), strlen(current)};
+            redisReply *d = redisCommandArgv(c, 6, argv, lens);
+            e = ra_redis_reply_err(c, d, why, why_len);
+            if (e == RA_OK && d->type == REDIS_REPLY_INTEGER && d->integer == 1) (*released)++;
+            if (d) freeReplyObject(d);
+            if (e != RA_OK) {
+                freeReplyObject(r);
+                return e;
+            }
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    return RA_OK;
 }

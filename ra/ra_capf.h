@@ -259,4 +259,16 @@ ra_err_t ra_capf_parse(const redisReply *r, ra_capf_result_t *out, char *why, si
 ra_err_t ra_capf_parse_begin(const redisReply *r, const char *name, ra_capf_result_t *out, ra_device_t *dev,
                              char *why, size_t why_len);
 
+/* ra_capf_release_stale deletes the device locks still held by an earlier
+ * run of this stampeded instance (killed before its sessions ended), so
+ * those phones can retry at once instead of waiting for the locks' TTL
+ * (capf-protocol.md §6.4 R14). Tokens are "INSTANCE:BOOT:SESSION":
+ * `instance` is "INSTANCE:" (the same across restarts: host and data
+ * directory), `current` is "INSTANCE:BOOT:" of this run; locks of other
+ * instances and of this run are left alone. Walks every lock with SCAN
+ * (start-up only: synchronous). *released gets the number deleted.
+ * Returns RA_OK or RA_E_REDIS* with the cause in `why`. */
+ra_err_t ra_capf_release_stale(redisContext *c, const char *instance, const char *current, unsigned *released,
+                               char *why, size_t why_len);
+
 #endif

@@ -1050,6 +1050,31 @@ static void test_parse_malformed(void **state) {
 #undef RESET
 }
 
+/* R14: a restarted instance releases the locks its killed run left, and
+ * only those. */
+static void test_release_stale(void **state) {
+    (void)state;
+    const char *set[][2] = {{"stp:capf:lock:{ST1}", "host/aaaa:old1:00000001"},
+                            {"stp:capf:lock:{ST2}", "host/aaaa:new2:00000002"},
+                            {"stp:capf:lock:{ST3}", "host/bbbb:old1:00000003"},
+                            {"stp:capf:lock:{ST4}", "host/aaaa:old9:00000004"}};
+    for (size_t i = 0; i < 4; i++) {
+        redisReply *r = redisCommand(rc, "SET %s %s PX 600000", set[i][0], set[i][1]);
+        freeReplyObject(r);
+    }
+    unsigned released = 99;
+    char why[200];
+    assert_int_equal(ra_capf_release_stale(rc, "host/aaaa:", "host/aaaa:new2:", &released, why, sizeof(why)),
+                     RA_OK);
+    assert_int_equal(released, 2);
+    int want[] = {0, 1, 1, 0}; /* another boot of this instance: gone; this boot, another instance: kept */
+    for (size_t i = 0; i < 4; i++) {
+        redisReply *r = redisCommand(rc, "EXISTS %s", set[i][0]);
+        assert_int_equal(r->integer, want[i]);
+        freeReplyObject(r);
+    }
+}
+
 int main(void) {
     if (system("command -v redis-server >/dev/null 2>&1") != 0) return 77; /* meson: skipped */
     const struct CMUnitTest tests[] = {
@@ -1075,6 +1100,7 @@ int main(void) {
         cmocka_unit_test(test_builder_args),
         cmocka_unit_test(test_script_args),
         cmocka_unit_test(test_parse_malformed),
+        cmocka_unit_test(test_release_stale),
     };
     return cmocka_run_group_tests(tests, start_server, stop_server);
 }
