@@ -65,6 +65,7 @@ typedef struct {
     bool capf_hello_auth_type;
     bool capf_strict_version;
     bool capf_fetch_delete;
+    char *capf_tls_cert;
     char *log_level;
 } dp_config_t;
 

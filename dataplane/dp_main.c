@@ -16,6 +16,8 @@
 
 #include <openssl/rand.h>
 #include <openssl/sha.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 
 #include "crypto/cx_ca.h"
@@ -98,6 +100,32 @@ static int dp_crypto(dp_runtime_t *rt, char *why, size_t why_len) {
     return est_ctx_init(&rt->est, rt->ca.ca_der, rt->ca.ca_der_len, rt->cfg.csrattrs, why, why_len);
 }
 
+/* dp_capf_check_cert checks the CA certificate that the CAPF listener
+ * presents against what phones expect of a CAPF certificate
+ * (capf-protocol.md §3.4, §6.5 F5) and warns, naming the setting to change. */
+static void dp_capf_check_cert(const dp_runtime_t *rt) {
+    const uint8_t *p = rt->ca.ca_der;
+    X509 *x = d2i_X509(NULL, &p, (long)rt->ca.ca_der_len);
+    if (!x) return;
+    uint32_t ku = X509_get_key_usage(x);
+    if (!(X509_get_extension_flags(x) & EXFLAG_CA) || X509_get_pathlen(x) != 0)
+        DP_WARN("CAPF certificate (the CA, %s/ca.crt) is not CA:TRUE pathlen:0: CUCM 14SU2-class phones refuse it",
+                rt->cfg.data_dir);
+    if (!(ku & KU_DIGITAL_SIGNATURE) || !(ku & KU_KEY_CERT_SIGN))
+        DP_WARN("CAPF certificate lacks keyUsage digitalSignature + keyCertSign: CUCM 14SU2-class phones refuse it");
+    char cn[128] = "";
+    X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof(cn));
+    if (strncmp(cn, "CAPF-", 5) != 0)
+        DP_WARN("CAPF certificate CN '%s' does not start with 'CAPF-' as phones' ITL entries expect "
+                "(a new CA with ca_name = CAPF-<8 hex digits>, or capf_tls_cert = tls)", cn);
+    EVP_PKEY *k = X509_get_pubkey(x);
+    if (k && (EVP_PKEY_id(k) != EVP_PKEY_RSA || EVP_PKEY_bits(k) != 2048))
+        DP_WARN("CAPF certificate key is %s-%d: phones expect RSA-2048 (FIPS phones refuse less, ITLs take at most "
+                "2048; ca_key = rsa2048 for a new CA)", EVP_PKEY_id(k) == EVP_PKEY_RSA ? "RSA" : "EC", EVP_PKEY_bits(k));
+    EVP_PKEY_free(k);
+    X509_free(x);
+}
+
 /* dp_capf_setup prepares the CAPF listener's settings and TLS context.
  * CAPF needs the device registry: with redis = off it is not served. */
 static int dp_capf_setup(dp_runtime_t *rt, char *why, size_t why_len) {
@@ -135,7 +163,16 @@ static int dp_capf_setup(dp_runtime_t *rt, char *why, size_t why_len) {
     snprintf(rt->capf_node, sizeof(rt->capf_node), "%s/%02x%02x%02x%02x:%02x%02x%02x%02x", host, dir[0], dir[1],
              dir[2], dir[3], rnd[0], rnd[1], rnd[2], rnd[3]);
     rt->capf_id_base = (uint32_t)rnd[4] << 24 | (uint32_t)rnd[5] << 16 | (uint32_t)rnd[6] << 8 | rnd[7];
-    if (!(rt->capf_tls = dp_tls_ctx_new(cfg, &rt->ca, false, why, why_len))) return -1;
+    if (!strcmp(cfg->capf_tls_cert, "ca")) {
+        rt->capf_tls_ca = true;
+        dp_capf_check_cert(rt);
+    } else if (strcmp(cfg->capf_tls_cert, "tls") != 0) {
+        snprintf(why, why_len, "capf_tls_cert: '%s' is not 'ca' or 'tls'", cfg->capf_tls_cert);
+        return -1;
+    }
+    const uint8_t *der = rt->capf_tls_ca ? rt->ca.ca_der : rt->ca.tls_der;
+    size_t len = rt->capf_tls_ca ? rt->ca.ca_der_len : rt->ca.tls_der_len;
+    if (!(rt->capf_tls = dp_tls_ctx_new(cfg, &rt->ca, der, len, false, why, why_len))) return -1;
     return 0;
 }
 
@@ -245,7 +282,8 @@ int main(int argc, char **argv) {
     unsigned bound = rt.cfg.queue_bound / rt.num_cores;
     if (!(rt.pool = cx_pool_new(signers, rt.num_cores, bound ? bound : 1)))
         return dp_fail("signing pool", "out of memory");
-    if (!(rt.est_tls = dp_tls_ctx_new(&rt.cfg, &rt.ca, true, why, sizeof(why)))) return dp_fail("TLS", why);
+    if (!(rt.est_tls = dp_tls_ctx_new(&rt.cfg, &rt.ca, rt.ca.tls_der, rt.ca.tls_der_len, true, why, sizeof(why))))
+        return dp_fail("TLS", why);
     rt.est.trust = SSL_CTX_get_cert_store(rt.est_tls);
     rt.est.ca_der = rt.ca.ca_der;
     rt.est.ca_der_len = rt.ca.ca_der_len;

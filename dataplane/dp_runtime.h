@@ -28,6 +28,7 @@ struct dp_runtime {
     SSL_CTX *est_tls;
     est_ctx_t est;
     SSL_CTX *capf_tls;          /* CAPF listener: no client certificates */
+    bool capf_tls_ca;           /* it presents the CA certificate (CA key signs handshakes) */
     capf_conf_t capf;           /* CAPF engine settings */
     capf_spki_policy_t capf_spki;
     cx_lsc_policy_t capf_lsc;

@@ -61,7 +61,8 @@ static void dp_job_run(cx_job_t *j, unsigned worker) {
         dp_capf_job_run(caa_container_of(j, dp_buf_t, job), worker);
     } else {
         dp_keyop_t *k = caa_container_of(j, dp_keyop_t, job);
-        dp_tls_keyop_run(k, k->sess->core->rt->ca.tls_key);
+        const dp_runtime_t *rt = k->sess->core->rt;
+        dp_tls_keyop_run(k, k->sess->proto == DP_PROTO_CAPF && rt->capf_tls_ca ? rt->ca.ca_key : rt->ca.tls_key);
     }
 }
 

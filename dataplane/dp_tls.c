@@ -245,7 +245,8 @@ static int dp_tls_trust(SSL_CTX *ctx, const dp_config_t *cfg, const cx_ca_t *ca,
     return 0;
 }
 
-SSL_CTX *dp_tls_ctx_new(const dp_config_t *cfg, const cx_ca_t *ca, bool client_certs, char *why, size_t why_len) {
+SSL_CTX *dp_tls_ctx_new(const dp_config_t *cfg, const cx_ca_t *ca, const uint8_t *cert_der, size_t cert_len,
+                        bool client_certs, char *why, size_t why_len) {
     uint16_t vmin, vmax;
     if (dp_tls_version(cfg->tls_min, &vmin) || dp_tls_version(cfg->tls_max, &vmax) || vmin > vmax ||
         vmax < TLS1_2_VERSION) {
@@ -272,7 +273,7 @@ SSL_CTX *dp_tls_ctx_new(const dp_config_t *cfg, const cx_ca_t *ca, bool client_c
         snprintf(why, why_len, "tls_ciphers: '%s' is not a valid BoringSSL cipher list", ciphers);
         goto fail;
     }
-    CRYPTO_BUFFER *leaf = CRYPTO_BUFFER_new(ca->tls_der, ca->tls_der_len, NULL);
+    CRYPTO_BUFFER *leaf = CRYPTO_BUFFER_new(cert_der, cert_len, NULL);
     int ok = leaf && SSL_CTX_set_chain_and_key(ctx, &leaf, 1, NULL, &dp_key_method);
     CRYPTO_BUFFER_free(leaf);
     if (!ok) {

@@ -21,13 +21,16 @@
 #include "dataplane/dp_core.h"
 
 /* dp_tls_ctx_new builds a listener's SSL_CTX from `cfg` (versions,
- * ciphers, client-certificate policy, trust bundle) and `ca` (server
- * certificate; our CA is always trusted for client certificates). With
+ * ciphers, client-certificate policy, trust bundle), the server certificate
+ * `cert_der` (whose private key the signing pool uses: the TLS key, or for
+ * CAPF the CA key, see capf_tls_cert) and `ca` (our CA is always trusted
+ * for client certificates). With
  * `client_certs` false no client certificate is requested (CAPF: devices
  * prove themselves inside the protocol, capf-protocol.md §1). Session
  * tickets are off either way (CAPF §1.1 rule 4).
  * Returns the context or NULL with a cause in `why`. Startup only. */
-SSL_CTX *dp_tls_ctx_new(const dp_config_t *cfg, const cx_ca_t *ca, bool client_certs, char *why, size_t why_len);
+SSL_CTX *dp_tls_ctx_new(const dp_config_t *cfg, const cx_ca_t *ca, const uint8_t *cert_der, size_t cert_len,
+                        bool client_certs, char *why, size_t why_len);
 
 /* dp_tls_session_new creates the SSL object of session `s`. Returns 0 or -1. */
 int dp_tls_session_new(SSL_CTX *ctx, dp_sess_t *s);
