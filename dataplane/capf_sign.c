@@ -20,7 +20,7 @@ void capf_sign_lsc(capf_job_t *j, const capf_spki_policy_t *spki_pol, const cx_i
                    const cx_lsc_policy_t *pol, int64_t now) {
     j->cert_len = 0;
     j->cx_err = CX_OK;
-    j->err = capf_spki_check(spki_pol, &j->key, CBS_data(&j->spki), CBS_len(&j->spki), NULL, NULL);
+    j->err = capf_spki_check(spki_pol, &j->key, CBS_data(&j->spki), CBS_len(&j->spki), NULL, j->key_hash);
     if (j->err != CAPF_OK) return;
     CBB out;
     size_t len = 0;

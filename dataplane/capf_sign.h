@@ -40,6 +40,7 @@ typedef struct {
     size_t cert_len;
     uint8_t serial[CX_SERIAL_LEN];
     int64_t not_after;
+    uint8_t key_hash[CAPF_SPKI_HASH_LEN]; /* lsc: SHA-256 of the canonical key (reuse check) */
 } capf_job_t;
 
 /* capf_sign_auth sets j->auth_ok: the string matches the hash (one crypt;

@@ -262,12 +262,10 @@ static void capf_on_recorded(dp_redis_req_t *req, redisReply *reply) {
     bool ok = e == RA_OK && res.outcome == RA_CAPF_OK;
     bool lost = e == RA_OK && res.outcome == RA_CAPF_LOST_LOCK;
     if (e != RA_OK) DP_WARN("CAPF peer=%s device=%s: LSC not recorded: %s", s->peer, s->capf.device, why);
-    else if (!ok && !lost)
-        snprintf(b->capf.r.why, sizeof(b->capf.r.why), "refused at ISSUED (%s): %.100s", ra_capf_outcome_str(res.outcome),
-                 res.reason);
-    if (!ok && !lost && e == RA_OK) { /* device gone or operation withdrawn meanwhile */
-        s->capf.locked = true;
-        capf_go(s, capf_sess_closed(eng(s), false, capf_out(s), &b->capf.r));
+    if (!ok && !lost && e == RA_OK) { /* key of another device, device gone, operation withdrawn */
+        snprintf(b->capf.r.why, sizeof(b->capf.r.why), "Upgrade Failed: %.120s", res.reason);
+        s->capf.state = CAPF_S_FINISHING;
+        capf_go(s, CAPF_STEP_FAIL); /* records the cause and releases the lock; nothing was sent */
         return;
     }
     CBS cert;
@@ -291,6 +289,7 @@ static bool capf_record(dp_sess_t *s) {
     bool ok = dp_redis_usable(&c->redis) &&
               ra_capf_lsc_init(&b->capf.lsc, CBS_data(&b->capf.r.spki), CBS_len(&b->capf.r.spki),
                                b->data + CAPF_CERT_OFF, j->cert_len, serial, j->not_after) == RA_OK &&
+              (b->capf.lsc.has_key_hash = true, memcpy(b->capf.lsc.key_hash, j->key_hash, sizeof(j->key_hash))) &&
               ra_capf_issued_cmd(&cmd, c->rt->capf_sha, s->capf.device, token, (int64_t)time(NULL), s->peer,
                                  &b->capf.lsc) == RA_OK &&
               capf_command(s, &cmd, capf_on_recorded);

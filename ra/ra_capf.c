@@ -15,7 +15,8 @@
 #define RA_CAPF_STR(x) RA_CAPF_STR_(x) /* a limit of ra_capf.h inside the Lua text */
 
 /* KEYS[1] stp:audit, KEYS[2] stp:dev:{NAME}, KEYS[3] stp:capf:lock:{NAME},
- * KEYS[4] stp:req:{NAME}:SPKISHA (ISSUED and FINISH install-ok only).
+ * KEYS[4] stp:req:{NAME}:SPKISHA (ISSUED and FINISH install-ok only),
+ * KEYS[5] stp:capf:key:KEYHASH (ISSUED, optional: the key's owner).
  * ARGV[1] verb, [2] token, [3] now, [4] peer, then per verb:
  *   BEGIN        [5] lock_ttl_ms
  *   AUTH_FAILED  [5] reason, [6] max_failures, [7] lockout_s
@@ -137,6 +138,17 @@ static const char ra_capf_lua[] =
     "  if not exists then return reply('unknown', 'unknown device') end\n"
     "  local d = redis.call('HMGET', dev, 'op', 'lsc_unconfirmed', 'stale_serials')\n"
     "  if d[1] ~= 'install' then return reply('no-op', 'no certificate operation pending') end\n"
+    "  local keyidx = KEYS[5]\n"
+    "  if keyidx then\n"
+    "    if not string.match(keyidx, '^stp:capf:key:' .. string.rep('[0-9a-f]', 64) .. '$') then return bad('keys') end\n"
+    "    local owner = redis.call('GET', keyidx)\n"
+    "    if owner and owner ~= name then\n"
+    "      local why = 'public key already bound to device ' .. owner\n"
+    "      audit('deny', why)\n"
+    "      return reply('key-in-use', why)\n"
+    "    end\n"
+    "    redis.call('SET', keyidx, name)\n"
+    "  end\n"
     "  local p = redis.call('HMGET', req, 'serial', 'received', 'attempts')\n"
     "  local received, attempts = ARGV[3], 0\n"
     "  if p[1] and p[1] ~= '' and p[1] ~= serial then\n"
@@ -228,7 +240,7 @@ static const char ra_capf_lua[] =
 static const char *const ra_capf_outcome_text[RA_CAPF__COUNT] = {
     [RA_CAPF_OK] = "ok",          [RA_CAPF_UNKNOWN] = "unknown",         [RA_CAPF_BUSY] = "busy",
     [RA_CAPF_NO_OP] = "no-op",    [RA_CAPF_LATE] = "late",               [RA_CAPF_LOCKED_OUT] = "locked-out",
-    [RA_CAPF_LOST_LOCK] = "lost-lock",
+    [RA_CAPF_LOST_LOCK] = "lost-lock", [RA_CAPF_KEY_IN_USE] = "key-in-use",
 };
 
 static const char *const ra_capf_kind_text[RA_CAPF_KIND__COUNT] = {
@@ -386,6 +398,19 @@ ra_err_t ra_capf_issued_cmd(ra_capf_cmd_t *c, const char *sha, const char *name,
         return RA_E_BAD_NAME;
     ra_err_t e = ra_capf_head(c, sha, name, token, now, peer, "ISSUED", lsc->spki_sha256);
     if (e != RA_OK) return e;
+    if (lsc->has_key_hash) { /* KEYS[5]: after the request key, before ARGV */
+        char hexs[65];
+        ra_capf_hex(hexs, lsc->key_hash, sizeof(lsc->key_hash));
+        snprintf(c->_keyidx, sizeof(c->_keyidx), "stp:capf:key:%s", hexs);
+        snprintf(c->_numkeys, sizeof(c->_numkeys), "5");
+        for (int i = c->argc; i > 7; i--) { /* EVALSHA sha n k1 k2 k3 k4 | verb ...: insert at 7 */
+            c->argv[i] = c->argv[i - 1];
+            c->argvlen[i] = c->argvlen[i - 1];
+        }
+        c->argv[7] = c->_keyidx;
+        c->argvlen[7] = strlen(c->_keyidx);
+        c->argc++;
+    }
     ra_capf_lsc_digests(c, lsc);
     ra_capf_str(c, c->_id);
     ra_capf_str(c, c->_serial);

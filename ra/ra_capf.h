@@ -49,7 +49,7 @@
 #define RA_CAPF_REASON_MAX 200     /* with the NUL; longer reasons are cut */
 #define RA_CAPF_SERIAL_MAX RA_REQ_SERIAL_MAX /* lower-case hex digits */
 #define RA_CAPF_STALE_MAX 10       /* serials kept in `stale_serials` */
-#define RA_CAPF_ARGC_MAX 18
+#define RA_CAPF_ARGC_MAX 20
 /* the value that replaces a used authentication string's hash */
 #define RA_CAPF_AUTH_HASH_USED "$used"
 
@@ -62,6 +62,7 @@ typedef enum {
     RA_CAPF_LATE,         /* BEGIN: the deadline passed; status failed written */
     RA_CAPF_LOCKED_OUT,   /* BEGIN: too many failed authentications, until auth_lock_until */
     RA_CAPF_LOST_LOCK,    /* the session does not hold the lock: nothing written */
+    RA_CAPF_KEY_IN_USE,   /* ISSUED: the public key is bound to another device (§3.2 rule 4) */
     RA_CAPF__COUNT
 } ra_capf_outcome_t;
 
@@ -100,6 +101,8 @@ typedef struct {
     size_t spki_len;
     const uint8_t *cert_der;  /* the LSC */
     size_t cert_len;
+    bool has_key_hash;        /* key_hash set: ISSUED checks and records the key's owner */
+    uint8_t key_hash[32];     /* SHA-256 of the key's canonical SPKI (capf_spki_check) */
 } ra_capf_lsc_t;
 
 /* ra_capf_lsc_init fills `l` from the phone's SubjectPublicKeyInfo and the
@@ -133,6 +136,7 @@ typedef struct {
     char _reqkey[RA_REQ_KEY_MAX], _id[RA_REQ_ID_MAX];
     char _token[RA_CAPF_TOKEN_MAX + 1], _peer[RA_CAPF_PEER_MAX], _reason[RA_CAPF_REASON_MAX];
     char _serial[RA_CAPF_SERIAL_MAX + 1], _md5[33], _sha256[65];
+    char _keyidx[96];
 } ra_capf_cmd_t;
 
 /* ra_capf_script returns the Lua text (for SCRIPT LOAD; static storage);
@@ -191,7 +195,12 @@ ra_err_t ra_capf_auth_failed_cmd(ra_capf_cmd_t *c, const char *sha, const char *
  * `...:SERIAL`), the device's lsc_unconfirmed (a different earlier one
  * becomes stale), auth_failures 0, and an audit `issue`. Keeps the lock.
  * `lsc` from ra_capf_lsc_init with its DER views set (RA_E_BAD_NAME if
- * they are not). */
+ * they are not). With lsc->has_key_hash, the key index
+ * `stp:capf:key:HEX` (the canonical key hash; outside the {NAME} slot, like
+ * stp:audit) names the device the key belongs to: a key already bound to
+ * another device is refused with KEY_IN_USE (nothing written but a `deny`
+ * audit entry; the lock is kept, the session follows up with FAIL), else
+ * the index is set to this device. */
 ra_err_t ra_capf_issued_cmd(ra_capf_cmd_t *c, const char *sha, const char *name, const char *token,
                             int64_t now, const char *peer, const ra_capf_lsc_t *lsc);
 

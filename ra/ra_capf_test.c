@@ -267,7 +267,7 @@ static void test_script_and_words(void **state) {
     (void)state;
     assert_int_equal(strlen(sha), 40);
     assert_true(strlen(ra_capf_script()) > 1000);
-    const char *words[] = {"ok", "unknown", "busy", "no-op", "late", "locked-out", "lost-lock"};
+    const char *words[] = {"ok", "unknown", "busy", "no-op", "late", "locked-out", "lost-lock", "key-in-use"};
     for (int o = 0; o < RA_CAPF__COUNT; o++) assert_string_equal(ra_capf_outcome_str((ra_capf_outcome_t)o), words[o]);
     assert_string_equal(ra_capf_outcome_str(RA_CAPF__COUNT), "?");
     assert_string_equal(ra_capf_kind_str(RA_CAPF_FETCH_FAILED), "fetch-failed");
@@ -1050,6 +1050,39 @@ static void test_parse_malformed(void **state) {
 #undef RESET
 }
 
+/* N8: a public key already bound to another device is refused at ISSUED
+ * (nothing written but the audit entry); the same device may present it
+ * again. */
+static void test_issued_key_in_use(void **state) {
+    (void)state;
+    const char *a = "SEPCAFE00031", *b = "SEPCAFE00032";
+    char dka[128], dkb[128], rkb[RA_REQ_KEY_MAX];
+    ra_capf_lsc_t l;
+    devkey(dka, sizeof(dka), a);
+    devkey(dkb, sizeof(dkb), b);
+    add_device(a, RA_OP_INSTALL, 0);
+    add_device(b, RA_OP_INSTALL, 0);
+    lsc(&l, spki1, sizeof(spki1), cert1, sizeof(cert1), "0a01", T + 86400);
+    l.has_key_hash = true;
+    memset(l.key_hash, 0x5a, sizeof(l.key_hash));
+    assert_int_equal(do_begin(a, "n1:0:61", T, 60000, NULL).outcome, RA_CAPF_OK);
+    assert_int_equal(do_issued(a, "n1:0:61", T, &l).outcome, RA_CAPF_OK);
+    assert_int_equal(do_issued(a, "n1:0:61", T, &l).outcome, RA_CAPF_OK); /* its own key again */
+    assert_int_equal(do_begin(b, "n1:0:62", T, 60000, NULL).outcome, RA_CAPF_OK);
+    ra_req_key(rkb, sizeof(rkb), b, l.spki_sha256);
+    long long n = xlen();
+    ra_capf_result_t r = do_issued(b, "n1:0:62", T, &l);
+    assert_int_equal(r.outcome, RA_CAPF_KEY_IN_USE);
+    assert_string_equal(r.reason, "public key already bound to device SEPCAFE00031");
+    assert_int_equal(exists(rkb), 0);
+    assert_field_str(dkb, "lsc_unconfirmed", NULL);
+    assert_int_equal(xlen(), n + 1); /* the deny */
+    assert_lock(b, "n1:0:62");        /* kept: the session follows up with FAIL */
+    l.has_key_hash = false;           /* without the hash nothing is checked */
+    assert_int_equal(do_issued(b, "n1:0:62", T, &l).outcome, RA_CAPF_OK);
+    (void)dka;
+}
+
 /* R14: a restarted instance releases the locks its killed run left, and
  * only those. */
 static void test_release_stale(void **state) {
@@ -1101,6 +1134,7 @@ int main(void) {
         cmocka_unit_test(test_script_args),
         cmocka_unit_test(test_parse_malformed),
         cmocka_unit_test(test_release_stale),
+        cmocka_unit_test(test_issued_key_in_use),
     };
     return cmocka_run_group_tests(tests, start_server, stop_server);
 }
