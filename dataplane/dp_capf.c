@@ -86,8 +86,20 @@ static void capf_log(dp_sess_t *s, bool info, const char *what) {
         DP_DEBUG("CAPF peer=%s device=%s session=%08x: %s", s->peer, capf_dev_name(s), s->capf.id, what);
 }
 
+/* capf_park counts the session in the core's key-generation budget while
+ * it is in S3 (capf_max_keygen). */
+static void capf_park(dp_sess_t *s, bool parked) {
+    if (s->capf_parked == parked) return;
+    s->capf_parked = parked;
+    if (parked) s->core->capf_parked++;
+    else s->core->capf_parked--;
+}
+
+void dp_capf_unpark(dp_sess_t *s) { capf_park(s, false); }
+
 /* capf_timer arms the timer of the engine's waiting state. */
 static void capf_timer(dp_sess_t *s) {
+    capf_park(s, s->capf.state == CAPF_S_AWAIT_KEYGEN);
     switch (s->capf.state) {
     case CAPF_S_AWAIT_AUTH: dp_timer_arm(s, DP_T_CAPF_AUTH); break;
     case CAPF_S_AWAIT_KEYGEN: dp_timer_arm(s, DP_T_CAPF_KEYGEN); break;

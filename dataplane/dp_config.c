@@ -25,6 +25,7 @@ static const dp_setting_t dp_settings[] = {
     S(est_listen, DP_T_STR, "127.0.0.1:8443", 0, 0, "EST listener HOST:PORT (IPv6 as [addr]:port)"),
     S(capf_listen, DP_T_STR, "127.0.0.1:3804", 0, 0, "CAPF listener HOST:PORT (Cisco phones: TCP 3804, TLS, no client certificate requested); empty = no CAPF. Needs the registry (not with redis = off)"),
     S(capf_tls_cert, DP_T_STR, "ca", 0, 0, "CAPF: the certificate the CAPF listener presents: ca = the CA certificate (the LSC issuer, CA:TRUE pathlen:0, as CUCM's CAPF certificate: the one certificate phones' ITL needs; the CA key then also signs CAPF handshakes) or tls = the TLS server certificate"),
+    S(capf_max_keygen, DP_T_UINT, "20000", 1, 10000000, "CAPF: sessions that may wait for phones' key generation at once (a separate budget: at the limit new CAPF connections are refused before TLS, so parked phones never starve other handshakes); split across cores"),
     S(capf_auth_timeout, DP_T_UINT, "120", 10, 600, "CAPF: seconds from the hello to the phone's AUTH_RESPONSE (covers a user typing the authentication string)"),
     S(capf_keygen_timeout, DP_T_UINT, "600", 30, 3600, "CAPF: seconds a phone has to generate its key pair (status Key Generation Failed/Timeout after)"),
     S(capf_reply_timeout, DP_T_UINT, "120", 10, 600, "CAPF: seconds a phone has to answer STORE/FETCH/DELETE (status Phone Communication Failure after)"),

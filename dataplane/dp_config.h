@@ -66,6 +66,7 @@ typedef struct {
     bool capf_strict_version;
     bool capf_fetch_delete;
     char *capf_tls_cert;
+    uint32_t capf_max_keygen;
     char *log_level;
 } dp_config_t;
 

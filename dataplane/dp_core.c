@@ -50,6 +50,7 @@ int dp_core_init(dp_core_t *c, dp_runtime_t *rt, unsigned id) {
     c->timeout_ms[DP_T_CAPF_AUTH] = (int64_t)cfg->capf_auth_timeout * 1000;
     c->timeout_ms[DP_T_CAPF_KEYGEN] = (int64_t)cfg->capf_keygen_timeout * 1000;
     c->timeout_ms[DP_T_CAPF_REPLY] = (int64_t)cfg->capf_reply_timeout * 1000;
+    c->capf_max_parked = (cfg->capf_max_keygen + rt->num_cores - 1) / rt->num_cores;
     /* request (header + body) + room for the longest response: the largest
      * CSR a body can carry (3/4 of it) becomes a slightly larger certificate,
      * wrapped in PKCS#7 and base64 again (4/3 + CRLFs), plus headers; then

@@ -106,6 +106,7 @@ struct dp_sess {
     bool closing;             /* close after the current response */
     uint8_t proto;            /* DP_PROTO_EST or DP_PROTO_CAPF */
     bool capf_eof;            /* CAPF: the phone closed; record, then close */
+    bool capf_parked;         /* CAPF: counted in dp_core_t.capf_parked (S3) */
     struct cds_list_head timer_link;
     int64_t deadline_ms;
     dp_sess_t *next_free;
@@ -150,6 +151,9 @@ struct dp_core {
     dp_listener_t est_listener;
     dp_listener_t capf_listener;
     uint32_t capf_seq;        /* CAPF session ids handed out by this core */
+    unsigned capf_parked;     /* CAPF sessions waiting for a phone's key generation */
+    unsigned capf_max_parked; /* this core's share of capf_max_keygen */
+    int64_t capf_shed_log_ms; /* next time a refusal may be logged */
     dp_redis_req_t capf_orphan; /* FAILs sent for sessions that closed meanwhile */
     uint8_t event_poll_type;  /* DP_POLL_EVENT (completion eventfd) */
     bool draining;

@@ -46,6 +46,7 @@ bool dp_capf_write(dp_sess_t *s);
 void dp_capf_timeout(dp_sess_t *s);
 bool dp_capf_lost(dp_sess_t *s);
 void dp_capf_job_run(dp_buf_t *b, unsigned worker);
+void dp_capf_unpark(dp_sess_t *s);
 
 static void sess_drive(dp_sess_t *s);
 
@@ -70,6 +71,7 @@ static void dp_job_run(cx_job_t *j, unsigned worker) {
 
 static void sess_free(dp_sess_t *s) {
     dp_core_t *c = s->core;
+    dp_capf_unpark(s);
     free(s->pending);
     s->pending = NULL;
     s->pending_len = 0;
@@ -113,6 +115,15 @@ static void sess_close(dp_sess_t *s, bool notify) {
 
 dp_sess_t *dp_core_accepted(dp_core_t *c, dp_conn_t conn, const char *peer, unsigned proto) {
     if (c->draining) return NULL;
+    if (proto == DP_PROTO_CAPF && c->capf_parked >= c->capf_max_parked) { /* R10: before TLS */
+        c->stats.shed++;
+        if (c->now_ms >= c->capf_shed_log_ms) { /* one line per second at most */
+            DP_WARN("CAPF peer=%s refused before TLS: %u sessions on this core wait for key generation "
+                    "(capf_max_keygen)", peer, c->capf_parked);
+            c->capf_shed_log_ms = c->now_ms + 1000;
+        }
+        return NULL;
+    }
     dp_sess_t *s = dp_sess_alloc(c);
     if (!s) {
         c->stats.shed++;
