@@ -65,15 +65,28 @@ static void capf_token(const dp_sess_t *s, char *out, size_t cap) {
 /* capf_out opens the CBB where the engine writes the next server message. */
 static CBB *capf_out(dp_sess_t *s) {
     dp_buf_t *b = s->buf;
-    CBB_init_fixed(&b->capf.out, b->data + CAPF_OUT_OFF, CAPF_SERVER_MSG_MAX);
+    if (b->capf.out_live) CBB_cleanup(&b->capf.out); /* an earlier step built nothing */
+    b->capf.out_live = CBB_init_fixed(&b->capf.out, b->data + CAPF_OUT_OFF, CAPF_SERVER_MSG_MAX) == 1;
     return &b->capf.out;
 }
 
+/* capf_out_len finishes the message the engine built: its length, or 0. */
 static size_t capf_out_len(dp_sess_t *s) {
+    dp_buf_t *b = s->buf;
     size_t n = 0;
     uint8_t *p;
-    if (!CBB_finish(&s->buf->capf.out, &p, &n)) n = 0;
+    if (!b->capf.out_live) return 0;
+    b->capf.out_live = false;
+    if (!CBB_finish(&b->capf.out, &p, &n)) {
+        CBB_cleanup(&b->capf.out);
+        n = 0;
+    }
     return n;
+}
+
+void dp_capf_buf_put(dp_buf_t *b) {
+    if (b->capf.out_live) CBB_cleanup(&b->capf.out);
+    b->capf.out_live = false;
 }
 
 static const char *capf_dev_name(const dp_sess_t *s) { return s->capf.device[0] ? s->capf.device : "-"; }

@@ -24,6 +24,7 @@ void dp_sess_timeout(dp_sess_t *s);
 void dp_sess_drain(dp_sess_t *s);
 /* Implemented in dp_capf.c. */
 void dp_capf_job_done(dp_sess_t *s, dp_buf_t *b);
+void dp_capf_buf_put(dp_buf_t *b);
 
 int64_t dp_now_ms(void) {
     struct timespec ts;
@@ -124,6 +125,7 @@ dp_buf_t *dp_buf_get(dp_core_t *c) {
         /* Pools grow to the peak number of busy sessions, then recycle. */
         if (c->num_bufs >= c->rt->cfg.queue_bound + 64) return NULL;
         if (!(b = malloc(sizeof(*b) + c->buf_cap))) return NULL;
+        b->capf.out_live = false;
         c->num_bufs++;
     }
     b->next_free = NULL;
@@ -146,6 +148,7 @@ void dp_keyop_put(dp_core_t *c, dp_keyop_t *k) {
 }
 
 void dp_buf_put(dp_core_t *c, dp_buf_t *b) {
+    dp_capf_buf_put(b);
     b->sess = NULL;
     b->next_free = c->free_bufs;
     c->free_bufs = b;
