@@ -71,6 +71,7 @@ static const dp_setting_t dp_settings[] = {
     S(drain_timeout, DP_T_UINT, "10", 0, 3600, "seconds SIGTERM waits for in-flight requests"),
     S(queue_bound, DP_T_UINT, "4096", 16, 1048576, "signing jobs in flight before new enrollments get 503 + Retry-After"),
     S(max_sessions, DP_T_UINT, "100000", 16, 10000000, "concurrent connections per polling core"),
+    S(max_per_address, DP_T_UINT, "0", 0, 10000000, "concurrent connections per client address per polling core, EST and CAPF (0 = no limit); more are refused before TLS. Phones behind one NAT share an address: size it for the largest site"),
     S(retry_after, DP_T_UINT, "1", 1, 3600, "Retry-After seconds sent with 503"),
     S(close_linger_ms, DP_T_UINT, "2000", 0, 60000, "after the last response of a connection, wait this long for the client to close first (it then keeps TIME_WAIT); 0 = close at once"),
     S(so_sndbuf, DP_T_UINT, "0", 0, 16777216, "socket send buffer per connection, bytes (SO_SNDBUF); 0 = kernel default and autotuning"),

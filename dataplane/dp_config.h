@@ -47,6 +47,7 @@ typedef struct {
     uint32_t drain_timeout;
     uint32_t queue_bound;
     uint32_t max_sessions;
+    uint32_t max_per_address;
     uint32_t retry_after;
     uint32_t so_sndbuf;
     uint32_t close_linger_ms;

@@ -61,6 +61,7 @@ int dp_core_init(dp_core_t *c, dp_runtime_t *rt, unsigned id) {
                  cfg->max_body / 4 * 3 * 2 + 2048;
     c->scratch_cap = c->buf_cap;
     dp_redis_init(&c->redis, c, rt->est.registry ? &rt->redis_addr : NULL, (int64_t)cfg->redis_timeout_ms);
+    if (cfg->max_per_address && dp_addrcap_init(&c->addrs, cfg->max_sessions)) return -1;
     c->scratch = malloc(c->scratch_cap);
     c->tx = malloc(DP_TX_CAP);
     c->rx = malloc(DP_RX_CAP);
@@ -267,6 +268,7 @@ void dp_core_cleanup(dp_core_t *c) {
         free(k);
     }
     dp_ra_cleanup(c);
+    dp_addrcap_free(&c->addrs);
     free(c->scratch);
     free(c->tx);
     free(c->rx);

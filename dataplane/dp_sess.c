@@ -72,6 +72,8 @@ static void dp_job_run(cx_job_t *j, unsigned worker) {
 static void sess_free(dp_sess_t *s) {
     dp_core_t *c = s->core;
     dp_capf_unpark(s);
+    if (s->addr_key) dp_addrcap_put(&c->addrs, s->addr_key);
+    s->addr_key = 0;
     free(s->pending);
     s->pending = NULL;
     s->pending_len = 0;
@@ -124,15 +126,32 @@ dp_sess_t *dp_core_accepted(dp_core_t *c, dp_conn_t conn, const char *peer, unsi
         }
         return NULL;
     }
+    uint64_t addr_key = 0;
+    uint32_t per_addr = c->rt->cfg.max_per_address;
+    if (per_addr) { /* R9: a flood from one address is refused before TLS */
+        addr_key = dp_addrcap_key(peer);
+        if (!dp_addrcap_take(&c->addrs, addr_key, per_addr)) {
+            c->stats.shed++;
+            if (c->now_ms >= c->addr_shed_log_ms) {
+                DP_WARN("peer=%s refused before TLS: %u connections from this address on this core "
+                        "(max_per_address)", peer, dp_addrcap_count(&c->addrs, addr_key));
+                c->addr_shed_log_ms = c->now_ms + 1000;
+            }
+            return NULL;
+        }
+    }
     dp_sess_t *s = dp_sess_alloc(c);
     if (!s) {
+        if (addr_key) dp_addrcap_put(&c->addrs, addr_key);
         c->stats.shed++;
         return NULL;
     }
+    s->addr_key = addr_key;
     s->conn = conn;
     snprintf(s->peer, sizeof(s->peer), "%s", peer);
     s->proto = (uint8_t)proto;
     if (dp_tls_session_new(proto == DP_PROTO_CAPF ? c->rt->capf_tls : c->rt->est_tls, s)) {
+        if (addr_key) dp_addrcap_put(&c->addrs, addr_key);
         dp_sess_release(s);
         return NULL;
     }
