@@ -1,17 +1,23 @@
 /* bench: shared declarations of stampede-bench, the load generator that plays
- * EST clients against stampeded and sets stampeded's CPU time per enrollment
- * beside the cost of the crypto each enrollment cannot avoid, measured in the
- * same run (design.md, "Tests and measurement").
+ * EST clients (`stampede-bench est`) or CAPF phones (`stampede-bench capf`)
+ * against stampeded and sets stampeded's CPU time per enrollment beside the
+ * cost of the crypto each enrollment cannot avoid, measured in the same run
+ * (design.md, "Tests and measurement").
  *
  * Files, one concept each:
- *   bench_main.c    the command line (one option table), the run, the report
- *   bench_keys.c    client key pool (cached on disk) and the CSR set
- *   bench_msg.c     EST over HTTP/1.1 messages: encode, parse, PKCS#7 check
- *   bench_tls.c     the client TLS context and the negotiated parameters
- *   bench_est.c     the epoll load engine (worker threads)
- *   bench_crypto.c  the one-core crypto cost measurement
- *   bench_stats.c   percentiles, serial uniqueness, /proc CPU times
- *   bench_redis.c   the Redis cost per enrollment (INFO before and after)
+ *   bench_main.c       the command line (one option table), the run, the report
+ *   bench_keys.c       client key pool (cached on disk) and the CSR set
+ *   bench_msg.c        EST over HTTP/1.1 messages: encode, parse, PKCS#7 check
+ *   bench_tls.c        the client TLS context and the negotiated parameters
+ *   bench_est.c        the EST epoll load engine (worker threads)
+ *   bench_capf_msg.c   the CAPF phone: device names, client messages, the
+ *                      client session fed one server message at a time
+ *   bench_capf.c       the CAPF epoll load engine (worker threads), preflight
+ *   bench_capf_keys.c  the CAPF key pool: one key per device, cached per prefix
+ *   bench_provision.c  the CAPF devices: CSV and `stampedectl import`
+ *   bench_crypto.c     the one-core crypto cost measurement (EST and CAPF)
+ *   bench_stats.c      percentiles, serial uniqueness, /proc CPU times
+ *   bench_redis.c      the Redis cost per enrollment (INFO before and after)
  *
  * The run state is one bench_run_t built by main() and passed down; the only
  * other mutable global is the signal flag pointer in bench_main.c. */
@@ -23,6 +29,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -52,8 +59,13 @@ typedef enum {
     BENCH_E_TIMEOUT,   /* no complete response within --timeout */
     BENCH_E_HTTP,      /* response is not well-formed HTTP/1.1 */
     BENCH_E_STATUS,    /* HTTP status other than 200 and 503 */
-    BENCH_E_CONTENT,   /* 200, but not a certs-only PKCS#7 holding one cert */
-    BENCH_E_TOO_LARGE, /* response larger than BENCH_RESP_MAX */
+    BENCH_E_CONTENT,   /* 200, but not a certs-only PKCS#7 holding one cert;
+                          CAPF: the LSC is not a certificate for our key and device */
+    BENCH_E_TOO_LARGE, /* response larger than BENCH_RESP_MAX (CAPF: a message
+                          larger than BENCH_CAPF_RBUF) */
+    BENCH_E_CAPF,      /* CAPF: a server message is not well-formed CAPF, or not
+                          the one the step expects (opcode, session id, elements) */
+    BENCH_E_DECLINED,  /* CAPF: END_SESSION with a reason other than 01 */
     BENCH_E_CRYPTO,    /* key, CSR or certificate operation failed */
     BENCH_E_REDIS,     /* Redis unreachable or its INFO unreadable (measurement only) */
     BENCH_E__COUNT
@@ -64,12 +76,16 @@ const char *bench_err_str(bench_err_t e);
 
 typedef enum { BENCH_KEY_RSA2048 = 0, BENCH_KEY_EC256, BENCH_KEY__COUNT } bench_keytype_t;
 
+/* bench_mode_t: the subcommand, which decides the protocol of the run. */
+typedef enum { BENCH_MODE_EST = 0, BENCH_MODE_CAPF, BENCH_MODE__COUNT } bench_mode_t;
+
 /* bench_keytype_str returns "rsa2048" or "ec256". */
 const char *bench_keytype_str(bench_keytype_t t);
 
 /* bench_cfg_t: the command line, frozen before any thread starts. Numeric
  * fields are uint64_t or double so one option table can fill them. */
 typedef struct {
+    bench_mode_t mode;          /* est or capf: argv[1] */
     const char *connect;        /* HOST:PORT as given */
     char host[256];             /* HOST without brackets */
     char port[8];
@@ -81,7 +97,7 @@ typedef struct {
     uint64_t count;
     uint64_t concurrency;
     uint64_t threads;
-    uint64_t num_keys;
+    uint64_t num_keys;          /* 0 until main fills the default of the mode */
     uint64_t pid;               /* 0: read DIR/stampeded.pid */
     const char *redis;          /* URL, "off", or NULL: DIR/redis.sock if it exists */
     double duration_s;          /* stop taking new enrollments after this */
@@ -91,6 +107,10 @@ typedef struct {
     bool no_verify;
     bool progress;
     bool quiet;
+    /* capf only */
+    uint64_t capf_version;      /* --version: 2 or 3 */
+    const char *devices;        /* --devices PREFIX */
+    bool provision;             /* import the devices first (default; --no-provision) */
 } bench_cfg_t;
 
 /* bench_now_ns returns CLOCK_MONOTONIC in nanoseconds. Any thread. */
@@ -257,7 +277,8 @@ void bench_tls_error_str(char *out, size_t cap, const SSL *ssl);
 /* ---- bench_stats.c APIs ------------------------------------------------ */
 
 /* bench_serial_t: the serial of one issued certificate and the CSR it was
- * issued for (a server may answer a repeated CSR with the same certificate). */
+ * issued for (a server may answer a repeated CSR with the same certificate);
+ * for CAPF the install number (one device each), so any repeat counts. */
 typedef struct {
     uint8_t bytes[BENCH_SERIAL_MAX];
     uint8_t len;
@@ -289,12 +310,221 @@ uint64_t bench_proc_children_cpu_us(uint64_t pid);
  * split between processes. */
 void bench_proc_listeners(uint64_t pid, unsigned port, unsigned *total, unsigned *owned);
 
+/* ---- bench_capf_msg.c APIs --------------------------------------------- */
+
+/* Longest device name (capf-protocol.md §2.10 rule 7: stampeded's default
+ * capf_device_name_max, "SEP" + 12 hex digits). */
+#define BENCH_CAPF_NAME_MAX 15
+/* Largest client message the bench writes (KEY_GENERATE_RESPONSE with an
+ * RSA-2048 SPKI: 305 bytes). */
+#define BENCH_CAPF_WBUF 1024
+/* Receive buffer per phone: one server message (at most 4096 bytes, §1.1)
+ * and room for bytes that should not be there (a second message). */
+#define BENCH_CAPF_RBUF 8192
+
+/* bench_capf_stage_t: where the server ended a session early or late: the
+ * client message its END_SESSION answered. */
+typedef enum {
+    BENCH_CAPF_AFTER_AUTH = 0,  /* END instead of KEY_GENERATE_REQUEST */
+    BENCH_CAPF_AFTER_KEY,       /* END instead of STORE_CERTIFICATE_REQUEST */
+    BENCH_CAPF_AFTER_STORE,     /* the final END_SESSION */
+    BENCH_CAPF_AFTER__COUNT
+} bench_capf_stage_t;
+
+/* bench_capf_stage_str returns "AUTH_RESPONSE", "KEY_GENERATE_RESPONSE" or
+ * "STORE_CERTIFICATE_RESPONSE" (static, never NULL). */
+const char *bench_capf_stage_str(bench_capf_stage_t st);
+
+/* bench_capf_names_t: device names of a run: `prefix` followed by the
+ * device number zero-padded to `digits`, BENCH_CAPF_NAME_MAX characters in
+ * all ("SEPBENCH" + 7 digits: SEPBENCH0000001). */
+typedef struct {
+    char prefix[BENCH_CAPF_NAME_MAX + 1];
+    unsigned digits;
+} bench_capf_names_t;
+
+/* bench_capf_names_init checks `prefix` (1 to BENCH_CAPF_NAME_MAX-1
+ * characters of [A-Za-z0-9._-], not starting with '.', no "..": what
+ * stampeded accepts) and that devices 1..`count` fit the digits left.
+ * Returns BENCH_OK, or BENCH_E_SETUP with a cause in `why`. */
+bench_err_t bench_capf_names_init(bench_capf_names_t *n, const char *prefix, uint64_t count,
+                                  char *why, size_t why_len);
+
+/* bench_capf_name writes the name of device `num` (1-based) into `out`. */
+void bench_capf_name(const bench_capf_names_t *n, uint64_t num,
+                     char out[BENCH_CAPF_NAME_MAX + 1]);
+
+/* Client message builders: each appends one whole message (header + body)
+ * for one SSL_write (§1.1) to `out` and returns one, or zero if `out`
+ * failed (CBB convention; nothing is flushed then).
+ *   auth:   AUTH_RESPONSE (§2.9): version 2 in Jabber order VERSION,
+ *           DEVICE_NAME, REASON=01; version 3 in phone order REASON=01,
+ *           VERSION, DEVICE_NAME (null-string authentication: no PASSWORD);
+ *   keygen: KEY_GENERATE_RESPONSE with PUBLIC_KEY = `spki` (copied);
+ *   store:  STORE_CERTIFICATE_RESPONSE with REASON = `reason`. */
+int bench_capf_build_auth(CBB *out, uint32_t session_id, uint8_t version, const char *device);
+int bench_capf_build_keygen(CBB *out, uint32_t session_id, CBS spki);
+int bench_capf_build_store(CBB *out, uint32_t session_id, uint8_t reason);
+
+/* bench_capf_lsc_check checks that the certificate `der` (untrusted, CBS
+ * only) carries `spki` byte for byte and a subject commonName equal to
+ * `device`, and sets *serial to its serialNumber contents (a view into
+ * `der`, at most BENCH_SERIAL_MAX bytes). No signature check.
+ * Returns BENCH_OK or BENCH_E_CONTENT with a static cause in *why. */
+bench_err_t bench_capf_lsc_check(CBS der, CBS spki, const char *device, CBS *serial,
+                                 const char **why);
+
+/* bench_capf_state_t: what the phone waits for. */
+typedef enum {
+    BENCH_CAPF_S_HELLO = 0,     /* AUTH_REQUEST */
+    BENCH_CAPF_S_KEYREQ,        /* KEY_GENERATE_REQUEST (or END_SESSION) */
+    BENCH_CAPF_S_STORE,         /* STORE_CERTIFICATE_REQUEST (or END_SESSION) */
+    BENCH_CAPF_S_END,           /* END_SESSION */
+    BENCH_CAPF_S_ENDED,         /* nothing: END_SESSION came */
+    BENCH_CAPF_S__COUNT
+} bench_capf_state_t;
+
+/* bench_capf_state_str names the message `st` waits for (static). */
+const char *bench_capf_state_str(bench_capf_state_t st);
+
+/* bench_capf_step_t: what the phone does after a server message. */
+typedef enum {
+    BENCH_CAPF_SEND = 0,        /* a client message is in `out`: write it, read again */
+    BENCH_CAPF_DONE,            /* END_SESSION 01 after the LSC was stored: success */
+    BENCH_CAPF_DECLINED,        /* END_SESSION with another reason: end_reason, end_stage */
+    BENCH_CAPF_BAD,             /* the server broke the protocol: why */
+} bench_capf_step_t;
+
+/* bench_capf_sess_t: one simulated phone's session (v2 or v3 install of
+ * §2.7.1), an engine that consumes whole server messages and emits client
+ * messages; it never sees a socket. Strict about the server like
+ * tests/integration/capf_client.py: opcode per step, the hello's session
+ * id in every message, the key request exactly the provisioned key
+ * (v2: KEY_SIZE 2048 only; v3: KEY_TYPE + KEY_SIZE or KEY_TYPE + CURVE),
+ * at least one element per message to a v2 client (§1.1 rule 3), the LSC
+ * for our key and device name. */
+typedef struct {
+    bench_capf_state_t state;
+    uint8_t version;            /* 2 or 3 */
+    bench_keytype_t key_type;
+    uint32_t session_id;        /* from the hello */
+    CBS spki;                   /* the public key to send (not owned) */
+    char device[BENCH_CAPF_NAME_MAX + 1];
+    uint8_t end_reason;         /* DONE, DECLINED: END_SESSION's REASON */
+    bench_capf_stage_t end_stage;
+    uint8_t serial_len;         /* of the stored LSC (copied) */
+    uint8_t serial[BENCH_SERIAL_MAX];
+    char why[200];              /* BAD: the cause */
+} bench_capf_sess_t;
+
+/* bench_capf_sess_init starts a session of `device` (copied; at most
+ * BENCH_CAPF_NAME_MAX characters) that will send `spki` (must outlive the
+ * session). This function can't fail. */
+void bench_capf_sess_init(bench_capf_sess_t *s, uint8_t version, bench_keytype_t key_type,
+                          const char *device, CBS spki);
+
+/* bench_capf_sess_on_msg feeds the session exactly one server message
+ * (`msg`, `len` bytes: frame it with capf_msg_need first), parsed with the
+ * server's own codec (capf_msg_parse). On BENCH_CAPF_SEND the answer has
+ * been appended to `out` (a BENCH_CAPF_WBUF fixed CBB is enough). The
+ * serial of the LSC is copied, so `msg` may be reused once this returns.
+ * Thread: any (one session per thread). No allocation. */
+bench_capf_step_t bench_capf_sess_on_msg(bench_capf_sess_t *s, const uint8_t *msg, size_t len,
+                                         CBB *out);
+
+/* ---- bench_capf.c APIs ------------------------------------------------- */
+
+/* bench_capf_plan_t: what every phone of a CAPF run shares: protocol
+ * version, key type, device names, and the DER SPKI of every pool key
+ * (phone j sends key j % num_spkis). Owns the SPKIs. */
+typedef struct {
+    uint8_t version;
+    bench_keytype_t key_type;
+    bench_capf_names_t names;
+    char device1[BENCH_CAPF_NAME_MAX + 1];  /* device number 1 (crypto measurement) */
+    CBS *spkis;
+    size_t num_spkis;
+    uint8_t *arena;
+} bench_capf_plan_t;
+
+/* bench_capf_plan_build fills `plan` from the command line and the key pool.
+ * Thread: startup only. Returns BENCH_OK, or BENCH_E_SETUP / BENCH_E_CRYPTO
+ * with a cause in `why`. */
+bench_err_t bench_capf_plan_build(bench_capf_plan_t *plan, const bench_cfg_t *cfg,
+                                  const bench_keys_t *keys, char *why, size_t why_len);
+
+/* bench_capf_plan_cleanup frees what `plan` owns; safe on a zeroed plan. */
+void bench_capf_plan_cleanup(bench_capf_plan_t *plan);
+
+/* ---- bench_capf_keys.c APIs -------------------------------------------- */
+
+/* bench_capf_keys_load fills `keys` with the first cfg->num_keys keys of
+ * type cfg->key_type of the pool of device prefix cfg->devices,
+ * DIR/bench-capf-keys-PREFIX.pem, generating the missing ones on two
+ * threads first. Device n sends key (n-1) mod num_keys, so a key serves one
+ * device as long as num_keys >= the devices (stampeded refuses a key bound
+ * to another device). Thread: startup only.
+ * Returns BENCH_OK, or BENCH_E_SETUP / BENCH_E_CRYPTO with a cause in `why`. */
+bench_err_t bench_capf_keys_load(bench_keys_t *keys, const bench_cfg_t *cfg, char *why,
+                                 size_t why_len);
+
+/* ---- bench_provision.c APIs -------------------------------------------- */
+
+/* bench_provision_t: what `stampedectl import` did. */
+typedef struct {
+    char tool[4096];            /* the stampedectl run */
+    double seconds;             /* wall time of the import */
+    int exit_code;              /* of stampedectl; -1 if it did not run or died */
+    bool summary_seen;          /* its "imported N, failed M" line */
+    unsigned long imported, failed;
+    unsigned long num_messages; /* other lines it printed (per-line errors...) */
+    char messages[BENCH_ERRORS_SHOWN][256];
+} bench_provision_t;
+
+/* bench_provision_csv writes the import CSV of devices 1..`count` of
+ * `names` to `f`: the header, then one line per device: install, null
+ * authentication, the key of `t`, no deadline. Returns BENCH_OK or
+ * BENCH_E_SETUP (write error). */
+bench_err_t bench_provision_csv(FILE *f, const bench_capf_names_t *names, uint64_t count,
+                                bench_keytype_t t);
+
+/* bench_provision_tool finds stampedectl: $STAMPEDECTL, else ../ra/stampedectl
+ * from the directory of this program (the build tree). Returns BENCH_OK with
+ * the path in `out`, or BENCH_E_SETUP with a cause in `why`. */
+bench_err_t bench_provision_tool(char *out, size_t cap, char *why, size_t why_len);
+
+/* bench_provision runs `stampedectl (--data-dir DIR | --redis URL) import
+ * --replace FILE` for the CSV of devices 1..cfg->count (a temporary file,
+ * removed after) and fills `out` with its timing, summary and output.
+ * Thread: main thread, startup only (blocks until stampedectl exits).
+ * Returns BENCH_OK if every line was imported; BENCH_E_SETUP with `why`
+ * otherwise (no tool, no temporary file, stampedectl failing or refusing
+ * lines: `out` says what it printed). */
+bench_err_t bench_provision(bench_provision_t *out, const bench_cfg_t *cfg,
+                            const bench_capf_plan_t *plan, char *why, size_t why_len);
+
+/* ---- bench_crypto.c input ----------------------------------------------- */
+
+/* bench_crypto_in_t: what one enrollment's unavoidable crypto works on
+ * (see bench_crypto.c). Pointers are not owned and must outlive its use. */
+typedef struct {
+    bench_mode_t mode;
+    const char *tls_name;       /* the server's TLS credentials: DIR/NAME.crt and
+                                   NAME.key, "tls" (NULL) or "ca" */
+    const uint8_t *der;         /* EST: a CSR; CAPF: an SPKI */
+    size_t der_len;
+    const char *device;         /* CAPF: the LSC's device name */
+    bench_keytype_t key_type;   /* CAPF: the key the SPKI must hold */
+} bench_crypto_in_t;
+
 /* ---- bench_est.c APIs -------------------------------------------------- */
 
 typedef struct bench_worker bench_worker_t;
+typedef struct bench_capf_worker bench_capf_worker_t;
 
-/* bench_run_t: one run of `stampede-bench est`. main() fills the inputs and
- * the result arrays, bench_est_start starts the workers. */
+/* bench_run_t: one run of `stampede-bench est` or `capf`. main() fills the
+ * inputs and the result arrays, bench_est_start or bench_capf_start starts
+ * the workers. */
 typedef struct {
     /* Inputs, read-only once workers start. */
     const bench_cfg_t *cfg;
@@ -302,7 +532,9 @@ typedef struct {
     const char *sni;
     struct sockaddr_storage addr;
     socklen_t addr_len;
-    const bench_csrs_t *csrs;
+    const bench_csrs_t *csrs;   /* est */
+    const bench_capf_plan_t *capf; /* capf */
+    bench_crypto_in_t crypto_in;   /* what the crypto measurement works on */
     /* Results: slot i of both arrays is claimed with num_results. */
     uint32_t *latency_us;       /* [cfg->count] */
     bench_serial_t *serials;    /* [cfg->count] */
@@ -317,8 +549,10 @@ typedef struct {
     char errors_shown[BENCH_ERRORS_SHOWN][256];
     _Atomic bool tls_seen;
     bench_tls_params_t tls;     /* of the first handshake (preflight or load) */
-    /* Owned by bench_est.c. */
+    /* Owned by the engine that runs (bench_est.c or bench_capf.c); both set
+     * num_workers. */
     bench_worker_t *workers;
+    bench_capf_worker_t *capf_workers;
     unsigned num_workers;
 } bench_run_t;
 
@@ -331,6 +565,11 @@ typedef struct {
     uint64_t connections;
     uint64_t handshakes;
     uint64_t errors_by[BENCH_E__COUNT];
+    /* capf only, after join: END_SESSION reasons other than 01 by stage, and
+     * server messages that were not exactly one TLS record (§1.1). */
+    uint64_t declined_by[BENCH_CAPF_AFTER__COUNT][256];
+    uint64_t split_msgs;        /* a message that took several records */
+    uint64_t merged_msgs;       /* a record that held more than one message */
 } bench_totals_t;
 
 /* bench_est_preflight does one blocking GET cacerts on its own connection
@@ -357,41 +596,74 @@ void bench_est_join(bench_run_t *run, bench_totals_t *totals);
  * Thread: any. */
 void bench_run_note_tls(bench_run_t *run, const SSL *ssl);
 
+/* ---- bench_capf.c APIs (the load engine) -------------------------------- */
+
+/* bench_capf_preflight runs one blocking CAPF session on its own connection
+ * before the timed phase: TLS, the hello (AUTH_REQUEST), then an
+ * AUTH_RESPONSE for a device that should not exist (BENCH_CAPF_PROBE),
+ * which stampeded declines with END_SESSION 09. It proves the address, TLS,
+ * the CA file and the server's registry path, and records the TLS
+ * parameters and which credentials the server presents
+ * (run->crypto_in.tls_name: "ca" for DIR/ca.crt, stampeded's default
+ * capf_tls_cert; "tls" for DIR/tls.crt; NULL if neither). Returns
+ * BENCH_OK; BENCH_E_CONNECT or BENCH_E_TLS (fatal,
+ * cause in `why`); BENCH_E_CAPF / BENCH_E_CLOSED / BENCH_E_DECLINED when
+ * only the answer to the probe is unexpected (a warning).
+ * `info` receives a one-line description. Thread: main thread. */
+#define BENCH_CAPF_PROBE "STPBENCHPROBE"
+bench_err_t bench_capf_preflight(bench_run_t *run, char *info, size_t info_len,
+                                 char *why, size_t why_len);
+
+/* bench_capf_start starts cfg->threads workers sharing cfg->concurrency
+ * phones; phone job j (0-based) installs device j+1 of run->capf.
+ * Returns BENCH_OK or BENCH_E_SETUP (nothing started). */
+bench_err_t bench_capf_start(bench_run_t *run, char *why, size_t why_len);
+
+/* bench_capf_totals sums the live counters (relaxed reads; for progress). */
+void bench_capf_totals(const bench_run_t *run, bench_totals_t *out);
+
+/* bench_capf_join waits for the workers, sums every counter into `totals`
+ * (may be NULL) and frees the workers; run->capf_workers is NULL after. */
+void bench_capf_join(bench_run_t *run, bench_totals_t *totals);
+
 /* ---- bench_crypto.c APIs ----------------------------------------------- */
 
 /* bench_crypto_t: medians (µs of thread CPU time) of the crypto one
  * enrollment cannot avoid, measured on one core. */
 typedef struct {
     double handshake_us;        /* server side of one full handshake */
-    double csr_verify_us;       /* cx_csr_parse + cx_csr_verify */
-    double leaf_sign_us;        /* cx_cert_issue_leaf with DIR/ca.key */
+    double csr_verify_us;       /* EST: cx_csr_parse + cx_csr_verify;
+                                   CAPF: capf_spki_check of the phone's SPKI */
+    double leaf_sign_us;        /* EST: cx_cert_issue_leaf; CAPF: cx_lsc_issue;
+                                   both with DIR/ca.key */
     unsigned iterations;
     bench_tls_params_t tls;     /* what the measured handshakes negotiated */
 } bench_crypto_t;
 
 /* bench_crypto_measure measures, pinned to the CPU it runs on, the server
- * side of a handshake with DIR/tls.key + tls.crt using the version, group and
- * cipher of `tls` (the load's) over an in-memory BIO pair, the CSR check of
- * `csr_der`, and a leaf issued for it with DIR/ca.key + ca.crt.
- * Thread: main thread, after the load phase. Returns BENCH_OK,
+ * side of a handshake with DIR/tls.key + tls.crt (or in->tls_name's) using
+ * the version, group and cipher of `tls` (the load's) over an in-memory BIO
+ * pair, then for EST the CSR check of in->der and a leaf issued for it, for
+ * CAPF the key check of the SPKI in->der and the LSC of in->device for it,
+ * with DIR/ca.key + ca.crt. Thread: main thread, outside the load phase.
+ * Returns BENCH_OK,
  * BENCH_E_SETUP (files) or BENCH_E_CRYPTO / BENCH_E_TLS with `why`. */
 bench_err_t bench_crypto_measure(bench_crypto_t *out, const bench_cfg_t *cfg,
-                                 const bench_tls_params_t *tls,
-                                 const uint8_t *csr_der, size_t csr_len,
+                                 const bench_tls_params_t *tls, const bench_crypto_in_t *in,
                                  char *why, size_t why_len);
 
 /* bench_crypto_sampler_t: the same measurement one sample at a time, for
- * sampling while the load runs (each sample is one handshake + CSR check +
- * leaf, timed in the calling thread's CPU time). Owned by one thread.
+ * sampling while the load runs (each sample is one handshake + check +
+ * signature, timed in the calling thread's CPU time). Owned by one thread.
  * bench_crypto_open loads the material and room for `cap` samples (BENCH_OK
- * or an error with `why`; `csr_der` must outlive the sampler);
- * bench_crypto_sample runs one iteration and keeps it if `keep` and there is
- * room; bench_crypto_result gives the medians of the kept samples (false if
- * none); bench_crypto_close frees (NULL is fine). */
+ * or an error with `why`; `in` is copied, what it points to must outlive
+ * the sampler); bench_crypto_sample runs one iteration and keeps it if
+ * `keep` and there is room; bench_crypto_result gives the medians of the
+ * kept samples (false if none); bench_crypto_close frees (NULL is fine). */
 typedef struct bench_crypto_sampler bench_crypto_sampler_t;
 bench_err_t bench_crypto_open(bench_crypto_sampler_t **out, const bench_cfg_t *cfg,
-                              const bench_tls_params_t *tls, const uint8_t *csr_der,
-                              size_t csr_len, size_t cap, char *why, size_t why_len);
+                              const bench_tls_params_t *tls, const bench_crypto_in_t *in,
+                              size_t cap, char *why, size_t why_len);
 bench_err_t bench_crypto_sample(bench_crypto_sampler_t *s, bool keep, char *why,
                                 size_t why_len);
 bool bench_crypto_result(bench_crypto_sampler_t *s, bench_crypto_t *out);

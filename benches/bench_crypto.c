@@ -2,14 +2,22 @@
  * in the same run as the load so that stampeded's CPU time per enrollment can
  * be read as a multiple of it (a ratio that survives noisy machines):
  *   - the server side of one full TLS handshake with the server's own key and
- *     certificate (DIR/tls.key, tls.crt), the version, key-exchange group and
+ *     certificate (DIR/tls.key, tls.crt; for CAPF whichever the listener
+ *     presents: by default the CA's, DIR/ca.key and ca.crt, as CUCM's CAPF
+ *     certificate is the LSC issuer), the version, key-exchange group and
  *     cipher the load negotiated, no session tickets, done in memory over a
  *     BIO pair; only the server's SSL_do_handshake calls are timed;
- *   - the CSR check: cx_csr_parse + cx_csr_verify of a bench CSR;
- *   - the leaf signature: cx_cert_issue_leaf for that CSR with DIR/ca.key.
+ *   - the request check: EST: cx_csr_parse + cx_csr_verify of a bench CSR;
+ *     CAPF: capf_spki_check of a phone's SubjectPublicKeyInfo against the
+ *     key asked for (what stampeded's signer runs before signing; CAPF has
+ *     no CSR signature to verify, capf-protocol.md §3.1);
+ *   - the signature: EST: cx_cert_issue_leaf for that CSR; CAPF:
+ *     cx_lsc_issue, the LSC of the device for that key (§3.3, default
+ *     policy); both with DIR/ca.key and ca.crt.
  * Each is timed with CLOCK_THREAD_CPUTIME_ID, pinned to one CPU, after a
  * warm-up; the medians are reported.
- * Thread: main thread, after the load phase (nothing else runs then). */
+ * Thread: main thread (before and after the load) or bench_main.c's sampler
+ * thread during it. */
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +32,8 @@
 #include "benches/bench.h"
 #include "crypto/cx_cert.h"
 #include "crypto/cx_csr.h"
+#include "crypto/cx_lsc.h"
+#include "dataplane/capf_spki.h"
 
 #define CRYPTO_ITERATIONS 300
 #define CRYPTO_WARMUP 20
@@ -62,7 +72,8 @@ static void crypto_material_cleanup(crypto_material_t *m) {
     memset(m, 0, sizeof *m);
 }
 
-/* crypto_tls_ctxs builds the server context from DIR/tls.* and a client
+/* crypto_tls_ctxs builds the server context from DIR/`name`.crt and .key
+ * (tls, or ca for a CAPF listener that presents the CA) and a client
  * context like the load's, held to the parameters of `tls`: the version on
  * both sides, the group on the server side (the client keeps its default
  * list: in TLS 1.2 that list also admits the server's ECDSA curve, and in
@@ -70,11 +81,15 @@ static void crypto_material_cleanup(crypto_material_t *m) {
  * any, recurs), the cipher on the client side (TLS 1.2 only; TLS 1.3 suites
  * are fixed in BoringSSL). */
 static bench_err_t crypto_tls_ctxs(crypto_material_t *m, const bench_cfg_t *cfg,
-                                   const bench_tls_params_t *tls, char *why, size_t why_len) {
-    char crt[4096], key[4096];
+                                   const bench_tls_params_t *tls, const char *name, char *why,
+                                   size_t why_len) {
+    char crt[4096], key[4096], file[64];
     const char *group = SSL_get_curve_name(tls->group);
-    if (bench_path(crt, sizeof crt, cfg->data_dir, "tls.crt") != BENCH_OK ||
-        bench_path(key, sizeof key, cfg->data_dir, "tls.key") != BENCH_OK)
+    snprintf(file, sizeof file, "%s.crt", name);
+    if (bench_path(crt, sizeof crt, cfg->data_dir, file) != BENCH_OK)
+        return BENCH_E_SETUP;
+    snprintf(file, sizeof file, "%s.key", name);
+    if (bench_path(key, sizeof key, cfg->data_dir, file) != BENCH_OK)
         return BENCH_E_SETUP;
     m->server_ctx = SSL_CTX_new(TLS_method());
     if (m->server_ctx == NULL ||
@@ -224,6 +239,44 @@ static bench_err_t crypto_csr_and_leaf(const crypto_material_t *m, const uint8_t
     return BENCH_OK;
 }
 
+/* crypto_spki_and_lsc times one CAPF key check and one LSC issuance, as
+ * stampeded's signer does them (capf_sign_lsc). */
+static bench_err_t crypto_spki_and_lsc(const crypto_material_t *m, const bench_crypto_in_t *in,
+                                       uint64_t *check_ns, uint64_t *sign_ns, char *why,
+                                       size_t why_len) {
+    capf_keyspec_t want = in->key_type == BENCH_KEY_EC256
+                              ? (capf_keyspec_t){CAPF_KEY_EC, 0, CAPF_CURVE_P256}
+                              : (capf_keyspec_t){CAPF_KEY_RSA, 2048, 0};
+    uint8_t serial[CX_SERIAL_LEN];
+    cx_lsc_policy_t pol;
+    CBS spki;
+    CBB cert;
+
+    cx_lsc_policy_default(&pol);
+    uint64_t t0 = crypto_cpu_ns();
+    capf_err_t ce = capf_spki_check(NULL, &want, in->der, in->der_len, NULL, NULL);
+    *check_ns = crypto_cpu_ns() - t0;
+    if (ce != CAPF_OK) {
+        snprintf(why, why_len, "capf_spki_check: %s", capf_err_str(ce));
+        return BENCH_E_CRYPTO;
+    }
+    if (!CBB_init(&cert, 2048)) {
+        snprintf(why, why_len, "out of memory");
+        return BENCH_E_CRYPTO;
+    }
+    CBS_init(&spki, in->der, in->der_len);
+    t0 = crypto_cpu_ns();
+    cx_err_t e = cx_lsc_issue(&cert, serial, &m->issuer, &spki, in->device, NULL, NULL, &pol,
+                              (int64_t)time(NULL));
+    *sign_ns = crypto_cpu_ns() - t0;
+    CBB_cleanup(&cert);
+    if (e != CX_OK) {
+        snprintf(why, why_len, "cx_lsc_issue: %s", cx_err_str(e));
+        return BENCH_E_CRYPTO;
+    }
+    return BENCH_OK;
+}
+
 /* crypto_pin pins the calling thread to the CPU it is on; `saved` keeps the
  * old mask for crypto_unpin. */
 static void crypto_pin(cpu_set_t *saved) {
@@ -244,8 +297,7 @@ struct bench_crypto_sampler {
     bench_tls_params_t got;     /* what the in-memory handshakes negotiated */
     size_t cap, n;
     uint64_t *hs, *verify, *sign;
-    const uint8_t *csr_der;
-    size_t csr_len;
+    bench_crypto_in_t in;       /* what is checked and signed */
 };
 
 void bench_crypto_close(bench_crypto_sampler_t *s) {
@@ -258,8 +310,8 @@ void bench_crypto_close(bench_crypto_sampler_t *s) {
 }
 
 bench_err_t bench_crypto_open(bench_crypto_sampler_t **out, const bench_cfg_t *cfg,
-                              const bench_tls_params_t *tls, const uint8_t *csr_der,
-                              size_t csr_len, size_t cap, char *why, size_t why_len) {
+                              const bench_tls_params_t *tls, const bench_crypto_in_t *in,
+                              size_t cap, char *why, size_t why_len) {
     bench_crypto_sampler_t *s = calloc(1, sizeof *s);
     bench_err_t err = BENCH_E_SETUP;
     *out = NULL;
@@ -273,9 +325,9 @@ bench_err_t bench_crypto_open(bench_crypto_sampler_t **out, const bench_cfg_t *c
         s->cap = cap;
         s->sni = bench_tls_sni(cfg);
         s->want = *tls;
-        s->csr_der = csr_der;
-        s->csr_len = csr_len;
-        err = crypto_tls_ctxs(&s->m, cfg, tls, why, why_len);
+        s->in = *in;
+        err = crypto_tls_ctxs(&s->m, cfg, tls, in->tls_name ? in->tls_name : "tls", why,
+                              why_len);
         if (err == BENCH_OK)
             err = crypto_issuer(&s->m, cfg, why, why_len);
     }
@@ -283,6 +335,7 @@ bench_err_t bench_crypto_open(bench_crypto_sampler_t **out, const bench_cfg_t *c
         bench_crypto_close(s);
         return err;
     }
+    why[0] = '\0';                      /* no stale cause for a later "why not" */
     *out = s;
     return BENCH_OK;
 }
@@ -291,8 +344,10 @@ bench_err_t bench_crypto_sample(bench_crypto_sampler_t *s, bool keep, char *why,
                                 size_t why_len) {
     uint64_t h = 0, v = 0, g = 0;
     bench_err_t err = crypto_handshake(&s->m, s->sni, &h, &s->got, why, why_len);
-    if (err == BENCH_OK)
-        err = crypto_csr_and_leaf(&s->m, s->csr_der, s->csr_len, &v, &g, why, why_len);
+    if (err == BENCH_OK && s->in.mode == BENCH_MODE_CAPF)
+        err = crypto_spki_and_lsc(&s->m, &s->in, &v, &g, why, why_len);
+    else if (err == BENCH_OK)
+        err = crypto_csr_and_leaf(&s->m, s->in.der, s->in.der_len, &v, &g, why, why_len);
     if (err == BENCH_OK && (s->got.version != s->want.version ||
                             (s->want.group != 0 && s->got.group != s->want.group))) {
         snprintf(why, why_len, "the in-memory handshake negotiated other parameters than the load");
@@ -320,14 +375,12 @@ bool bench_crypto_result(bench_crypto_sampler_t *s, bench_crypto_t *out) {
 }
 
 bench_err_t bench_crypto_measure(bench_crypto_t *out, const bench_cfg_t *cfg,
-                                 const bench_tls_params_t *tls,
-                                 const uint8_t *csr_der, size_t csr_len,
+                                 const bench_tls_params_t *tls, const bench_crypto_in_t *in,
                                  char *why, size_t why_len) {
     bench_crypto_sampler_t *s;
     cpu_set_t saved;
     memset(out, 0, sizeof *out);
-    bench_err_t err = bench_crypto_open(&s, cfg, tls, csr_der, csr_len, CRYPTO_ITERATIONS,
-                                        why, why_len);
+    bench_err_t err = bench_crypto_open(&s, cfg, tls, in, CRYPTO_ITERATIONS, why, why_len);
     if (err != BENCH_OK)
         return err;
     crypto_pin(&saved);

@@ -1,8 +1,10 @@
 /* bench_main: the stampede-bench program: its command line (one option table
- * from which parsing and --help both come), the order of a run (preflight,
- * key pool, CSRs, timed load, crypto measurement) and the report whose last
- * line is the one scripts read. It owns the run state and passes it down.
- * Thread: main thread; the load runs on bench_est.c's workers meanwhile. */
+ * for both subcommands, from which parsing and --help both come), the order
+ * of a run (preflight, key pool, CSRs or devices, timed load, crypto
+ * measurement) and the report whose last line is the one scripts read. It
+ * owns the run state and passes it down. The subcommand picks the load
+ * engine (bench_est.c or bench_capf.c) once, through an ops table.
+ * Thread: main thread; the load runs on the engine's workers meanwhile. */
 #include <errno.h>
 #include <getopt.h>
 #include <netdb.h>
@@ -15,6 +17,7 @@
 #include <unistd.h>
 
 #include "benches/bench.h"
+#include "dataplane/capf_msg.h"
 
 #define MAIN_NS 1000000000ull
 #define MAIN_POLL_NS 20000000ull        /* how often the main thread looks */
@@ -34,6 +37,8 @@ static const char *const bench_err_text[BENCH_E__COUNT] = {
     [BENCH_E_STATUS] = "status",
     [BENCH_E_CONTENT] = "content",
     [BENCH_E_TOO_LARGE] = "too-large",
+    [BENCH_E_CAPF] = "capf",
+    [BENCH_E_DECLINED] = "declined",
     [BENCH_E_CRYPTO] = "crypto",
     [BENCH_E_REDIS] = "redis",
 };
@@ -49,12 +54,22 @@ bench_err_t bench_path(char *out, size_t cap, const char *dir, const char *name)
 
 /* ---- command line -------------------------------------------------------- */
 
-typedef enum { OPT_STR, OPT_U64, OPT_DBL, OPT_FLAG, OPT_HELP } opt_type_t;
+typedef enum { OPT_STR, OPT_U64, OPT_DBL, OPT_FLAG, OPT_FLAG_OFF, OPT_HELP } opt_type_t;
 
-/* bench_opt_t: one option of `stampede-bench est`: where it goes in
- * bench_cfg_t, its bounds, and its --help line (which states the default). */
+/* Which subcommands take an option (bench_opt_t.modes). */
+#define MODE_EST (1u << BENCH_MODE_EST)
+#define MODE_CAPF (1u << BENCH_MODE_CAPF)
+#define MODE_ALL (MODE_EST | MODE_CAPF)
+
+static const char *const main_mode_name[BENCH_MODE__COUNT] = {
+    [BENCH_MODE_EST] = "est", [BENCH_MODE_CAPF] = "capf"};
+
+/* bench_opt_t: one option of stampede-bench: the subcommands that take it,
+ * where it goes in bench_cfg_t, its bounds, and its --help line (which
+ * states the default). OPT_FLAG sets a bool, OPT_FLAG_OFF clears it. */
 typedef struct {
     const char *name;
+    unsigned modes;
     opt_type_t type;
     size_t offset;
     double min, max;
@@ -64,72 +79,121 @@ typedef struct {
 
 #define CFG(f) offsetof(bench_cfg_t, f)
 static const bench_opt_t bench_opts[] = {
-    {"connect", OPT_STR, CFG(connect), 0, 0, "HOST:PORT",
-     "EST server (default 127.0.0.1:8443; [v6]:port for IPv6)"},
-    {"data-dir", OPT_STR, CFG(data_dir), 0, 0, "DIR",
+    {"connect", MODE_ALL, OPT_STR, CFG(connect), 0, 0, "HOST:PORT",
+     "the server (default est: 127.0.0.1:8443, capf: 127.0.0.1:3804; [v6]:port for IPv6)"},
+    {"data-dir", MODE_ALL, OPT_STR, CFG(data_dir), 0, 0, "DIR",
      "stampeded's data directory (default ./stampede-data): ca.crt verifies the server; "
      "tls.key, tls.crt, ca.key, ca.crt feed the crypto measurement; stampeded.pid names "
-     "the server process; est-initial-password; bench-keys.pem caches the client keys"},
-    {"user", OPT_STR, CFG(user), 0, 0, "USER", "EST user for HTTP Basic (default est)"},
-    {"password-file", OPT_STR, CFG(password_file), 0, 0, "FILE",
+     "the server process; est-initial-password; bench-keys.pem caches the client keys; "
+     "capf: stampedectl --data-dir DIR provisions the devices (unless --redis URL)"},
+    {"user", MODE_EST, OPT_STR, CFG(user), 0, 0, "USER", "EST user for HTTP Basic (default est)"},
+    {"password-file", MODE_EST, OPT_STR, CFG(password_file), 0, 0, "FILE",
      "first line is the password (default DIR/est-initial-password)"},
-    {"count", OPT_U64, CFG(count), 1, BENCH_COUNT_MAX, "N",
-     "enrollments to attempt (default 10000)"},
-    {"duration", OPT_DBL, CFG(duration_s), 0.1, 86400, "SECONDS",
+    {"count", MODE_ALL, OPT_U64, CFG(count), 1, BENCH_COUNT_MAX, "N",
+     "enrollments to attempt (default 10000; capf: one device each)"},
+    {"duration", MODE_ALL, OPT_DBL, CFG(duration_s), 0.1, 86400, "SECONDS",
      "take no new enrollments after this long (default 120, the safety bound); enrollments "
      "in flight finish or time out"},
-    {"concurrency", OPT_U64, CFG(concurrency), 1, 10000, "C",
+    {"concurrency", MODE_ALL, OPT_U64, CFG(concurrency), 1, 10000, "C",
      "enrollments in flight = client connections (default 64)"},
-    {"threads", OPT_U64, CFG(threads), 1, 64, "T",
+    {"threads", MODE_ALL, OPT_U64, CFG(threads), 1, 64, "T",
      "client threads, each driving C/T connections with epoll (default: one per CPU)"},
-    {"keepalive", OPT_FLAG, CFG(keepalive), 0, 0, NULL,
+    {"keepalive", MODE_EST, OPT_FLAG, CFG(keepalive), 0, 0, NULL,
      "C persistent connections sending requests back to back (default: a new TCP+TLS "
      "connection per enrollment, `Connection: close`)"},
-    {"key-type", OPT_STR, CFG(key_type_name), 0, 0, "rsa2048|ec256",
+    {"key-type", MODE_EST, OPT_STR, CFG(key_type_name), 0, 0, "rsa2048|ec256",
      "key type of the client CSRs (default rsa2048)"},
-    {"keys", OPT_U64, CFG(num_keys), 1, 100000, "K",
-     "size of the client key pool (default 32), cached in DIR/bench-keys.pem"},
-    {"tls12", OPT_FLAG, CFG(tls12), 0, 0, NULL, "TLS 1.2 instead of TLS 1.3"},
-    {"no-verify", OPT_FLAG, CFG(no_verify), 0, 0, NULL,
+    {"version", MODE_CAPF, OPT_U64, CFG(capf_version), 2, 3, "2|3",
+     "CAPF protocol version the phones speak (default 2, Jabber-like: RSA only; 3: phones, "
+     "RSA or EC)"},
+    {"key", MODE_CAPF, OPT_STR, CFG(key_type_name), 0, 0, "rsa2048|ec256",
+     "key the devices are provisioned for and the phones send (default rsa2048; ec256 "
+     "needs --version 3)"},
+    {"devices", MODE_CAPF, OPT_STR, CFG(devices), 0, 0, "PREFIX",
+     "device names: PREFIX + the device number zero-padded to 15 characters, one device "
+     "per enrollment, numbered from 1 (default SEPBENCH: SEPBENCH0000001...)"},
+    {"provision", MODE_CAPF, OPT_FLAG, CFG(provision), 0, 0, NULL,
+     "before the timed phase, write a CSV of the --count devices (install, auth null, the "
+     "--key key) and run `stampedectl import --replace` on it, timed (the default; "
+     "stampedectl: $STAMPEDECTL, else ../ra/stampedectl relative to this program's "
+     "directory, as in the build tree)"},
+    {"no-provision", MODE_CAPF, OPT_FLAG_OFF, CFG(provision), 0, 0, NULL,
+     "the devices are already provisioned with an Install operation pending"},
+    {"keys", MODE_ALL, OPT_U64, CFG(num_keys), 1, BENCH_COUNT_MAX, "K",
+     "size of the client key pool (est: default 32, cached in DIR/bench-keys.pem; capf: "
+     "default --count, one key per device, as stampeded refuses a key bound to another "
+     "device; cached per device prefix in DIR/bench-capf-keys-PREFIX.pem, device n sends "
+     "key (n-1) % K; missing keys are generated on two threads, RSA-2048 at ~0.1 s each)"},
+    {"tls12", MODE_ALL, OPT_FLAG, CFG(tls12), 0, 0, NULL, "TLS 1.2 instead of TLS 1.3"},
+    {"no-verify", MODE_ALL, OPT_FLAG, CFG(no_verify), 0, 0, NULL,
      "do not verify the server certificate (by default it is verified in full "
      "against DIR/ca.crt the first time and pinned: later connections presenting the "
      "same certificate skip the chain check; CertificateVerify is always checked)"},
-    {"timeout", OPT_DBL, CFG(timeout_s), 0.1, 3600, "SECONDS",
-     "limit for one attempt, connect to last response byte (default 15)"},
-    {"pid", OPT_U64, CFG(pid), 1, 4194304, "PID",
+    {"timeout", MODE_ALL, OPT_DBL, CFG(timeout_s), 0.1, 3600, "SECONDS",
+     "limit for one attempt, connect to last response byte (default 15; capf: to the "
+     "server's close after END_SESSION)"},
+    {"pid", MODE_ALL, OPT_U64, CFG(pid), 1, 4194304, "PID",
      "server process for the CPU figure (default: DIR/stampeded.pid)"},
-    {"redis", OPT_STR, CFG(redis), 0, 0, "URL|off",
+    {"redis", MODE_ALL, OPT_STR, CFG(redis), 0, 0, "URL|off",
      "Redis whose cost per enrollment is reported (INFO right before and right after the "
      "load): redis://host[:port][/db], unix:/path[?db=N] or an absolute socket path, as "
      "stampeded takes it; off: not measured (default: DIR/redis.sock, stampeded's embedded "
      "Redis, if that socket exists; an explicit URL that does not answer is a setup error)"},
-    {"progress", OPT_FLAG, CFG(progress), 0, 0, NULL, "a progress line on stderr every second"},
-    {"quiet", OPT_FLAG, CFG(quiet), 0, 0, NULL,
+    {"progress", MODE_ALL, OPT_FLAG, CFG(progress), 0, 0, NULL,
+     "a progress line on stderr every second"},
+    {"quiet", MODE_ALL, OPT_FLAG, CFG(quiet), 0, 0, NULL,
      "print only the result line (and errors on stderr)"},
-    {"help", OPT_HELP, 0, 0, 0, NULL, "this text"},
+    {"help", MODE_ALL, OPT_HELP, 0, 0, 0, NULL, "this text"},
 };
 #define NUM_OPTS (sizeof bench_opts / sizeof bench_opts[0])
 
 static const char bench_usage_head[] =
     "usage: stampede-bench est [OPTIONS]\n"
-    "\n"
-    "Plays C concurrent EST (RFC 7030) clients against stampeded: each enrollment POSTs\n"
-    "/.well-known/est/simpleenroll with its own CSR (subject CN bench-<run>-<i>, at most\n"
-    "100000 unique, then cycled; all made before the timed phase) and checks that the\n"
-    "answer is 200 with a certs-only PKCS#7 holding one certificate. A 503 is a retry,\n"
-    "not an error: the same request is sent again after Retry-After (at most 1 s).\n"
-    "Latency is measured from connect (with --keepalive: from sending the request) to the\n"
-    "last response byte, for the attempt that succeeded.\n"
-    "\n"
-    "Around the timed phase it reads the server's utime+stime (/proc/PID/stat) and, before and\n"
-    "after it, measures on one core the crypto each enrollment cannot avoid: the server side of\n"
-    "one full TLS handshake with DIR/tls.key (same version, group and cipher as the load,\n"
-    "no session tickets, in memory), one CSR check (cx_csr_parse + cx_csr_verify) and one\n"
-    "leaf signature with DIR/ca.key (cx_cert_issue_leaf); medians of 300 runs, measured\n"
-    "right before and right after the load and averaged (the machine's speed during the\n"
-    "load, over which the server CPU is accounted); both are printed.\n"
+    "       stampede-bench capf [OPTIONS]\n"
+    "       stampede-bench [est|capf] --help\n"
+    "\n";
+
+static const char bench_usage_est[] =
+    "stampede-bench est plays C concurrent EST (RFC 7030) clients against stampeded: each\n"
+    "enrollment POSTs /.well-known/est/simpleenroll with its own CSR (subject CN\n"
+    "bench-<run>-<i>, at most 100000 unique, then cycled; all made before the timed phase)\n"
+    "and checks that the answer is 200 with a certs-only PKCS#7 holding one certificate.\n"
+    "A 503 is a retry, not an error: the same request is sent again after Retry-After (at\n"
+    "most 1 s). Latency is measured from connect (with --keepalive: from sending the\n"
+    "request) to the last response byte, for the attempt that succeeded.\n"
+    "Its crypto per enrollment: the server side of one full TLS handshake, one CSR check\n"
+    "(cx_csr_parse + cx_csr_verify) and one leaf signature (cx_cert_issue_leaf).\n"
     "With --keepalive the handshake is amortised: crypto = CSR check + signature +\n"
-    "handshake / requests per connection. overhead = server CPU per enrollment / crypto\n"
+    "handshake / requests per connection.\n"
+    "\n";
+
+static const char bench_usage_capf[] =
+    "stampede-bench capf plays C concurrent CAPF phones (capf-protocol.md) against\n"
+    "stampeded's CAPF listener: each enrollment is a new TCP connection and full TLS\n"
+    "handshake (no resumption, as real phones) and one install (§2.7.1) of its own device:\n"
+    "hello, AUTH_RESPONSE (version 2 or 3, null-string authentication), the key request\n"
+    "(checked against --key), KEY_GENERATE_RESPONSE with a pool key's SubjectPublicKeyInfo,\n"
+    "the LSC (checked: our key, CN = the device, serial kept), STORE_CERTIFICATE_RESPONSE\n"
+    "01, END_SESSION; then the phone waits for the server's close. END_SESSION 01 is a\n"
+    "success; any other reason is an error of cause \"declined\", counted per step and\n"
+    "reason. Every server message must be exactly one well-formed message (parsed with\n"
+    "stampeded's codec); messages that were not exactly one TLS record are counted (§1.1).\n"
+    "Latency is measured from connect to END_SESSION. CUCM gives a device its LSC once,\n"
+    "so each enrollment needs its own provisioned device: by default the bench imports\n"
+    "them first (--provision) and reports how long that took; it is not in the timed phase.\n"
+    "Its crypto per enrollment: the server side of one full TLS handshake, the check of\n"
+    "the phone's public key (capf_spki_check: CAPF sends a bare SPKI, no CSR signature)\n"
+    "and one LSC signature (cx_lsc_issue for the device, default LSC policy).\n"
+    "\n";
+
+static const char bench_usage_common[] =
+    "Around the timed phase it reads the server's utime+stime (/proc/PID/stat) and measures\n"
+    "on one core the crypto each enrollment cannot avoid (above) with the server's own keys:\n"
+    "the handshake with DIR/tls.key (capf: the key of the certificate the listener presents,\n"
+    "DIR/ca.key by default), same version, group and cipher as the load, no session\n"
+    "tickets, in memory; the signature with DIR/ca.key. It is sampled during the load (one\n"
+    "sample per 10 ms, medians), and quietly right before and right after it (medians of\n"
+    "300 runs, averaged); both are printed. overhead = server CPU per enrollment / crypto\n"
     "per enrollment: a ratio that survives noisy machines better than the rates do.\n"
     "\n"
     "With --redis (by default stampeded's embedded Redis on DIR/redis.sock) it reads the\n"
@@ -147,7 +211,7 @@ static const char bench_usage_head[] =
 
 static const char bench_usage_tail[] =
     "\n"
-    "The last line of stdout is\n"
+    "The last line of stdout is, for both subcommands,\n"
     "  enrollments=N errors=E seconds=S rate=R/s p50_ms=X p99_ms=Y\n"
     "  server_cpu_us_per_enroll=A crypto_us_per_enroll=B overhead=A/B\n"
     "  crypto_quiet_us=Q overhead_quiet=A/Q\n"
@@ -177,11 +241,23 @@ static void main_print_wrapped(FILE *f, const char *text) {
     }
 }
 
-static void main_usage(FILE *f) {
+/* main_usage prints the help of the subcommands in `modes` (their options
+ * only; an option of one of several is marked with it). */
+static void main_usage(FILE *f, unsigned modes) {
     fputs(bench_usage_head, f);
+    if (modes & MODE_EST)
+        fputs(bench_usage_est, f);
+    if (modes & MODE_CAPF)
+        fputs(bench_usage_capf, f);
+    fputs(bench_usage_common, f);
     for (size_t i = 0; i < NUM_OPTS; i++) {
         const bench_opt_t *o = &bench_opts[i];
-        fprintf(f, "  --%s%s%s\n", o->name, o->metavar ? " " : "", o->metavar ? o->metavar : "");
+        if (!(o->modes & modes))
+            continue;
+        bool only = (o->modes & modes) != modes;
+        fprintf(f, "  --%s%s%s%s%s\n", o->name, o->metavar ? " " : "",
+                o->metavar ? o->metavar : "", only ? "    " : "",
+                only ? (o->modes & MODE_EST ? "(est)" : "(capf)") : "");
         main_print_wrapped(f, o->help);
     }
     fputs(bench_usage_tail, f);
@@ -197,7 +273,8 @@ static bool main_set_opt(bench_cfg_t *cfg, const bench_opt_t *o, const char *arg
         *(const char **)(void *)base = arg;
         return arg[0] != '\0';
     case OPT_FLAG:
-        *(bool *)(void *)base = true;
+    case OPT_FLAG_OFF:
+        *(bool *)(void *)base = o->type == OPT_FLAG;
         return true;
     case OPT_U64:
         d = strtod(arg, &end);
@@ -242,26 +319,80 @@ static bool main_split_hostport(bench_cfg_t *cfg) {
     return true;
 }
 
+/* main_mode reads the subcommand. Returns -1 and sets cfg->mode, or an exit
+ * code (help printed or an unknown command). */
+static int main_mode(bench_cfg_t *cfg, int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        main_usage(argc < 2 ? stderr : stdout, MODE_ALL);
+        return argc < 2 ? 2 : 0;
+    }
+    for (unsigned m = 0; m < BENCH_MODE__COUNT; m++)
+        if (strcmp(argv[1], main_mode_name[m]) == 0) {
+            cfg->mode = (bench_mode_t)m;
+            return -1;
+        }
+    fprintf(stderr, "stampede-bench: unknown command '%s' (est or capf; try --help)\n", argv[1]);
+    return 2;
+}
+
+/* main_check checks the options together once they are all read. Returns
+ * -1 to go on, else an exit code. */
+static int main_check(bench_cfg_t *cfg) {
+    bool capf = cfg->mode == BENCH_MODE_CAPF;
+    if (cfg->connect == NULL)
+        cfg->connect = capf ? "127.0.0.1:3804" : "127.0.0.1:8443";
+    if (!main_split_hostport(cfg)) {
+        fprintf(stderr, "stampede-bench: --connect wants HOST:PORT, got '%s'\n", cfg->connect);
+        return 2;
+    }
+    if (strcmp(cfg->key_type_name, "rsa2048") == 0)
+        cfg->key_type = BENCH_KEY_RSA2048;
+    else if (strcmp(cfg->key_type_name, "ec256") == 0)
+        cfg->key_type = BENCH_KEY_EC256;
+    else {
+        fprintf(stderr, "stampede-bench: --%s is rsa2048 or ec256\n", capf ? "key" : "key-type");
+        return 2;
+    }
+    if (capf && cfg->capf_version < 3 && cfg->key_type != BENCH_KEY_RSA2048) {
+        fprintf(stderr, "stampede-bench: --key ec256 needs --version 3 (version 2 clients "
+                "are RSA only)\n");
+        return 2;
+    }
+    bench_capf_names_t names;
+    char why[300];
+    if (capf && bench_capf_names_init(&names, cfg->devices, cfg->count, why, sizeof why) !=
+                    BENCH_OK) {
+        fprintf(stderr, "stampede-bench: %s\n", why);
+        return 2;
+    }
+    if (cfg->num_keys == 0)
+        cfg->num_keys = capf ? cfg->count : 32;
+    if (!capf && cfg->num_keys > BENCH_CSR_CAP) {
+        fprintf(stderr, "stampede-bench: --keys is at most %d for est\n", BENCH_CSR_CAP);
+        return 2;
+    }
+    if (cfg->threads > cfg->concurrency)
+        cfg->threads = cfg->concurrency;
+    return -1;
+}
+
 /* main_parse fills `cfg` from argv. Returns -1 to go on, else an exit code. */
 static int main_parse(bench_cfg_t *cfg, int argc, char **argv) {
     struct option longopts[NUM_OPTS + 1];
+    char prog[64];
+    int rc = main_mode(cfg, argc, argv), c;
+    if (rc >= 0)
+        return rc;
+    unsigned mode = 1u << cfg->mode;
     memset(longopts, 0, sizeof longopts);
     for (size_t i = 0; i < NUM_OPTS; i++)
         longopts[i] = (struct option){bench_opts[i].name,
                                       bench_opts[i].metavar ? required_argument : no_argument,
                                       NULL, (int)(256 + i)};
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
-        strcmp(argv[1], "help") == 0) {
-        main_usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
-    }
-    if (strcmp(argv[1], "est") != 0) {
-        fprintf(stderr, "stampede-bench: unknown command '%s' (try --help)\n", argv[1]);
-        return 2;
-    }
-    int c;
     optind = 1;
-    argv[1] = "stampede-bench est";         /* getopt's messages name it */
+    snprintf(prog, sizeof prog, "stampede-bench %s", argv[1]);
+    argv[1] = prog;                         /* getopt's messages name it */
     while ((c = getopt_long(argc - 1, argv + 1, "h", longopts, NULL)) != -1) {
         if (c < 256 && c != 'h') {
             fprintf(stderr, "stampede-bench: try --help\n");
@@ -269,8 +400,13 @@ static int main_parse(bench_cfg_t *cfg, int argc, char **argv) {
         }
         const bench_opt_t *o = c == 'h' ? NULL : &bench_opts[c - 256];
         if (o == NULL || o->type == OPT_HELP) {
-            main_usage(stdout);
+            main_usage(stdout, mode);
             return 0;
+        }
+        if (!(o->modes & mode)) {
+            fprintf(stderr, "%s: --%s is an option of stampede-bench %s\n", prog, o->name,
+                    o->modes & MODE_EST ? "est" : "capf");
+            return 2;
         }
         if (!main_set_opt(cfg, o, optarg)) {
             fprintf(stderr, "stampede-bench: invalid --%s '%s'\n", o->name, optarg);
@@ -281,26 +417,12 @@ static int main_parse(bench_cfg_t *cfg, int argc, char **argv) {
         fprintf(stderr, "stampede-bench: unexpected argument '%s'\n", argv[optind + 1]);
         return 2;
     }
-    if (!main_split_hostport(cfg)) {
-        fprintf(stderr, "stampede-bench: --connect wants HOST:PORT, got '%s'\n", cfg->connect);
-        return 2;
-    }
-    if (strcmp(cfg->key_type_name, "rsa2048") == 0)
-        cfg->key_type = BENCH_KEY_RSA2048;
-    else if (strcmp(cfg->key_type_name, "ec256") == 0)
-        cfg->key_type = BENCH_KEY_EC256;
-    else {
-        fprintf(stderr, "stampede-bench: --key-type is rsa2048 or ec256\n");
-        return 2;
-    }
-    if (cfg->threads > cfg->concurrency)
-        cfg->threads = cfg->concurrency;
-    return -1;
+    return main_check(cfg);
 }
 
 static void main_defaults(bench_cfg_t *cfg) {
     memset(cfg, 0, sizeof *cfg);
-    cfg->connect = "127.0.0.1:8443";
+    cfg->connect = NULL;                    /* per subcommand, in main_check */
     cfg->data_dir = "./stampede-data";
     cfg->user = "est";
     cfg->key_type_name = "rsa2048";
@@ -308,9 +430,12 @@ static void main_defaults(bench_cfg_t *cfg) {
     cfg->concurrency = 64;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->threads = ncpu > 0 ? (uint64_t)ncpu : 1;
-    cfg->num_keys = 32;
+    cfg->num_keys = 0;                      /* per subcommand, in main_check */
     cfg->duration_s = 120;
     cfg->timeout_s = 15;
+    cfg->capf_version = 2;
+    cfg->devices = "SEPBENCH";
+    cfg->provision = true;
 }
 
 /* ---- setup --------------------------------------------------------------- */
@@ -401,16 +526,51 @@ static void main_raise_nofile(uint64_t need) {
     }
 }
 
-/* main_prepare does everything before the timed phase: signals, password,
- * address, TLS context, preflight, key pool, CSRs, result slots. */
-static bench_err_t main_prepare(bench_run_t *run, bench_keys_t *keys, bench_csrs_t *csrs,
-                                char *why, size_t why_len) {
+/* main_prepare_common does what both subcommands need first: file limit,
+ * SIGPIPE, address, TLS context. */
+static bench_err_t main_prepare_common(bench_run_t *run, char *why, size_t why_len) {
+    bench_err_t err;
+    main_raise_nofile(run->cfg->concurrency);
+    signal(SIGPIPE, SIG_IGN);               /* a write to a closed socket is an error */
+    if ((err = main_resolve(run, why, why_len)) != BENCH_OK)
+        return err;
+    run->sni = bench_tls_sni(run->cfg);
+    if ((run->client_ctx = bench_tls_client_ctx(run->cfg, why, why_len)) == NULL)
+        return BENCH_E_SETUP;
+    return BENCH_OK;
+}
+
+/* main_prepare_keys loads the client key pool (DIR/bench-keys.pem). */
+static bench_err_t main_prepare_keys(const bench_cfg_t *cfg, bench_keys_t *keys, char *why,
+                                     size_t why_len) {
+    char path[4096];
+    if (bench_path(path, sizeof path, cfg->data_dir, "bench-keys.pem") != BENCH_OK ||
+        bench_keys_load(keys, path, cfg->key_type, cfg->num_keys, cfg->quiet, why,
+                        why_len) != BENCH_OK)
+        return BENCH_E_SETUP;
+    return BENCH_OK;
+}
+
+/* main_prepare_results reserves the result slots. */
+static bench_err_t main_prepare_results(bench_run_t *run, char *why, size_t why_len) {
+    const bench_cfg_t *cfg = run->cfg;
+    run->latency_us = calloc(cfg->count, sizeof *run->latency_us);
+    run->serials = calloc(cfg->count, sizeof *run->serials);
+    if (run->latency_us == NULL || run->serials == NULL) {
+        snprintf(why, why_len, "out of memory for %llu results", (unsigned long long)cfg->count);
+        return BENCH_E_SETUP;
+    }
+    return BENCH_OK;
+}
+
+/* main_prepare_est does everything before an EST timed phase: password,
+ * preflight, key pool, CSRs, result slots. */
+static bench_err_t main_prepare_est(bench_run_t *run, bench_keys_t *keys, bench_csrs_t *csrs,
+                                    char *why, size_t why_len) {
     const bench_cfg_t *cfg = run->cfg;
     char path[4096], password[256], prefix[1024], info[300];
     bench_err_t err;
 
-    main_raise_nofile(cfg->concurrency);
-    signal(SIGPIPE, SIG_IGN);               /* a write to a closed socket is an error */
     if (cfg->password_file == NULL &&
         bench_path(path, sizeof path, cfg->data_dir, "est-initial-password") != BENCH_OK)
         return BENCH_E_SETUP;
@@ -420,19 +580,14 @@ static bench_err_t main_prepare(bench_run_t *run, bench_keys_t *keys, bench_csrs
                  cfg->password_file ? cfg->password_file : path);
         return BENCH_E_SETUP;
     }
-    if ((err = main_resolve(run, why, why_len)) != BENCH_OK)
+    if ((err = main_prepare_common(run, why, why_len)) != BENCH_OK)
         return err;
-    run->sni = bench_tls_sni(cfg);
-    if ((run->client_ctx = bench_tls_client_ctx(cfg, why, why_len)) == NULL)
-        return BENCH_E_SETUP;
     err = bench_est_preflight(run, info, sizeof info, why, why_len);
     if (err == BENCH_E_CONNECT || err == BENCH_E_TLS || err == BENCH_E_SETUP)
         return err;
     if (!cfg->quiet)
         fprintf(stderr, "stampede-bench: %s%s%s\n", info, err ? ": " : "", err ? why : "");
-    if (bench_path(path, sizeof path, cfg->data_dir, "bench-keys.pem") != BENCH_OK ||
-        (err = bench_keys_load(keys, path, cfg->key_type, cfg->num_keys, cfg->quiet, why,
-                               why_len)) != BENCH_OK)
+    if (main_prepare_keys(cfg, keys, why, why_len) != BENCH_OK)
         return BENCH_E_SETUP;
     if (bench_msg_enroll_prefix(prefix, sizeof prefix, cfg->connect, cfg->user, password,
                                 !cfg->keepalive) != BENCH_OK) {
@@ -448,16 +603,72 @@ static bench_err_t main_prepare(bench_run_t *run, bench_keys_t *keys, bench_csrs
                 bench_keytype_str(cfg->key_type), csrs->run_id,
                 (double)(bench_now_ns() - t0) / 1e9);
     run->csrs = csrs;
-    run->latency_us = calloc(cfg->count, sizeof *run->latency_us);
-    run->serials = calloc(cfg->count, sizeof *run->serials);
-    if (run->latency_us == NULL || run->serials == NULL) {
-        snprintf(why, why_len, "out of memory for %llu results", (unsigned long long)cfg->count);
+    run->crypto_in = (bench_crypto_in_t){.mode = BENCH_MODE_EST, .tls_name = "tls",
+                                         .der = csrs->csr0_der, .der_len = csrs->csr0_len};
+    return main_prepare_results(run, why, why_len);
+}
+
+/* main_prepare_capf does everything before a CAPF timed phase: preflight
+ * (first: key generation may take minutes), key pool, the plan (names,
+ * SPKIs), the devices (stampedectl import), result slots. */
+static bench_err_t main_prepare_capf(bench_run_t *run, bench_keys_t *keys,
+                                     bench_capf_plan_t *plan, bench_provision_t *prov,
+                                     char *why, size_t why_len) {
+    const bench_cfg_t *cfg = run->cfg;
+    char info[400];
+    bench_err_t err;
+
+    if ((err = main_prepare_common(run, why, why_len)) != BENCH_OK)
+        return err;
+    err = bench_capf_preflight(run, info, sizeof info, why, why_len);
+    if (err == BENCH_E_CONNECT || err == BENCH_E_TLS || err == BENCH_E_SETUP)
+        return err;
+    if (!cfg->quiet)
+        fprintf(stderr, "stampede-bench: %s%s%s\n", info, err ? ": " : "", err ? why : "");
+    if (cfg->num_keys < cfg->count && !cfg->quiet)
+        fprintf(stderr, "stampede-bench: warning: --keys %llu < --count %llu: devices past the "
+                "first %llu send keys bound to other devices, which stampeded refuses "
+                "(END_SESSION 07 after KEY_GENERATE_RESPONSE)\n",
+                (unsigned long long)cfg->num_keys, (unsigned long long)cfg->count,
+                (unsigned long long)cfg->num_keys);
+    if (bench_capf_keys_load(keys, cfg, why, why_len) != BENCH_OK ||
+        bench_capf_plan_build(plan, cfg, keys, why, why_len) != BENCH_OK)
         return BENCH_E_SETUP;
+    run->capf = plan;
+    if (cfg->provision) {
+        err = bench_provision(prov, cfg, plan, why, why_len);
+        for (unsigned long i = 0; i < prov->num_messages && i < BENCH_ERRORS_SHOWN; i++)
+            fprintf(stderr, "stampede-bench: stampedectl: %s\n", prov->messages[i]);
+        if (err != BENCH_OK)
+            return err;
+        char last[BENCH_CAPF_NAME_MAX + 1];
+        bench_capf_name(&plan->names, cfg->count, last);
+        if (!cfg->quiet)
+            fprintf(stderr, "stampede-bench: %lu devices %s..%s (install, %s) provisioned by "
+                    "stampedectl import in %.2f s\n", prov->imported, plan->device1, last,
+                    bench_keytype_str(plan->key_type), prov->seconds);
     }
-    return BENCH_OK;
+    run->crypto_in.mode = BENCH_MODE_CAPF;      /* tls_name: set by the preflight */
+    run->crypto_in.der = CBS_data(&plan->spkis[0]);
+    run->crypto_in.der_len = CBS_len(&plan->spkis[0]);
+    run->crypto_in.device = plan->device1;
+    run->crypto_in.key_type = plan->key_type;
+    return main_prepare_results(run, why, why_len);
 }
 
 /* ---- the timed phase ----------------------------------------------------- */
+
+/* main_engine_t: the load engine of a subcommand, picked once at startup. */
+typedef struct {
+    bench_err_t (*start)(bench_run_t *run, char *why, size_t why_len);
+    void (*totals)(const bench_run_t *run, bench_totals_t *out);
+    void (*join)(bench_run_t *run, bench_totals_t *totals);
+} main_engine_t;
+
+static const main_engine_t main_engines[BENCH_MODE__COUNT] = {
+    [BENCH_MODE_EST] = {bench_est_start, bench_est_totals, bench_est_join},
+    [BENCH_MODE_CAPF] = {bench_capf_start, bench_capf_totals, bench_capf_join},
+};
 
 /* main_watch runs while the workers do: it turns the duration and signals
  * into stop requests and prints progress. */
@@ -486,7 +697,7 @@ static void main_watch(bench_run_t *run, uint64_t t_start) {
             atomic_store(&run->stop, want);
         if (cfg->progress && !cfg->quiet && now >= next_print) {
             bench_totals_t t;
-            bench_est_totals(run, &t);
+            main_engines[cfg->mode].totals(run, &t);
             fprintf(stderr, "progress: %llu/%llu enrolled  %.0f/s  errors=%llu  retries=%llu\n",
                     (unsigned long long)t.ok, (unsigned long long)cfg->count,
                     (double)(t.ok - last_ok) * 1e9 / (double)(now - last_t),
@@ -515,12 +726,15 @@ typedef struct {
     bench_crypto_t crypto_quiet;        /* mean of before and after */
     bench_crypto_t crypto_before, crypto_after;
     bool crypto_in_load;                /* r->crypto was sampled during the load */
-    bench_crypto_t crypto_load;
+    bool load_sampled;                  /* the sampler got enough samples: */
+    bench_crypto_t crypto_load;         /* their medians */
+    char load_why[300];                 /* else why not (may be empty) */
     char crypto_why[300];
     bool redis_known;                   /* r->redis holds the Redis cost */
     bench_redis_cost_t redis;
     char redis_addr[400];
     char redis_why[300];                /* why it is not known */
+    const bench_provision_t *prov;      /* capf: the import, if it ran */
 } main_result_t;
 
 /* main_sampler_t: the in-load crypto sampler thread and what it found. */
@@ -534,7 +748,8 @@ typedef struct {
 } main_sampler_t;
 
 /* main_sampler_thread: while the load runs, every MAIN_SAMPLE_GAP_NS, one
- * in-memory handshake + CSR check + leaf with the load's TLS parameters,
+ * in-memory handshake + request check + signature (EST: CSR check + leaf;
+ * CAPF: SPKI check + LSC) with the load's TLS parameters,
  * timed in this thread's CPU time. It measures the crypto under the same
  * machine speed and cache pressure as the server's crypto at that moment,
  * which the before/after figures cannot when the host's speed drifts.
@@ -549,8 +764,8 @@ static void *main_sampler_thread(void *arg) {
     while (!atomic_load(&run->tls_seen) && atomic_load(&run->workers_done) < run->num_workers)
         nanosleep(&gap, NULL);
     if (atomic_load(&run->tls_seen))
-        err = bench_crypto_open(&s, run->cfg, &run->tls, run->csrs->csr0_der,
-                                run->csrs->csr0_len, MAIN_SAMPLE_CAP, ms->why, sizeof ms->why);
+        err = bench_crypto_open(&s, run->cfg, &run->tls, &run->crypto_in, MAIN_SAMPLE_CAP,
+                                ms->why, sizeof ms->why);
     for (unsigned i = 0; s != NULL && err == BENCH_OK &&
                          atomic_load(&run->workers_done) < run->num_workers &&
                          atomic_load(&run->stop) == 0; i++) {
@@ -613,6 +828,75 @@ static void main_report_redis(const main_result_t *r) {
            r->redis_addr, (unsigned long long)c->pid, inner, writes, proc);
 }
 
+/* main_crypto_parts names the two non-handshake parts of the crypto. */
+static const char *const main_crypto_parts[BENCH_MODE__COUNT][2] = {
+    [BENCH_MODE_EST] = {"csr_verify", "leaf_sign"},
+    [BENCH_MODE_CAPF] = {"spki_check", "lsc_sign"},
+};
+
+/* main_report_est prints the EST-specific lines of the report. */
+static void main_report_est(const bench_run_t *run, const main_result_t *r, uint64_t errors) {
+    const bench_cfg_t *cfg = run->cfg;
+    printf("stampede-bench est: %s, %s, concurrency %llu, threads %llu\n", cfg->connect,
+           cfg->keepalive ? "keep-alive connections" : "a new connection per enrollment",
+           (unsigned long long)cfg->concurrency, (unsigned long long)cfg->threads);
+    printf("  client: %llu %s keys, %zu unique CSRs (run %s)\n",
+           (unsigned long long)cfg->num_keys, bench_keytype_str(cfg->key_type),
+           run->csrs->num_reqs, run->csrs->run_id);
+    printf("  enrollments=%llu errors=%llu retries=%llu abandoned=%llu duplicate_serials=%zu\n",
+           (unsigned long long)r->t.ok, (unsigned long long)errors,
+           (unsigned long long)r->t.retries, (unsigned long long)r->t.abandoned, r->duplicates);
+}
+
+/* main_report_declines prints the END_SESSION reasons other than 01, by the
+ * client message they answered. */
+static void main_report_declines(const bench_totals_t *t) {
+    for (unsigned st = 0; st < BENCH_CAPF_AFTER__COUNT; st++) {
+        bool any = false;
+        for (unsigned reason = 0; reason < 256; reason++) {
+            if (t->declined_by[st][reason] == 0)
+                continue;
+            if (!any)
+                printf("  declined after %s:", bench_capf_stage_str(st));
+            any = true;
+            printf(" END_SESSION %02x (%s) x%llu", reason, capf_reason_str(reason),
+                   (unsigned long long)t->declined_by[st][reason]);
+        }
+        if (any)
+            printf("\n");
+    }
+}
+
+/* main_report_capf prints the CAPF-specific lines of the report. */
+static void main_report_capf(const bench_run_t *run, const main_result_t *r, uint64_t errors) {
+    const bench_cfg_t *cfg = run->cfg;
+    const bench_capf_plan_t *plan = run->capf;
+    char last[BENCH_CAPF_NAME_MAX + 1];
+    bench_capf_name(&plan->names, cfg->count, last);
+    printf("stampede-bench capf: %s, version %u phones, %s keys, a new connection and full "
+           "handshake per enrollment, concurrency %llu, threads %llu\n", cfg->connect,
+           plan->version, bench_keytype_str(plan->key_type),
+           (unsigned long long)cfg->concurrency, (unsigned long long)cfg->threads);
+    printf("  client: devices %s..%s, %zu %s pool keys (device n sends key (n-1) %% %zu), "
+           "TLS server certificate DIR/%s.crt\n", plan->device1, last, plan->num_spkis,
+           bench_keytype_str(plan->key_type), plan->num_spkis,
+           run->crypto_in.tls_name ? run->crypto_in.tls_name : "?");
+    if (r->prov != NULL)
+        printf("  devices provisioned: %lu by `stampedectl import --replace` in %.2f s "
+               "(%.0f devices/s; before the timed phase)\n", r->prov->imported,
+               r->prov->seconds, main_div((double)r->prov->imported, r->prov->seconds));
+    else
+        printf("  devices provisioned: not by this run (--no-provision)\n");
+    printf("  enrollments=%llu errors=%llu declined=%llu abandoned=%llu duplicate_serials=%zu\n",
+           (unsigned long long)r->t.ok, (unsigned long long)errors,
+           (unsigned long long)r->t.errors_by[BENCH_E_DECLINED],
+           (unsigned long long)r->t.abandoned, r->duplicates);
+    main_report_declines(&r->t);
+    printf("  framing: %llu server messages took more than one TLS record, %llu records held "
+           "more than one message (capf-protocol.md §1.1: both should be 0)\n",
+           (unsigned long long)r->t.split_msgs, (unsigned long long)r->t.merged_msgs);
+}
+
 static void main_report(const bench_run_t *run, main_result_t *r) {
     const bench_cfg_t *cfg = run->cfg;
     size_t n = (size_t)r->t.ok;
@@ -647,20 +931,15 @@ static void main_report(const bench_run_t *run, main_result_t *r) {
     main_fmt(rr, sizeof rr, r->redis_known && r->redis.reads >= 0, r->redis.reads);
     main_fmt(ru, sizeof ru, r->redis_known, r->redis.cpu_us);
 
+    const char *const *part = main_crypto_parts[cfg->mode];
     if (!cfg->quiet) {
         bench_tls_params_str(tls, sizeof tls, &run->tls);
-        printf("stampede-bench est: %s, %s, concurrency %llu, threads %llu\n", cfg->connect,
-               cfg->keepalive ? "keep-alive connections" : "a new connection per enrollment",
-               (unsigned long long)cfg->concurrency, (unsigned long long)cfg->threads);
+        if (cfg->mode == BENCH_MODE_CAPF)
+            main_report_capf(run, r, errors);
+        else
+            main_report_est(run, r, errors);
         printf("  tls: %s, server %s\n", atomic_load(&run->tls_seen) ? tls : "none negotiated",
                cfg->no_verify ? "not verified" : "verified against DIR/ca.crt once, then pinned");
-        printf("  client: %llu %s keys, %zu unique CSRs (run %s)\n",
-               (unsigned long long)cfg->num_keys, bench_keytype_str(cfg->key_type),
-               run->csrs->num_reqs, run->csrs->run_id);
-        printf("  enrollments=%llu errors=%llu retries=%llu abandoned=%llu duplicate_serials=%zu\n",
-               (unsigned long long)r->t.ok, (unsigned long long)errors,
-               (unsigned long long)r->t.retries, (unsigned long long)r->t.abandoned,
-               r->duplicates);
         if (r->t.errors > 0) {
             printf("  errors by cause:");
             for (unsigned e = 1; e < BENCH_E__COUNT; e++)
@@ -668,9 +947,13 @@ static void main_report(const bench_run_t *run, main_result_t *r) {
                     printf(" %s=%llu", bench_err_str(e), (unsigned long long)r->t.errors_by[e]);
             printf("\n");
         }
-        printf("  connections=%llu handshakes=%llu requests_per_connection=%.2f\n",
-               (unsigned long long)r->t.connections, (unsigned long long)r->t.handshakes,
-               per_conn);
+        if (cfg->mode == BENCH_MODE_EST)
+            printf("  connections=%llu handshakes=%llu requests_per_connection=%.2f\n",
+                   (unsigned long long)r->t.connections, (unsigned long long)r->t.handshakes,
+                   per_conn);
+        else
+            printf("  connections=%llu handshakes=%llu\n", (unsigned long long)r->t.connections,
+                   (unsigned long long)r->t.handshakes);
         printf("  rate: %.2f enrollments/s over %.2f s\n", main_div((double)n, r->seconds),
                r->seconds);
         printf("  latency_ms: p50=%.2f p90=%.2f p99=%.2f max=%.2f\n", p50, p90, p99, pmax);
@@ -691,22 +974,24 @@ static void main_report(const bench_run_t *run, main_result_t *r) {
             const char *share = cfg->keepalive ? " / requests_per_connection" : "";
             if (r->crypto_in_load)
                 printf("  crypto during the load (medians of %u samples, one per %llu ms): "
-                       "handshake %.2f%s + csr_verify %.2f + leaf_sign %.2f = %.2f us/enrollment\n",
+                       "handshake %.2f%s + %s %.2f + %s %.2f = %.2f us/enrollment\n",
                        r->crypto.iterations, MAIN_SAMPLE_GAP_NS / 1000000ull,
-                       r->crypto.handshake_us, share, r->crypto.csr_verify_us,
-                       r->crypto.leaf_sign_us, crypto_us);
+                       r->crypto.handshake_us, share, part[0], r->crypto.csr_verify_us,
+                       part[1], r->crypto.leaf_sign_us, crypto_us);
             else
                 printf("  crypto during the load: not sampled (%s); the quiet figure is used\n",
                        r->crypto_why[0] ? r->crypto_why : "run too short");
             if (quiet_known)
                 printf("  crypto quiet (one core, medians of %u; mean of before and after the load): "
-                   "handshake %.2f%s + csr_verify %.2f + leaf_sign %.2f = %.2f us/enrollment\n",
-                   r->crypto_quiet.iterations, r->crypto_quiet.handshake_us, share,
-                   r->crypto_quiet.csr_verify_us, r->crypto_quiet.leaf_sign_us, quiet_us);
+                   "handshake %.2f%s + %s %.2f + %s %.2f = %.2f us/enrollment\n",
+                   r->crypto_quiet.iterations, r->crypto_quiet.handshake_us, share, part[0],
+                   r->crypto_quiet.csr_verify_us, part[1], r->crypto_quiet.leaf_sign_us,
+                   quiet_us);
             if (r->crypto_twice)
-                printf("  crypto before the load: handshake %.2f + csr_verify %.2f + leaf_sign %.2f; "
+                printf("  crypto before the load: handshake %.2f + %s %.2f + %s %.2f; "
                        "after: %.2f + %.2f + %.2f (us, unamortised)\n",
-                       r->crypto_before.handshake_us, r->crypto_before.csr_verify_us,
+                       r->crypto_before.handshake_us, part[0], r->crypto_before.csr_verify_us,
+                       part[1],
                        r->crypto_before.leaf_sign_us, r->crypto_after.handshake_us,
                        r->crypto_after.csr_verify_us, r->crypto_after.leaf_sign_us);
         } else
@@ -732,8 +1017,8 @@ static void main_measure_crypto(const bench_run_t *run, main_result_t *r) {
     if (atomic_load(&run->tls_seen))
         tls = run->tls;
     bench_crypto_t c;
-    if (bench_crypto_measure(&c, run->cfg, &tls, run->csrs->csr0_der, run->csrs->csr0_len,
-                             r->crypto_why, sizeof r->crypto_why) != BENCH_OK)
+    if (bench_crypto_measure(&c, run->cfg, &tls, &run->crypto_in, r->crypto_why,
+                             sizeof r->crypto_why) != BENCH_OK)
         return;
     if (!r->crypto_known) {
         r->crypto_quiet = c;
@@ -751,14 +1036,14 @@ static void main_measure_crypto(const bench_run_t *run, main_result_t *r) {
 
 /* main_pick_crypto sets r->crypto, the figure the ratio uses: the in-load
  * samples when there are enough of them, else the quiet figure. */
-static void main_pick_crypto(main_result_t *r, const main_sampler_t *ms) {
+static void main_pick_crypto(main_result_t *r) {
     r->crypto = r->crypto_quiet;
-    if (ms->ok) {
-        r->crypto = ms->result;
+    if (r->load_sampled) {
+        r->crypto = r->crypto_load;
         r->crypto_in_load = true;
         r->crypto_known = true;
-    } else if (ms->why[0] != '\0') {
-        snprintf(r->crypto_why, sizeof r->crypto_why, "%s", ms->why);
+    } else if (r->load_why[0] != '\0') {
+        snprintf(r->crypto_why, sizeof r->crypto_why, "%s", r->load_why);
     }
 }
 
@@ -796,74 +1081,110 @@ static bench_err_t main_redis_open(bench_redis_t **redis, const bench_cfg_t *cfg
     return BENCH_OK;
 }
 
-static int main_est(const bench_cfg_t *cfg) {
+/* main_inputs_t: what a run prepares besides the run state, owned by
+ * main_run. */
+typedef struct {
+    bench_keys_t keys;
+    bench_csrs_t csrs;          /* est */
+    bench_capf_plan_t plan;     /* capf */
+    bench_provision_t prov;     /* capf with --provision */
+} main_inputs_t;
+
+static bench_err_t main_prepare(bench_run_t *run, main_inputs_t *in, main_result_t *r,
+                                char *why, size_t why_len) {
+    if (run->cfg->mode == BENCH_MODE_EST)
+        return main_prepare_est(run, &in->keys, &in->csrs, why, why_len);
+    if (run->cfg->provision)
+        r->prov = &in->prov;
+    return main_prepare_capf(run, &in->keys, &in->plan, &in->prov, why, why_len);
+}
+
+/* main_timed runs the timed phase: server CPU and Redis readings around the
+ * engine's workers and the in-load crypto sampler. */
+static bench_err_t main_timed(bench_run_t *run, main_result_t *r, bench_redis_t **redis,
+                              char *why, size_t why_len) {
+    const bench_cfg_t *cfg = run->cfg;
+    const main_engine_t *engine = &main_engines[cfg->mode];
+    bench_redis_snap_t snap[2];
+    uint64_t cpu0 = 0, cpu1 = 0;
+
+    r->pid = main_server_pid(cfg);
+    r->cpu_known = r->pid != 0 && bench_proc_cpu_us(r->pid, &cpu0) == BENCH_OK;
+    uint64_t child0 = r->cpu_known ? bench_proc_children_cpu_us(r->pid) : 0;
+    main_signals(run);
+    main_redis_snap(redis, &snap[0], r);
+    uint64_t self0 = main_self_cpu_us();
+    uint64_t t0 = bench_now_ns();
+    if (engine->start(run, why, why_len) != BENCH_OK)
+        return BENCH_E_SETUP;
+    main_sampler_t sampler = {.run = run};
+    sampler.started = pthread_create(&sampler.thread, NULL, main_sampler_thread, &sampler) == 0;
+    main_watch(run, t0);
+    engine->join(run, &r->t);
+    main_redis_snap(redis, &snap[1], r);
+    if (sampler.started)
+        pthread_join(sampler.thread, NULL);
+    r->seconds = (double)(bench_now_ns() - t0) / 1e9;
+    r->client_us = main_self_cpu_us() - self0;
+    r->cpu_known = r->cpu_known && bench_proc_cpu_us(r->pid, &cpu1) == BENCH_OK;
+    if (r->cpu_known) {
+        uint64_t child1 = bench_proc_children_cpu_us(r->pid);
+        r->server_us = cpu1 - cpu0;
+        r->children_us = child1 > child0 ? child1 - child0 : 0;
+    }
+    if (!r->cpu_known && r->pid != 0 && !cfg->quiet)
+        fprintf(stderr, "stampede-bench: warning: server pid %llu vanished during the run\n",
+                (unsigned long long)r->pid);
+    if (*redis != NULL && r->t.ok == 0)
+        snprintf(r->redis_why, sizeof r->redis_why, "no enrollment succeeded");
+    else if (*redis != NULL)
+        r->redis_known = bench_redis_cost(&r->redis, &snap[0], &snap[1], r->t.ok, r->redis_why,
+                                          sizeof r->redis_why) == BENCH_OK;
+    r->load_sampled = sampler.ok;
+    r->crypto_load = sampler.result;
+    snprintf(r->load_why, sizeof r->load_why, "%s", sampler.why);
+    return BENCH_OK;
+}
+
+/* main_run: one run of either subcommand, from setup to the report.
+ * Returns the exit status. */
+static int main_run(const bench_cfg_t *cfg) {
     bench_run_t run;
-    bench_keys_t keys = {0};
-    bench_csrs_t csrs = {0};
+    main_inputs_t *in = calloc(1, sizeof *in);
     main_result_t r;
     bench_redis_t *redis = NULL;
-    bench_redis_snap_t redis_snap[2];
     char why[512] = "";
-    uint64_t cpu0 = 0, cpu1 = 0;
     int rc = 2;
 
     memset(&run, 0, sizeof run);
     memset(&r, 0, sizeof r);
     pthread_mutex_init(&run.mu, NULL);
     run.cfg = cfg;
-    if (main_redis_open(&redis, cfg, &r) != BENCH_OK)
+    if (in == NULL || main_redis_open(&redis, cfg, &r) != BENCH_OK)
         goto out;
-    if (main_prepare(&run, &keys, &csrs, why, sizeof why) != BENCH_OK) {
+    if (main_prepare(&run, in, &r, why, sizeof why) != BENCH_OK) {
         fprintf(stderr, "stampede-bench: %s\n", why[0] ? why : "setup failed");
         goto out;
     }
     main_measure_crypto(&run, &r); /* before the load (again after it) */
-    r.pid = main_server_pid(cfg);
-    r.cpu_known = r.pid != 0 && bench_proc_cpu_us(r.pid, &cpu0) == BENCH_OK;
-    uint64_t child0 = r.cpu_known ? bench_proc_children_cpu_us(r.pid) : 0;
-
-    main_signals(&run);
-    main_redis_snap(&redis, &redis_snap[0], &r);
-    uint64_t self0 = main_self_cpu_us();
-    uint64_t t0 = bench_now_ns();
-    if (bench_est_start(&run, why, sizeof why) != BENCH_OK) {
+    if (main_timed(&run, &r, &redis, why, sizeof why) != BENCH_OK) {
         fprintf(stderr, "stampede-bench: %s\n", why);
         goto out;
     }
-    main_sampler_t sampler = {.run = &run};
-    sampler.started = pthread_create(&sampler.thread, NULL, main_sampler_thread, &sampler) == 0;
-    main_watch(&run, t0);
-    bench_est_join(&run, &r.t);
-    main_redis_snap(&redis, &redis_snap[1], &r);
-    if (sampler.started)
-        pthread_join(sampler.thread, NULL);
-    r.seconds = (double)(bench_now_ns() - t0) / 1e9;
-    r.client_us = main_self_cpu_us() - self0;
-    r.cpu_known = r.cpu_known && bench_proc_cpu_us(r.pid, &cpu1) == BENCH_OK;
-    if (r.cpu_known) {
-        uint64_t child1 = bench_proc_children_cpu_us(r.pid);
-        r.server_us = cpu1 - cpu0;
-        r.children_us = child1 > child0 ? child1 - child0 : 0;
-    }
-    if (r.cpu_known == false && r.pid != 0 && !cfg->quiet)
-        fprintf(stderr, "stampede-bench: warning: server pid %llu vanished during the run\n",
-                (unsigned long long)r.pid);
-
-    if (redis != NULL && r.t.ok == 0)
-        snprintf(r.redis_why, sizeof r.redis_why, "no enrollment succeeded");
-    else if (redis != NULL)
-        r.redis_known = bench_redis_cost(&r.redis, &redis_snap[0], &redis_snap[1], r.t.ok,
-                                         r.redis_why, sizeof r.redis_why) == BENCH_OK;
     r.duplicates = bench_stats_duplicate_serials(run.serials, (size_t)r.t.ok);
     main_measure_crypto(&run, &r);
-    main_pick_crypto(&r, &sampler);
+    main_pick_crypto(&r);
     main_report(&run, &r);
     rc = r.t.errors == 0 && r.duplicates == 0 && r.t.ok > 0 ? 0 : 1;
 out:
     bench_redis_close(redis);
     SSL_CTX_free(run.client_ctx);
-    bench_csrs_cleanup(&csrs);
-    bench_keys_cleanup(&keys);
+    if (in != NULL) {
+        bench_csrs_cleanup(&in->csrs);
+        bench_capf_plan_cleanup(&in->plan);
+        bench_keys_cleanup(&in->keys);
+        free(in);
+    }
     free(run.latency_us);
     free(run.serials);
     pthread_mutex_destroy(&run.mu);
@@ -874,5 +1195,5 @@ int main(int argc, char **argv) {
     bench_cfg_t cfg;
     main_defaults(&cfg);
     int rc = main_parse(&cfg, argc, argv);
-    return rc >= 0 ? rc : main_est(&cfg);
+    return rc >= 0 ? rc : main_run(&cfg);
 }
