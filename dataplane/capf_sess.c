@@ -340,7 +340,7 @@ capf_step_t capf_sess_recorded(capf_sess_t *s, bool ok, bool lock_lost, CBS cert
 capf_step_t capf_sess_closed(capf_sess_t *s, bool recorded, CBB *out, capf_result_t *r) {
     s->locked = false;
     bool ok = recorded && s->success;
-    if (!recorded && s->success) capf_why(r, "the outcome could not be recorded (registry unavailable)");
+    if (!recorded && s->success) capf_why(r, "the outcome could not be recorded in the registry (see the warning before)");
     return capf_end(s, ok ? CAPF_REASON_UPDATE_CERTIFICATE : CAPF_REASON_INVALID_ELEMENT, out, r);
 }
 

@@ -128,10 +128,25 @@ static void capf_timer(dp_sess_t *s) {
  * generation cost no buffer). The password bytes are wiped first. */
 static void capf_drop_buf(dp_sess_t *s) {
     dp_buf_t *b = s->buf;
-    if (!b || b->len) return;
+    /* Only while waiting for AUTH_RESPONSE or the key: later states keep
+     * what the next step needs (the LSC's record for FINISH). */
+    if (!b || b->len || (s->capf.state != CAPF_S_AWAIT_AUTH && s->capf.state != CAPF_S_AWAIT_KEYGEN)) return;
     OPENSSL_cleanse(b->data, CAPF_IN_CAP < s->core->buf_cap ? CAPF_IN_CAP : s->core->buf_cap);
     dp_buf_put(s->core, b);
     s->buf = NULL;
+}
+
+/* capf_buf gives the session a buffer; one taken afresh starts with an
+ * empty result (no stale flags from its previous user). NULL if the core
+ * has none left. */
+static dp_buf_t *capf_buf(dp_sess_t *s) {
+    bool fresh = !s->buf;
+    dp_buf_t *b = dp_sess_job_buf(s);
+    if (b && fresh) {
+        memset(&b->capf.r, 0, sizeof(b->capf.r));
+        b->len = 0;
+    }
+    return b;
 }
 
 /* ---- writing ---- */
@@ -502,7 +517,7 @@ static bool capf_message(dp_sess_t *s, size_t len) {
 }
 
 bool dp_capf_read(dp_sess_t *s) {
-    if (!dp_sess_job_buf(s)) { /* no buffer left: shed this session */
+    if (!capf_buf(s)) { /* no buffer left: shed this session */
         capf_log(s, true, "no buffer left (queue_bound reached); closing");
         s->core->stats.shed++;
         dp_sess_close(s, false);
@@ -545,7 +560,7 @@ bool dp_capf_read(dp_sess_t *s) {
 
 bool dp_capf_started(dp_sess_t *s) {
     dp_core_t *c = s->core;
-    if (!dp_sess_job_buf(s)) {
+    if (!capf_buf(s)) {
         capf_log(s, true, "no buffer left (queue_bound reached); closing");
         c->stats.shed++;
         dp_sess_close(s, false);
@@ -561,7 +576,7 @@ bool dp_capf_started(dp_sess_t *s) {
 }
 
 void dp_capf_timeout(dp_sess_t *s) {
-    if (!s->buf && !dp_sess_job_buf(s)) {
+    if (!capf_buf(s)) {
         dp_sess_close(s, false);
         return;
     }
@@ -575,7 +590,7 @@ bool dp_capf_lost(dp_sess_t *s) {
     /* The transport failed under a session that holds the device: record
      * the loss (FAIL releases the lock), then let the close go on. */
     if (!s->capf.locked || s->state == DP_S_JOB || s->state == DP_S_RA || s->state == DP_S_CLOSED) return false;
-    if (!s->buf && !dp_sess_job_buf(s)) return false;
+    if (!capf_buf(s)) return false;
     capf_step_t step = capf_sess_eof(eng(s), &s->buf->capf.r);
     if (step != CAPF_STEP_FAIL) return false;
     s->capf_eof = true;
