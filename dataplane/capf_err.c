@@ -30,6 +30,22 @@ static const char *const capf_err_text[CAPF_E__COUNT] = {
     [CAPF_E_SPKI_RSA_EXP] = "RSA public exponent not allowed",
     [CAPF_E_SPKI_CURVE] = "EC curve not requested or not allowed",
     [CAPF_E_SPKI_POINT] = "EC point invalid",
+    [CAPF_E_CERTAUTH_NO_CREDENTIALS] = "no certificate sent",
+    [CAPF_E_CERTAUTH_CERT] = "certificate malformed",
+    [CAPF_E_CERTAUTH_UNTRUSTED] = "certificate not issued by a trusted CA",
+    [CAPF_E_CERTAUTH_EXPIRED] = "certificate expired",
+    [CAPF_E_CERTAUTH_NOT_YET_VALID] = "certificate not yet valid",
+    [CAPF_E_CERTAUTH_NAME] = "certificate CN does not match the device name",
+    [CAPF_E_CERTAUTH_KEY] = "certificate key neither RSA (up to 4096 bits) nor EC",
+    [CAPF_E_CERTAUTH_NO_SHA2] = "no SHA-2 signature sent",
+    [CAPF_E_CERTAUTH_HASH_ID] = "SHA-2 signature hash neither SHA-256 nor SHA-512",
+    [CAPF_E_CERTAUTH_SIG_SHA1] = "signature (SHA-1) does not verify",
+    [CAPF_E_CERTAUTH_SIG_SHA256] = "signature (SHA-256) does not verify",
+    [CAPF_E_CERTAUTH_SIG_SHA512] = "signature (SHA-512) does not verify",
+    [CAPF_E_CERTAUTH_SUDI_FORMAT] = "SUDI data malformed",
+    [CAPF_E_CERTAUTH_SUDI_CERT] = "SUDI certificate malformed or not RSA",
+    [CAPF_E_CERTAUTH_SUDI_UNTRUSTED] = "SUDI certificate not issued by a trusted manufacturer CA or not valid now",
+    [CAPF_E_CERTAUTH_SUDI_SIG] = "SUDI signature does not verify",
 };
 
 const char *capf_err_str(capf_err_t e) {

@@ -1,5 +1,6 @@
 /* capf_err: error codes of the CAPF engine (the CAPF wire codec of
- * capf_msg and the public-key checks of capf_spki) and their to-string
+ * capf_msg, the public-key checks of capf_spki and the certificate
+ * authentication of capf_certauth) and their to-string
  * table. 0 is success; CAPF_PARTIAL is a status, not a failure ("need more
  * bytes"). Each code names one precise cause for logs and status records;
  * on the wire every failure becomes END_SESSION REASON=07
@@ -42,6 +43,24 @@ typedef enum {
     CAPF_E_SPKI_RSA_EXP,     /* exponent even, below 3 or above 2^32 */
     CAPF_E_SPKI_CURVE,       /* curve unknown, not allowed or not the requested one */
     CAPF_E_SPKI_POINT,       /* EC point malformed, off the curve or at infinity */
+    /* authentication by existing certificate (§2.8, capf_certauth) */
+    CAPF_E_CERTAUTH_NO_CREDENTIALS, /* no CERTIFICATE element: "Invalid Credentials" */
+    CAPF_E_CERTAUTH_CERT,           /* certificate element type or X.509 malformed */
+    CAPF_E_CERTAUTH_UNTRUSTED,      /* no chain to a trusted LSC / manufacturer CA */
+    CAPF_E_CERTAUTH_EXPIRED,        /* a certificate of the chain expired at `now` */
+    CAPF_E_CERTAUTH_NOT_YET_VALID,  /* a certificate of the chain not valid yet */
+    CAPF_E_CERTAUTH_NAME,           /* subject CN is not the device's */
+    CAPF_E_CERTAUTH_KEY,            /* key neither RSA (<= 4096 bits) nor EC */
+    CAPF_E_CERTAUTH_NO_SHA2,        /* SHA2_SIGNED_DATA missing */
+    CAPF_E_CERTAUTH_HASH_ID,        /* SHA2_SIGNED_DATA hash id not 02 or 03 */
+    CAPF_E_CERTAUTH_SIG_SHA1,       /* SIGNED_DATA does not verify */
+    CAPF_E_CERTAUTH_SIG_SHA256,     /* SHA2_SIGNED_DATA (id 02) does not verify */
+    CAPF_E_CERTAUTH_SIG_SHA512,     /* SHA2_SIGNED_DATA (id 03) does not verify */
+    CAPF_E_CERTAUTH_SUDI_FORMAT,    /* SUDI_DATA blocks not 00 cert, 01 sig, 02|03 sig */
+    CAPF_E_CERTAUTH_SUDI_CERT,      /* SUDI certificate malformed, a CA, or not RSA */
+    CAPF_E_CERTAUTH_SUDI_UNTRUSTED, /* SUDI certificate: no chain to a manufacturer CA,
+                                       or outside its validity */
+    CAPF_E_CERTAUTH_SUDI_SIG,       /* a SUDI signature does not verify */
     CAPF_E__COUNT
 } capf_err_t;
 

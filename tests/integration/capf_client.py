@@ -1266,5 +1266,115 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2 if counts['declined'] else 0
 
 
+# --- Authentication by existing certificate (2.8), the phone's side ----------
+
+SHA2_HASH_IDS = {'sha1': 0x01, 'sha256': 0x02, 'sha512': 0x03}   # 2.5.2 hash ids
+
+
+def _hash_algorithm(name: str):
+    from cryptography.hazmat.primitives import hashes
+    algs = {'sha1': hashes.SHA1, 'sha256': hashes.SHA256, 'sha512': hashes.SHA512}
+    if name not in algs:
+        raise ValueError('hash must be one of %s, not %r' % (sorted(algs), name))
+    return algs[name]()
+
+
+def phone_signature(private_key, data: bytes, hash_name: str = 'sha512',
+                    rsa_style: str = 'bare') -> bytes:
+    """Sign `data` the way a CAPF phone does (2.8).
+
+    EC keys: ECDSA over the hash, DER-encoded (what key.sign returns).
+    RSA keys, rsa_style 'digestinfo': standard PKCS#1 v1.5 (key.sign with
+    PKCS1v15), i.e. the type-1 block of the DigestInfo of the hash.
+    RSA keys, rsa_style 'bare': the type-1 block of the bare hash, without a
+    DigestInfo, as usecallmanagernz's client does: `cryptography` has no
+    public API for a raw private-key operation, so the block
+    00 01 FF..FF 00 <hash> (RFC 8017 9.2 padding, at least 8 FF bytes) is
+    built here and raised to the private exponent with pow(m, d, n) from
+    private_numbers(). Test keys only: this is not constant-time.
+    Only APIs present in Debian 12's python3-cryptography 38 are used."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+    alg = _hash_algorithm(hash_name)
+    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+        return private_key.sign(data, ec.ECDSA(alg))
+    if not isinstance(private_key, rsa.RSAPrivateKey):
+        raise TypeError('private_key must be an RSA or EC private key')
+    if rsa_style == 'digestinfo':
+        return private_key.sign(data, padding.PKCS1v15(), alg)
+    if rsa_style != 'bare':
+        raise ValueError("rsa_style must be 'bare' or 'digestinfo', not %r" % (rsa_style,))
+    h = hashes.Hash(alg)
+    h.update(data)
+    digest = h.finalize()
+    k = (private_key.key_size + 7) // 8
+    if k < len(digest) + 11:
+        raise ValueError('RSA-%d is too small for a %s block' % (private_key.key_size, hash_name))
+    block = b'\x00\x01' + b'\xff' * (k - 3 - len(digest)) + b'\x00' + digest
+    priv = private_key.private_numbers()
+    sig = pow(int.from_bytes(block, 'big'), priv.d, priv.public_numbers.n)
+    return sig.to_bytes(k, 'big')
+
+
+def sha2_signed_data(hash_id: int, signature: bytes) -> bytes:
+    """Value of tag 14 SHA2_SIGNED_DATA: hash id (1) | length (2) | signature."""
+    return struct.pack('>BH', hash_id, len(signature)) + bytes(signature)
+
+
+def sudi_data(sudi_cert_der: bytes, sudi_private_key, session_id: int,
+              rsa_style: str = 'bare', byteorder: str = 'little') -> bytes:
+    """Value of tag 10 SUDI_DATA (2.8): blocks 00 = SUDI certificate DER,
+    01 = SHA-1 signature, 03 = SHA-512 signature, both over the session id
+    as a 4-byte integer followed by the SUDI DER. Phones use little-endian
+    (byteorder='big' is for the negative test). RSA SUDI keys only (2.8)."""
+    signed = int(session_id).to_bytes(4, byteorder) + bytes(sudi_cert_der)
+    out = b''
+    for block_id, data in ((0x00, bytes(sudi_cert_der)),
+                           (0x01, phone_signature(sudi_private_key, signed, 'sha1', rsa_style)),
+                           (0x03, phone_signature(sudi_private_key, signed, 'sha512', rsa_style))):
+        out += struct.pack('>BH', block_id, len(data)) + data
+    return out
+
+
+def cert_auth_elements(device: str | bytes, cert_der: bytes, private_key, session_id: int,
+                       rsa_style: str = 'bare', sha1: bool = True, sha2_hash: str = 'sha512',
+                       sudi: tuple | None = None, cert_type: int = CERT_TYPE_LSC) -> list:
+    """The elements a phone adds to AUTH_RESPONSE to authenticate with its
+    existing certificate (2.8, 2.9), as a list of (tag, value) for
+    `extra_elements` of CapfClient.install / delete / troubleshoot / auth:
+
+      CERTIFICATE (04)       cert_der in the 2.6 wrapper, type `cert_type`
+                             (usecallmanagernz writes LSC whatever it sends);
+      SIGNED_DATA (06)       SHA-1 signature, when `sha1`;
+      SHA2_SIGNED_DATA (14)  SHA2_HASH_IDS[sha2_hash] | length | signature
+                             (sha2_hash 'sha512', 'sha256', or 'sha1' for the
+                             negative test: id 01 is no SHA-2 proof);
+      SUDI_DATA (10)         when sudi = (sudi_cert_der, sudi_private_key):
+                             see sudi_data (little-endian session id).
+
+    Both signatures cover device || 00 || cert_der and are made with
+    `private_key` (the certificate's key; RSA or EC) by phone_signature,
+    RSA ones in `rsa_style` 'bare' or 'digestinfo'.
+    The session id is only known after the hello: connect first, e.g.
+        c.connect()
+        extra = cert_auth_elements(dev, lsc_der, lsc_key, c.session_id,
+                                   sudi=(sudi_der, sudi_key))
+        r = c.install(dev, extra_elements=extra)"""
+    name = device.encode('ascii') if isinstance(device, str) else bytes(device)
+    cert_der = bytes(cert_der)
+    signed = name + b'\x00' + cert_der
+    elements = [(CERTIFICATE, build_certificate_element(cert_der, cert_type))]
+    if sha1:
+        elements.append((SIGNED_DATA, phone_signature(private_key, signed, 'sha1', rsa_style)))
+    if sha2_hash not in SHA2_HASH_IDS:
+        raise ValueError('sha2_hash must be one of %s, not %r' % (sorted(SHA2_HASH_IDS), sha2_hash))
+    elements.append((SHA2_SIGNED_DATA, sha2_signed_data(
+        SHA2_HASH_IDS[sha2_hash], phone_signature(private_key, signed, sha2_hash, rsa_style))))
+    if sudi is not None:
+        sudi_der, sudi_key = sudi
+        elements.append((SUDI_DATA, sudi_data(sudi_der, sudi_key, session_id, rsa_style)))
+    return elements
+
+
 if __name__ == '__main__':
     sys.exit(main())
