@@ -56,19 +56,30 @@ static void reason_msg(cmsg_t *c, uint8_t op, uint8_t reason) {
 typedef struct {
     uint8_t buf[4096];
     CBB cbb;
+    bool live; /* cbb holds BoringSSL state (this BoringSSL allocates in CBB_init_fixed) */
 } out_t;
 
 static CBB *out_reset(out_t *o) {
+    if (o->live) CBB_cleanup(&o->cbb);
     assert_true(CBB_init_fixed(&o->cbb, o->buf, sizeof(o->buf)));
+    o->live = true;
     return &o->cbb;
 }
 
 static size_t out_take(out_t *o, const uint8_t **data) {
     size_t n;
     uint8_t *p;
+    assert_true(o->live);
+    o->live = false;
     assert_true(CBB_finish(&o->cbb, &p, &n));
     *data = o->buf;
     return n;
+}
+
+/* out_done releases what the last out_reset left (every test ends with it). */
+static void out_done(out_t *o) {
+    if (o->live) CBB_cleanup(&o->cbb);
+    o->live = false;
 }
 
 static void assert_bytes(out_t *o, const uint8_t *want, size_t want_len) {
@@ -102,7 +113,7 @@ static void test_install_v2(void **state) {
     (void)state;
     capf_sess_t s;
     capf_conf_t cf;
-    out_t o;
+    out_t o = {.live = false};
     capf_result_t r = {0};
     cmsg_t m;
     ra_device_t d;
@@ -141,6 +152,7 @@ static void test_install_v2(void **state) {
     assert_bytes(&o, end_ok, sizeof(end_ok));
     assert_int_equal(s.state, CAPF_S_CLOSING);
     assert_false(s.locked);
+    out_done(&o);
 }
 
 /* P2/P4/P5: v3 client: KEY_TYPE always; EC first in the key order -> EC;
@@ -149,7 +161,7 @@ static void test_install_v3_ec(void **state) {
     (void)state;
     capf_sess_t s;
     capf_conf_t cf;
-    out_t o;
+    out_t o = {.live = false};
     capf_result_t r = {0};
     cmsg_t m;
     ra_device_t d;
@@ -171,6 +183,7 @@ static void test_install_v3_ec(void **state) {
     assert_int_equal(s.state, CAPF_S_FINISHING);
     assert_int_equal(capf_sess_closed(&s, true, out_reset(&o), &r), CAPF_STEP_END);
     assert_int_equal(r.end_reason, 7);
+    out_done(&o);
 }
 
 /* v3 RSA: KEY_SIZE + KEY_TYPE=0 (§2.9). */
@@ -178,7 +191,7 @@ static void test_install_v3_rsa(void **state) {
     (void)state;
     capf_sess_t s;
     capf_conf_t cf;
-    out_t o;
+    out_t o = {.live = false};
     capf_result_t r = {0};
     cmsg_t m;
     ra_device_t d;
@@ -191,6 +204,7 @@ static void test_install_v3_rsa(void **state) {
     const uint8_t keygen[] = {0x55, 0x03, 0x00, 0x00, 0x01, 0x23, 0x00, 0x09, 0x0a, 0x00, 0x02,
                               0x08, 0x00, 0x11, 0x00, 0x01, 0x00};
     assert_bytes(&o, keygen, sizeof(keygen));
+    out_done(&o);
 }
 
 /* P13 / refusals by the registry, before anything is locked. */
@@ -198,7 +212,7 @@ static void test_begin_refusals(void **state) {
     (void)state;
     capf_sess_t s;
     capf_conf_t cf;
-    out_t o;
+    out_t o = {.live = false};
     capf_result_t r = {0};
     cmsg_t m;
     const uint8_t end9[] = {0x55, 0x0f, 0x00, 0x00, 0x01, 0x23, 0x00, 0x04, 0x01, 0x00, 0x01, 0x09};
@@ -220,6 +234,7 @@ static void test_begin_refusals(void **state) {
         assert_bytes(&o, end7, sizeof(end7));
         assert_true(r.why[0]);
     }
+    out_done(&o);
 }
 
 /* N1, N6, N12 and the unsupported certificate modes: refused after the lock
@@ -228,7 +243,7 @@ static void test_policy_failures(void **state) {
     (void)state;
     capf_sess_t s;
     capf_conf_t cf;
-    out_t o;
+    out_t o = {.live = false};
     capf_result_t r = {0};
     cmsg_t m;
     ra_device_t d;
@@ -285,6 +300,7 @@ static void test_policy_failures(void **state) {
     cmsg(&m, CAPF_OP_AUTH_RESPONSE, SID, name_only, sizeof(name_only));
     assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_END);
     assert_non_null(strstr(r.why, "version"));
+    out_done(&o);
 }
 
 /* M2, M11, M13, M9 and the key-generation failure (N9). */
@@ -292,7 +308,7 @@ static void test_protocol_violations(void **state) {
     (void)state;
     capf_sess_t s;
     capf_conf_t cf;
-    out_t o;
+    out_t o = {.live = false};
     capf_result_t r = {0};
     cmsg_t m;
     ra_device_t d;
@@ -345,6 +361,7 @@ static void test_protocol_violations(void **state) {
     start(&s, &cf, &o); /* framing errors end the session the same way */
     assert_int_equal(capf_sess_bad_input(&s, CAPF_E_MAGIC, out_reset(&o), &r), CAPF_STEP_END);
     assert_bytes(&o, end7, sizeof(end7));
+    out_done(&o);
 }
 
 /* N10, signing refusal (N7), lost lock, Redis down at the record, store
@@ -353,7 +370,7 @@ static void test_install_failures(void **state) {
     (void)state;
     capf_sess_t s;
     capf_conf_t cf;
-    out_t o;
+    out_t o = {.live = false};
     capf_result_t r = {0};
     cmsg_t m;
     ra_device_t d;
@@ -408,6 +425,7 @@ static void test_install_failures(void **state) {
     assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_FINISH);
     assert_int_equal(capf_sess_closed(&s, false, out_reset(&o), &r), CAPF_STEP_END);
     assert_int_equal(r.end_reason, 7);
+    out_done(&o);
 }
 
 /* P10/P11: troubleshoot and delete (v3 only). */
@@ -415,7 +433,7 @@ static void test_delete_fetch(void **state) {
     (void)state;
     capf_sess_t s;
     capf_conf_t cf;
-    out_t o;
+    out_t o = {.live = false};
     capf_result_t r = {0};
     cmsg_t m;
     ra_device_t d;
@@ -449,6 +467,7 @@ static void test_delete_fetch(void **state) {
     assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_BEGIN);
     assert_int_equal(capf_sess_begun(&s, &cf, CAPF_BEGIN_OK, &d, out_reset(&o), &r), CAPF_STEP_FAIL);
     assert_non_null(strstr(r.why, "Troubleshoot Failed"));
+    out_done(&o);
 }
 
 /* R3, R6, R7, R8: timers and lost connections per state. */
@@ -456,7 +475,7 @@ static void test_timeouts(void **state) {
     (void)state;
     capf_sess_t s;
     capf_conf_t cf;
-    out_t o;
+    out_t o = {.live = false};
     capf_result_t r = {0};
     cmsg_t m;
     ra_device_t d;
@@ -488,6 +507,7 @@ static void test_timeouts(void **state) {
     assert_int_equal(capf_sess_recorded(&s, true, false, cert, out_reset(&o), &r), CAPF_STEP_WAIT);
     assert_int_equal(capf_sess_eof(&s, &r), CAPF_STEP_FAIL);
     assert_non_null(strstr(r.why, "Phone Communication Failure"));
+    out_done(&o);
 }
 
 int main(void) {
