@@ -287,11 +287,22 @@ capf_step_t capf_sess_begun(capf_sess_t *s, const capf_conf_t *cf, capf_begin_t 
             return capf_refuse(s, out, r);
         }
         return CAPF_STEP_AUTH;
-    default:
-        capf_why(r, "%s: Invalid Credentials (authentication by existing certificate is not served by this version)",
-                 capf_op_failed(s));
-        return capf_refuse(s, out, r);
+    default: /* LSC or MIC: the certificate proof is checked on a signer */
+        return CAPF_STEP_CERTAUTH;
     }
+}
+
+capf_step_t capf_sess_certauthed(capf_sess_t *s, const capf_conf_t *cf, const ra_device_t *dev, capf_err_t e,
+                                 const char *status, CBB *out, capf_result_t *r) {
+    (void)cf;
+    if (e == CAPF_OK) return capf_operate(s, dev, out, r);
+    if (status) {
+        capf_why(r, "%s: %s", capf_op_failed(s), status);
+        r->auth_failure = true;
+    } else {
+        capf_why(r, "%s: the certificate proof could not be checked (%s)", capf_op_failed(s), capf_err_str(e));
+    }
+    return capf_refuse(s, out, r);
 }
 
 capf_step_t capf_sess_authed(capf_sess_t *s, const capf_conf_t *cf, const ra_device_t *dev, bool ok, CBB *out,

@@ -62,6 +62,9 @@ typedef enum {
     CAPF_STEP_BEGIN,    /* registry BEGIN for s->device (decide + lock), then capf_sess_begun */
     CAPF_STEP_AUTH,     /* check r->password against the device's hash on a signer,
                            then capf_sess_authed */
+    CAPF_STEP_CERTAUTH, /* check the certificate proof of the AUTH_RESPONSE (still in
+                           the caller's buffer) on a signer (capf_certauth), then
+                           capf_sess_certauthed */
     CAPF_STEP_SIGN,     /* check r->spki against s->key and sign the LSC on a signer,
                            then capf_sess_signed */
     CAPF_STEP_RECORD,   /* registry ISSUED (the LSC persisted), then capf_sess_recorded */
@@ -155,6 +158,14 @@ capf_step_t capf_sess_begun(capf_sess_t *s, const capf_conf_t *cf, capf_begin_t 
  * Returns CAPF_STEP_WAIT (operation request in `out`) or CAPF_STEP_FAIL. */
 capf_step_t capf_sess_authed(capf_sess_t *s, const capf_conf_t *cf, const ra_device_t *dev, bool ok, CBB *out,
                              capf_result_t *r);
+
+/* capf_sess_certauthed continues after the certificate proof was checked:
+ * `e` CAPF_OK (go on like capf_sess_authed), a CAPF_E_CERTAUTH_* fault of
+ * the phone with its CUCM status `status` (FAIL, counted against the
+ * device), or another code (our fault: FAIL, not counted).
+ * Returns CAPF_STEP_WAIT or CAPF_STEP_FAIL. */
+capf_step_t capf_sess_certauthed(capf_sess_t *s, const capf_conf_t *cf, const ra_device_t *dev, capf_err_t e,
+                                 const char *status, CBB *out, capf_result_t *r);
 
 /* capf_sess_signed continues after the signer: `e` is CAPF_OK when the key
  * passed capf_spki_check and the LSC was signed, else the key's fault; a

@@ -2,6 +2,7 @@
 #include "dataplane/capf_sign.h"
 
 #include <openssl/mem.h>
+#include <openssl/sha.h>
 #include <string.h>
 
 #include "ra/ra_device.h"
@@ -14,6 +15,23 @@ void capf_sign_auth(capf_job_t *j) {
     pw[CBS_len(&j->password)] = 0;
     j->auth_ok = ra_auth_string_check(pw, j->auth_hash);
     OPENSSL_cleanse(pw, sizeof(pw));
+}
+
+void capf_sign_certauth(capf_job_t *j, const capf_certauth_ctx_t *ctx) {
+    capf_msg_t m;
+    capf_certauth_ctx_t c = *ctx;
+    c.device = j->device;
+    c.session_id = j->session_id;
+    c.prefer_mic = j->prefer_mic;
+    j->cert_used = j->prefer_mic ? CAPF_CERT_MIC : CAPF_CERT_LSC;
+    j->cert_why[0] = 0;
+    j->cert_err = capf_msg_parse(&m, j->msg, j->msg_len); /* parsed before on the core: cannot fail */
+    if (j->cert_err == CAPF_OK)
+        j->cert_err = capf_certauth_check(&c, &m, &j->cert_used, j->cert_why, sizeof(j->cert_why));
+    capf_cert_type_t type;
+    CBS der;
+    if (j->cert_err == CAPF_OK && capf_msg_cert(&m, &type, &der) == CAPF_OK)
+        SHA256(CBS_data(&der), CBS_len(&der), j->cert_sha256);
 }
 
 void capf_sign_lsc(capf_job_t *j, const capf_spki_policy_t *spki_pol, const cx_issuer_t *iss,

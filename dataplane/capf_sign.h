@@ -19,6 +19,7 @@
 
 #include "crypto/cx_cert.h"
 #include "crypto/cx_lsc.h"
+#include "dataplane/capf_certauth.h"
 #include "dataplane/capf_spki.h"
 #include "ra/ra_device.h"
 
@@ -41,12 +42,27 @@ typedef struct {
     uint8_t serial[CX_SERIAL_LEN];
     int64_t not_after;
     uint8_t key_hash[CAPF_SPKI_HASH_LEN]; /* lsc: SHA-256 of the canonical key (reuse check) */
+    /* certauth: the AUTH_RESPONSE (a view of the session's buffer) and the
+     * session id it was signed for; outputs the verdict and its detail */
+    const uint8_t *msg;
+    size_t msg_len;
+    uint32_t session_id;
+    bool prefer_mic;
+    capf_err_t cert_err;
+    capf_cert_type_t cert_used;
+    char cert_why[CAPF_CERTAUTH_WHY_MAX];
+    uint8_t cert_sha256[32];            /* certauth: SHA-256 of the certificate sent */
 } capf_job_t;
 
 /* capf_sign_auth sets j->auth_ok: the string matches the hash (one crypt;
  * the copy of the string on the stack is wiped). A hash that is not a crypt
  * hash (e.g. a used one-time string) never matches. */
 void capf_sign_auth(capf_job_t *j);
+
+/* capf_sign_certauth checks the certificate proof of the AUTH_RESPONSE in
+ * j->msg with `ctx` (its device, session_id and prefer_mic are taken from
+ * the job). Sets cert_err, cert_used and cert_why. */
+void capf_sign_certauth(capf_job_t *j, const capf_certauth_ctx_t *ctx);
 
 /* capf_sign_lsc checks j->spki against j->key under `spki_pol`, then signs
  * the LSC for j->device with `iss` under `pol` at `now` into j->cert.

@@ -22,6 +22,7 @@
  * Thread: the owning polling core; capf_sign runs on signer workers. */
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <openssl/err.h>
@@ -405,8 +406,30 @@ void dp_capf_job_run(dp_buf_t *b, unsigned worker) {
     (void)worker;
     dp_runtime_t *rt = b->sess->core->rt;
     capf_job_t *j = &b->capf.job;
-    if (b->job.kind == DP_JOB_CAPF_AUTH) capf_sign_auth(j);
-    else capf_sign_lsc(j, &rt->capf_spki, &rt->est.issuer, &rt->capf_lsc, (int64_t)time(NULL));
+    if (b->job.kind == DP_JOB_CAPF_AUTH) {
+        capf_sign_auth(j);
+    } else if (b->job.kind == DP_JOB_CAPF_CERTAUTH) {
+        capf_certauth_ctx_t ctx = rt->capf_certauth;
+        ctx.now = (int64_t)time(NULL);
+        capf_sign_certauth(j, &ctx);
+    } else {
+        capf_sign_lsc(j, &rt->capf_spki, &rt->est.issuer, &rt->capf_lsc, (int64_t)time(NULL));
+    }
+}
+
+/* capf_current_lsc: the LSC of hash `sha256` is the device's current one
+ * (or the registry has none on record, e.g. a device imported with an LSC
+ * issued elsewhere: then any valid LSC of the device will do). */
+static bool capf_current_lsc(const ra_device_t *dev, const uint8_t sha256[32]) {
+    static const char hex[] = "0123456789abcdef";
+    char h[65];
+    if (!dev->lsc_sha256[0]) return true;
+    for (int i = 0; i < 32; i++) {
+        h[2 * i] = hex[sha256[i] >> 4];
+        h[2 * i + 1] = hex[sha256[i] & 15];
+    }
+    h[64] = 0;
+    return strcasecmp(h, dev->lsc_sha256) == 0;
 }
 
 void dp_capf_job_done(dp_sess_t *s, dp_buf_t *b) {
@@ -414,6 +437,22 @@ void dp_capf_job_done(dp_sess_t *s, dp_buf_t *b) {
     capf_job_t *j = &b->capf.job;
     if (b->job.kind == DP_JOB_CAPF_AUTH) {
         capf_go(s, capf_sess_authed(eng(s), conf(s), &b->capf.dev, j->auth_ok, capf_out(s), &b->capf.r));
+        return;
+    }
+    if (b->job.kind == DP_JOB_CAPF_CERTAUTH) {
+        const char *status = capf_certauth_status(j->cert_err, j->cert_used);
+        capf_err_t err = j->cert_err;
+        if (err == CAPF_OK && j->cert_used == CAPF_CERT_LSC && !capf_current_lsc(&b->capf.dev, j->cert_sha256)) {
+            /* a valid LSC, but not the one on record: superseded, or kept from an earlier rollout */
+            err = CAPF_E_CERTAUTH_UNTRUSTED;
+            status = "Invalid LSC: not the device's current LSC";
+            snprintf(j->cert_why, sizeof(j->cert_why), "the LSC sent is not the one recorded for the device (%.70s)",
+                     b->capf.dev.lsc_serial[0] ? b->capf.dev.lsc_serial : "none");
+        }
+        if (err != CAPF_OK) /* the detail (which certificate, which check) goes to the log */
+            DP_INFO("CAPF peer=%s device=%s session=%08x: certificate proof refused: %s", s->peer, s->capf.device,
+                    s->capf.id, j->cert_why[0] ? j->cert_why : capf_err_str(err));
+        capf_go(s, capf_sess_certauthed(eng(s), conf(s), &b->capf.dev, err, status, capf_out(s), &b->capf.r));
         return;
     }
     if (j->err == CAPF_E_BUFFER)
@@ -428,6 +467,23 @@ static bool capf_auth(dp_sess_t *s) {
     j->password = b->capf.r.password;
     snprintf(j->auth_hash, sizeof(j->auth_hash), "%s", b->capf.dev.auth_hash);
     if (!capf_submit(s, DP_JOB_CAPF_AUTH)) { /* signer saturated: shed, recorded as such */
+        snprintf(b->capf.r.why, sizeof(b->capf.r.why), "Upgrade Failed: server busy (signing queue full)");
+        s->capf.state = CAPF_S_FINISHING;
+        return capf_run(s, CAPF_STEP_FAIL);
+    }
+    return false;
+}
+
+static bool capf_certauth(dp_sess_t *s) {
+    dp_buf_t *b = s->buf;
+    capf_job_t *j = &b->capf.job;
+    memset(j, 0, sizeof(*j));
+    snprintf(j->device, sizeof(j->device), "%s", s->capf.device);
+    j->msg = b->data; /* the AUTH_RESPONSE stays in the buffer until the step ends */
+    j->msg_len = b->len;
+    j->session_id = s->capf.id;
+    j->prefer_mic = b->capf.dev.auth == RA_AUTH_MIC;
+    if (!capf_submit(s, DP_JOB_CAPF_CERTAUTH)) {
         snprintf(b->capf.r.why, sizeof(b->capf.r.why), "Upgrade Failed: server busy (signing queue full)");
         s->capf.state = CAPF_S_FINISHING;
         return capf_run(s, CAPF_STEP_FAIL);
@@ -466,6 +522,7 @@ static bool capf_run(dp_sess_t *s, capf_step_t step) {
         return capf_send(s);
     case CAPF_STEP_BEGIN: return capf_begin(s);
     case CAPF_STEP_AUTH: return capf_auth(s);
+    case CAPF_STEP_CERTAUTH: return capf_certauth(s);
     case CAPF_STEP_SIGN: return capf_sign(s);
     case CAPF_STEP_RECORD: return capf_record(s);
     case CAPF_STEP_FINISH: return capf_close_record(s, true);

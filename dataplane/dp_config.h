@@ -68,6 +68,9 @@ typedef struct {
     bool capf_fetch_delete;
     char *capf_tls_cert;
     uint32_t capf_max_keygen;
+    char *capf_lsc_issuers;
+    char *capf_mic_ca;
+    bool capf_accept_expired_mic;
     char *log_level;
 } dp_config_t;
 

@@ -167,7 +167,7 @@ void dp_core_on_completions(dp_core_t *c) {
         if (j->kind == DP_JOB_ENROLL) {
             dp_buf_t *b = caa_container_of(j, dp_buf_t, job);
             dp_sess_job_done(b->sess, b);
-        } else if (j->kind == DP_JOB_CAPF_AUTH || j->kind == DP_JOB_CAPF_SIGN) {
+        } else if (j->kind == DP_JOB_CAPF_AUTH || j->kind == DP_JOB_CAPF_SIGN || j->kind == DP_JOB_CAPF_CERTAUTH) {
             dp_buf_t *b = caa_container_of(j, dp_buf_t, job);
             dp_capf_job_done(b->sess, b);
         } else {

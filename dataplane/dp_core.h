@@ -55,7 +55,8 @@ typedef enum {
 } dp_state_t;
 
 /* Job kinds (cx_job_t.kind). */
-enum { DP_JOB_KEY_SIGN = 1, DP_JOB_KEY_DECRYPT, DP_JOB_ENROLL, DP_JOB_CAPF_AUTH, DP_JOB_CAPF_SIGN };
+enum { DP_JOB_KEY_SIGN = 1, DP_JOB_KEY_DECRYPT, DP_JOB_ENROLL, DP_JOB_CAPF_AUTH, DP_JOB_CAPF_SIGN,
+       DP_JOB_CAPF_CERTAUTH };
 
 /* Protocols a listener serves (dp_listener_t.proto, dp_sess_t.proto). */
 enum { DP_PROTO_EST = 0, DP_PROTO_CAPF };

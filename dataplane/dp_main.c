@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <urcu/uatomic.h>
 
+#include <openssl/err.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <openssl/x509.h>
@@ -126,6 +127,50 @@ static void dp_capf_check_cert(const dp_runtime_t *rt) {
     X509_free(x);
 }
 
+/* dp_capf_store builds a trust store of our CA plus the PEM bundle `file`
+ * (may be ""); with `with_ca` false only the bundle (NULL if it is empty).
+ * Returns 0 or -1 with a cause naming the setting. */
+static int dp_capf_store(X509_STORE **out, const dp_runtime_t *rt, bool with_ca, const char *file,
+                         const char *setting, char *why, size_t why_len) {
+    *out = NULL;
+    if (!with_ca && !file[0]) return 0;
+    X509_STORE *st = X509_STORE_new();
+    if (!st) goto nomem;
+    if (with_ca) {
+        const uint8_t *p = rt->ca.ca_der;
+        X509 *x = d2i_X509(NULL, &p, (long)rt->ca.ca_der_len);
+        int ok = x && X509_STORE_add_cert(st, x);
+        X509_free(x);
+        if (!ok) goto nomem;
+    }
+    if (file[0] && !X509_STORE_load_locations(st, file, NULL)) {
+        snprintf(why, why_len, "%s: cannot read PEM certificates from %s", setting, file);
+        X509_STORE_free(st);
+        ERR_clear_error();
+        return -1;
+    }
+    *out = st;
+    return 0;
+nomem:
+    X509_STORE_free(st);
+    snprintf(why, why_len, "out of memory building the %s trust store", setting);
+    return -1;
+}
+
+/* dp_capf_trust prepares authentication by existing certificate: LSC
+ * issuers (our CA + capf_lsc_issuers) and manufacturer CAs (capf_mic_ca). */
+static int dp_capf_trust(dp_runtime_t *rt, char *why, size_t why_len) {
+    const dp_config_t *cfg = &rt->cfg;
+    capf_certauth_ctx_t *a = &rt->capf_certauth;
+    memset(a, 0, sizeof(*a));
+    if (dp_capf_store(&a->lsc_trust, rt, true, cfg->capf_lsc_issuers, "capf_lsc_issuers", why, why_len) ||
+        dp_capf_store(&a->mic_trust, rt, false, cfg->capf_mic_ca, "capf_mic_ca", why, why_len))
+        return -1;
+    a->accept_expired_mic = cfg->capf_accept_expired_mic;
+    a->lsc_cucm_cn = rt->capf_lsc.subject == CX_LSC_SUBJECT_CUCM;
+    return 0;
+}
+
 /* dp_capf_setup prepares the CAPF listener's settings and TLS context.
  * CAPF needs the device registry: with redis = off it is not served. */
 static int dp_capf_setup(dp_runtime_t *rt, char *why, size_t why_len) {
@@ -163,6 +208,7 @@ static int dp_capf_setup(dp_runtime_t *rt, char *why, size_t why_len) {
     snprintf(rt->capf_node, sizeof(rt->capf_node), "%s/%02x%02x%02x%02x:%02x%02x%02x%02x", host, dir[0], dir[1],
              dir[2], dir[3], rnd[0], rnd[1], rnd[2], rnd[3]);
     rt->capf_id_base = (uint32_t)rnd[4] << 24 | (uint32_t)rnd[5] << 16 | (uint32_t)rnd[6] << 8 | rnd[7];
+    if (dp_capf_trust(rt, why, why_len)) return -1;
     if (!strcmp(cfg->capf_tls_cert, "ca")) {
         rt->capf_tls_ca = true;
         dp_capf_check_cert(rt);
@@ -346,6 +392,8 @@ int main(int argc, char **argv) {
     free(rt.cores);
     SSL_CTX_free(rt.est_tls);
     SSL_CTX_free(rt.capf_tls);
+    X509_STORE_free(rt.capf_certauth.lsc_trust);
+    X509_STORE_free(rt.capf_certauth.mic_trust);
     ra_users_free(rt.est.users);
     est_ctx_cleanup(&rt.est);
     cx_ca_cleanup(&rt.ca);

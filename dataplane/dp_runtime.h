@@ -32,6 +32,7 @@ struct dp_runtime {
     capf_conf_t capf;           /* CAPF engine settings */
     capf_spki_policy_t capf_spki;
     cx_lsc_policy_t capf_lsc;
+    capf_certauth_ctx_t capf_certauth; /* trust stores and settings (now per job) */
     char capf_sha[41];          /* the ra_capf script */
     char capf_node[96];         /* "host:boot" prefix of session tokens (device locks) */
     uint32_t capf_id_base;      /* random start of CAPF session ids */

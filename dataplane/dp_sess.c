@@ -58,7 +58,7 @@ static void dp_job_run(cx_job_t *j, unsigned worker) {
     if (j->kind == DP_JOB_ENROLL) {
         dp_buf_t *b = caa_container_of(j, dp_buf_t, job);
         est_enroll_run(&b->sess->core->rt->est, &b->enroll, worker);
-    } else if (j->kind == DP_JOB_CAPF_AUTH || j->kind == DP_JOB_CAPF_SIGN) {
+    } else if (j->kind == DP_JOB_CAPF_AUTH || j->kind == DP_JOB_CAPF_SIGN || j->kind == DP_JOB_CAPF_CERTAUTH) {
         dp_capf_job_run(caa_container_of(j, dp_buf_t, job), worker);
     } else {
         dp_keyop_t *k = caa_container_of(j, dp_keyop_t, job);

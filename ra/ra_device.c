@@ -265,6 +265,7 @@ static int ra_decode_field(ra_device_t *d, const char *f, CBS *v) {
     if (!strcmp(f, "auth_failures")) return ra_cbs_get_i64(v, &d->auth_failures);
     if (!strcmp(f, "created")) return ra_cbs_get_i64(v, &d->created);
     if (!strcmp(f, "lsc_md5")) return ra_cbs_get_text(v, d->lsc_md5, sizeof(d->lsc_md5), 1);
+    if (!strcmp(f, "lsc_sha256")) return ra_cbs_get_text(v, d->lsc_sha256, sizeof(d->lsc_sha256), 1);
     if (!strcmp(f, "lsc_unconfirmed")) return ra_cbs_get_text(v, d->lsc_unconfirmed, sizeof(d->lsc_unconfirmed), 1);
     if (!strcmp(f, "stale_lscs")) return ra_cbs_get_i64(v, &d->stale_lscs);
     if (!strcmp(f, "auth_lock_until")) return ra_cbs_get_i64(v, &d->auth_lock_until);

@@ -57,6 +57,7 @@ typedef struct {
     /* Written by CAPF sessions (ra_capf.h), read-only here: never encoded
      * by ra_device_encode, kept by a replace (ra_registry_add). */
     char lsc_md5[33];                   /* hex MD5 of the current LSC (Jabber's certHash) */
+    char lsc_sha256[65];                /* hex SHA-256 of the current LSC */
     char lsc_unconfirmed[RA_DEVICE_SERIAL_MAX + 1]; /* issued, store not yet confirmed */
     int64_t stale_lscs;                 /* LSCs issued but never confirmed */
     int64_t auth_lock_until;            /* unix seconds; refused until then */
