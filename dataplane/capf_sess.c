@@ -198,6 +198,8 @@ static bool capf_key_for(const capf_sess_t *s, const ra_device_t *dev, capf_keys
         case RA_KEY_RSA2048: *k = (capf_keyspec_t){CAPF_KEY_RSA, 2048, 0}; return true;
         case RA_KEY_RSA3072: *k = (capf_keyspec_t){CAPF_KEY_RSA, 3072, 0}; return true;
         case RA_KEY_RSA4096: *k = (capf_keyspec_t){CAPF_KEY_RSA, 4096, 0}; return true;
+        case RA_KEY_RSA1024: *k = (capf_keyspec_t){CAPF_KEY_RSA, 1024, 0}; return true;
+        case RA_KEY_RSA512: *k = (capf_keyspec_t){CAPF_KEY_RSA, 512, 0}; return true;
         default: break;
         }
         if (s->version < 3) continue;

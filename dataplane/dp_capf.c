@@ -21,6 +21,7 @@
  * known), the session id and the cause.
  * Thread: the owning polling core; capf_sign runs on signer workers. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -53,6 +54,7 @@ void dp_sess_redrive(dp_sess_t *s);
 
 static bool capf_run(dp_sess_t *s, capf_step_t step);
 static void capf_go(dp_sess_t *s, capf_step_t step);
+void dp_capf_defer_fail(dp_core_t *c, const char *device, uint32_t id, const char *why);
 
 /* ---- small helpers ---- */
 
@@ -217,7 +219,11 @@ static void capf_orphan_done(dp_redis_req_t *req, redisReply *reply) {
 }
 
 static void capf_orphan_fail(dp_core_t *c, const char *device, uint32_t id, const char *reason) {
-    if (!dp_redis_usable(&c->redis) || !device[0]) return;
+    if (!device[0]) return;
+    if (!dp_redis_usable(&c->redis)) { /* sent when Redis is back (dp_capf_service) */
+        dp_capf_defer_fail(c, device, id, reason);
+        return;
+    }
     ra_capf_cmd_t cmd;
     char token[RA_CAPF_TOKEN_MAX + 1];
     snprintf(token, sizeof(token), "%s:%08x", c->rt->capf_node, id);
@@ -237,12 +243,15 @@ static bool capf_returned(dp_sess_t *s, bool lock_may_be_held) {
     return false;
 }
 
+/* capf_command queues `cmd`; the session then waits in DP_S_RA. False if
+ * it could not be queued (nothing in flight, state unchanged). */
 static bool capf_command(dp_sess_t *s, ra_capf_cmd_t *cmd, void (*done)(dp_redis_req_t *, redisReply *)) {
     dp_buf_t *b = s->buf;
     b->rreq.done = done;
-    s->state = DP_S_RA;
+    if (!dp_redis_command(&s->core->redis, &b->rreq, cmd->argc, cmd->argv, cmd->argvlen)) return false;
+    s->state = DP_S_RA; /* hiredis never calls back from inside the command */
     dp_timer_arm(s, DP_T_NONE);
-    return dp_redis_command(&s->core->redis, &b->rreq, cmd->argc, cmd->argv, cmd->argvlen);
+    return true;
 }
 
 static void capf_on_begin(dp_redis_req_t *req, redisReply *reply) {
@@ -385,8 +394,18 @@ static bool capf_close_record(dp_sess_t *s, bool finish) {
     } else {
         e = ra_capf_fail_cmd(&cmd, c->rt->capf_sha, s->capf.device, token, now, s->peer, r->why);
     }
-    if (e != RA_OK || !dp_redis_usable(&c->redis) || !capf_command(s, &cmd, capf_on_closed))
+    if (e != RA_OK || !dp_redis_usable(&c->redis) || !capf_command(s, &cmd, capf_on_closed)) {
+        /* the device stays locked until Redis takes the FAIL: queue it */
+        if (s->capf.locked) {
+            char why[160];
+            snprintf(why, sizeof(why), "%s: the outcome could not be recorded (registry unavailable)",
+                     s->capf.op == RA_OP_DELETE        ? "Delete Failed"
+                     : s->capf.op == RA_OP_TROUBLESHOOT ? "Troubleshoot Failed"
+                                                        : "Upgrade Failed");
+            dp_capf_defer_fail(c, s->capf.device, s->capf.id, finish || !r->why[0] ? why : r->why);
+        }
         return capf_run(s, capf_sess_closed(eng(s), false, capf_out(s), r));
+    }
     return false;
 }
 
@@ -530,6 +549,17 @@ static bool capf_run(dp_sess_t *s, capf_step_t step) {
     case CAPF_STEP_END: break;
     }
     char line[240];
+    if (s->capf_eof) { /* the phone is gone: nothing to send; one line for the session */
+        snprintf(line, sizeof(line), "connection lost: %s", r->why[0] ? r->why : "closed by the phone");
+        s->core->stats.denied++;
+        capf_log(s, true, line);
+        s->buf->len = 0;
+        if (!s->capf_in_close) { /* else the close in progress (dp_capf_lost) finishes it */
+            s->state = DP_S_READ; /* nothing in flight any more: the close frees the session */
+            dp_sess_close(s, false);
+        }
+        return false;
+    }
     if (r->end_reason == CAPF_REASON_UPDATE_CERTIFICATE) {
         s->core->stats.enrolled++;
         snprintf(line, sizeof(line), "%s",
@@ -544,10 +574,6 @@ static bool capf_run(dp_sess_t *s, capf_step_t step) {
     }
     capf_log(s, true, line);
     s->buf->len = 0;
-    if (s->capf_eof) { /* the phone is gone: nothing to send */
-        dp_sess_close(s, false);
-        return false;
-    }
     return capf_send(s); /* END_SESSION, then close_notify and linger */
 }
 
@@ -600,8 +626,7 @@ bool dp_capf_read(dp_sess_t *s) {
         ERR_clear_error();
         /* the phone closed or reset: record what that means in this state */
         capf_step_t step = capf_sess_eof(eng(s), &b->capf.r);
-        if (step == CAPF_STEP_FAIL) {
-            capf_log(s, true, b->capf.r.why);
+        if (step == CAPF_STEP_FAIL) { /* logged once, when the FAIL is recorded */
             s->capf_eof = true;
             capf_close_record(s, false);
             return false;
@@ -651,6 +676,50 @@ bool dp_capf_lost(dp_sess_t *s) {
     capf_step_t step = capf_sess_eof(eng(s), &s->buf->capf.r);
     if (step != CAPF_STEP_FAIL) return false;
     s->capf_eof = true;
+    s->capf_in_close = true; /* the close in progress frees the session, not capf_run */
     capf_close_record(s, false);
+    s->capf_in_close = false;
     return s->state == DP_S_RA;
+}
+
+/* ---- FAILs that wait for Redis ---- */
+
+/* A FAIL that could not be sent leaves its device locked (up to the lock's
+ * TTL, ~13 min by default), so the phone's retries would be refused as
+ * "busy". The core keeps such FAILs (bounded) and sends them as soon as its
+ * Redis connection is up again. */
+#define DP_CAPF_DEFER_MAX 4096
+
+struct dp_capf_deferred {
+    char device[RA_DEVICE_NAME_MAX + 1];
+    uint32_t id;
+    char why[120];
+};
+
+void dp_capf_defer_fail(dp_core_t *c, const char *device, uint32_t id, const char *why) {
+    if (!c->capf_deferred && !(c->capf_deferred = calloc(DP_CAPF_DEFER_MAX, sizeof(*c->capf_deferred)))) return;
+    if (c->capf_num_deferred == DP_CAPF_DEFER_MAX) {
+        DP_WARN("CAPF device=%s: %d device locks already wait for Redis; this one expires with its TTL", device,
+                DP_CAPF_DEFER_MAX);
+        return;
+    }
+    struct dp_capf_deferred *d = &c->capf_deferred[c->capf_num_deferred++];
+    snprintf(d->device, sizeof(d->device), "%s", device);
+    d->id = id;
+    snprintf(d->why, sizeof(d->why), "%s", why && why[0] ? why : "Upgrade Failed: Phone Communication Failure");
+}
+
+void dp_capf_service(dp_core_t *c) {
+    if (!c->capf_num_deferred || !dp_redis_usable(&c->redis)) return;
+    for (size_t i = 0; i < c->capf_num_deferred; i++)
+        capf_orphan_fail(c, c->capf_deferred[i].device, c->capf_deferred[i].id, c->capf_deferred[i].why);
+    DP_INFO("CAPF: Redis is back: recorded %zu failure(s) that waited for it and released their devices",
+            c->capf_num_deferred);
+    c->capf_num_deferred = 0;
+}
+
+void dp_capf_cleanup(dp_core_t *c) {
+    free(c->capf_deferred);
+    c->capf_deferred = NULL;
+    c->capf_num_deferred = 0;
 }

@@ -25,6 +25,8 @@ void dp_sess_drain(dp_sess_t *s);
 /* Implemented in dp_capf.c. */
 void dp_capf_job_done(dp_sess_t *s, dp_buf_t *b);
 void dp_capf_buf_put(dp_buf_t *b);
+void dp_capf_service(dp_core_t *c);
+void dp_capf_cleanup(dp_core_t *c);
 
 int64_t dp_now_ms(void) {
     struct timespec ts;
@@ -202,6 +204,7 @@ int dp_core_service(dp_core_t *c, int max_wait_ms) {
     }
     int wait = dp_timers_expire(c, max_wait_ms);
     dp_ra_sweep(c);
+    dp_capf_service(c);
     dp_ra_flush(c);                           /* this iteration's records: one script call */
     return dp_redis_service(&c->redis, wait); /* last: writes this iteration's commands */
 }
@@ -268,6 +271,7 @@ void dp_core_cleanup(dp_core_t *c) {
         free(k);
     }
     dp_ra_cleanup(c);
+    dp_capf_cleanup(c);
     dp_addrcap_free(&c->addrs);
     free(c->scratch);
     free(c->tx);

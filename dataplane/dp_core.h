@@ -110,6 +110,7 @@ struct dp_sess {
     uint8_t proto;            /* DP_PROTO_EST or DP_PROTO_CAPF */
     bool capf_eof;            /* CAPF: the phone closed; record, then close */
     bool capf_parked;         /* CAPF: counted in dp_core_t.capf_parked (S3) */
+    bool capf_in_close;       /* CAPF: dp_capf_lost runs inside sess_close */
     uint64_t addr_key;        /* counted in dp_core_t.addrs (max_per_address), or 0 */
     struct cds_list_head timer_link;
     int64_t deadline_ms;
@@ -159,6 +160,8 @@ struct dp_core {
     unsigned capf_max_parked; /* this core's share of capf_max_keygen */
     int64_t capf_shed_log_ms; /* next time a refusal may be logged */
     dp_addrcap_t addrs;       /* connections per client address (max_per_address) */
+    struct dp_capf_deferred *capf_deferred; /* dp_capf.c: FAILs waiting for Redis */
+    size_t capf_num_deferred;
     int64_t addr_shed_log_ms; /* next time a per-address refusal may be logged */
     dp_redis_req_t capf_orphan; /* FAILs sent for sessions that closed meanwhile */
     uint8_t event_poll_type;  /* DP_POLL_EVENT (completion eventfd) */

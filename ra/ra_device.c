@@ -21,7 +21,8 @@ static const char *const ra_status_words[RA_STATUS__COUNT] = {
     [RA_STATUS_FAILED] = "failed"};
 static const char *const ra_key_words[RA_KEY__COUNT] = {
     [RA_KEY_RSA2048] = "rsa2048", [RA_KEY_RSA3072] = "rsa3072", [RA_KEY_RSA4096] = "rsa4096",
-    [RA_KEY_EC256] = "ec256", [RA_KEY_EC384] = "ec384", [RA_KEY_EC521] = "ec521"};
+    [RA_KEY_EC256] = "ec256", [RA_KEY_EC384] = "ec384", [RA_KEY_EC521] = "ec521",
+    [RA_KEY_RSA1024] = "rsa1024", [RA_KEY_RSA512] = "rsa512"};
 
 /* ra_word_find returns the index of the `len` bytes at `s` in `words`, or -1. */
 static int ra_word_find(const char *const *words, int n, const char *s, size_t len) {

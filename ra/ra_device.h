@@ -31,6 +31,8 @@ typedef enum { RA_AUTH_NULL = 0, RA_AUTH_STRING, RA_AUTH_LSC, RA_AUTH_MIC, RA_AU
 /* Key types in the order of preference the operator gives. */
 typedef enum {
     RA_KEY_RSA2048 = 0, RA_KEY_RSA3072, RA_KEY_RSA4096, RA_KEY_EC256, RA_KEY_EC384, RA_KEY_EC521,
+    RA_KEY_RSA1024, RA_KEY_RSA512, /* CUCM offers them for old phones; CAPF serves them only
+                                      when capf_rsa_min_bits allows */
     RA_KEY__COUNT
 } ra_key_t;
 

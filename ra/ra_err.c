@@ -17,7 +17,7 @@ static const char *const ra_err_text[RA_E__COUNT] = {
     [RA_E_BAD_OP] = "bad operation (install, delete, troubleshoot or none)",
     [RA_E_BAD_AUTH] = "bad authentication mode (null, string, lsc or mic; string needs --auth-string)",
     [RA_E_BAD_AUTH_STRING] = "bad authentication string (4 to 10 digits)",
-    [RA_E_BAD_KEYS] = "bad key list (rsa2048 rsa3072 rsa4096 ec256 ec384 ec521, each once)",
+    [RA_E_BAD_KEYS] = "bad key list (rsa2048 rsa3072 rsa4096 ec256 ec384 ec521 rsa1024 rsa512, each once)",
     [RA_E_BAD_TIME] = "bad date (YYYY-MM-DDTHH:MM[:SS][Z])",
     [RA_E_BAD_RECORD] = "malformed device record in Redis",
 };

@@ -701,7 +701,7 @@ static const ra_ctl_cmd_t ra_ctl_cmds[] = {
      "           [--auth-string DIGITS] [--key KEY ...] [--by YYYY-MM-DDTHH:MM[:SS][Z]] [--replace]",
      "Schedules an operation for device NAME (1..64 of A-Z a-z 0-9 _ . -). --auth string needs\n"
      "--auth-string (4 to 10 digits; stored only as a SHA-512 crypt hash). --key is repeatable or a\n"
-     "comma list, in order of preference, from rsa2048 rsa3072 rsa4096 ec256 ec384 ec521 (default\n"
+     "comma list, in order of preference, from rsa2048 rsa3072 rsa4096 ec256 ec384 ec521 rsa1024 rsa512 (default\n"
      "rsa2048). --by is the deadline, local time (UTC with Z); a past deadline is accepted with a\n"
      "warning. An existing device is refused (exit 2) unless --replace.\n"},
     {"device show", ra_ctl_device_show, "device show NAME [--json]",
