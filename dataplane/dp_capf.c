@@ -87,9 +87,14 @@ static size_t capf_out_len(dp_sess_t *s) {
     return n;
 }
 
+/* dp_capf_buf_put runs whenever a buffer goes back to the pool: it ends a
+ * message being built and wipes the client messages it held (an
+ * authentication string may be among them). */
 void dp_capf_buf_put(dp_buf_t *b) {
     if (b->capf.out_live) CBB_cleanup(&b->capf.out);
     b->capf.out_live = false;
+    if (b->capf.in_used) OPENSSL_cleanse(b->data, b->capf.in_used);
+    b->capf.in_used = 0;
 }
 
 static const char *capf_dev_name(const dp_sess_t *s) { return s->capf.device[0] ? s->capf.device : "-"; }
@@ -128,13 +133,12 @@ static void capf_timer(dp_sess_t *s) {
 
 /* capf_drop_buf gives the buffer back while the session waits for the
  * phone with nothing read (the common case in S3: minutes of key
- * generation cost no buffer). The password bytes are wiped first. */
+ * generation cost no buffer); dp_capf_buf_put wipes what it held. */
 static void capf_drop_buf(dp_sess_t *s) {
     dp_buf_t *b = s->buf;
     /* Only while waiting for AUTH_RESPONSE or the key: later states keep
      * what the next step needs (the LSC's record for FINISH). */
     if (!b || b->len || (s->capf.state != CAPF_S_AWAIT_AUTH && s->capf.state != CAPF_S_AWAIT_KEYGEN)) return;
-    OPENSSL_cleanse(b->data, CAPF_IN_CAP < s->core->buf_cap ? CAPF_IN_CAP : s->core->buf_cap);
     dp_buf_put(s->core, b);
     s->buf = NULL;
 }
@@ -616,6 +620,7 @@ bool dp_capf_read(dp_sess_t *s) {
         int n = SSL_read(s->ssl, b->data + b->len, (int)(need - b->len));
         if (n > 0) {
             b->len += (size_t)n;
+            if (b->len > b->capf.in_used) b->capf.in_used = b->len;
             continue;
         }
         int err = SSL_get_error(s->ssl, n);

@@ -129,6 +129,7 @@ dp_buf_t *dp_buf_get(dp_core_t *c) {
         if (c->num_bufs >= c->rt->cfg.queue_bound + 64) return NULL;
         if (!(b = malloc(sizeof(*b) + c->buf_cap))) return NULL;
         b->capf.out_live = false;
+        b->capf.in_used = 0;
         c->num_bufs++;
     }
     b->next_free = NULL;

@@ -87,6 +87,7 @@ typedef struct dp_buf {
     struct {                  /* CAPF: the step in progress (dp_capf.c) */
         CBB out;              /* the server message being built */
         bool out_live;        /* `out` holds BoringSSL state: finish or clean up */
+        size_t in_used;       /* bytes of data[] that held client messages (wiped on release) */
         capf_result_t r;      /* the engine's result (views into data) */
         ra_device_t dev;      /* the device BEGIN returned */
         capf_job_t job;       /* the signer's job */

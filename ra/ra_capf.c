@@ -28,8 +28,10 @@
  *   FAIL         [5] reason
  *   RELEASE      -
  * Reply {outcome, reason, failures, lock_until, fields}: fields are the
- * device's HGETALL pairs for BEGIN ok, else empty. Arguments the script
- * cannot use get an error reply "capf: bad ..." (nothing written). */
+ * device's provisioning and LSC field/value pairs a session needs (not the
+ * fetched certificate or the history) for BEGIN ok, else empty. Arguments
+ * the script cannot use get an error reply "capf: bad ..." (nothing
+ * written). */
 static const char ra_capf_lua[] =
     "local verb, token = ARGV[1], ARGV[2]\n"
     "local function int(v)\n"
@@ -112,7 +114,11 @@ static const char ra_capf_lua[] =
     "  if lu > now then return deny('locked-out', 'authentication locked out until ' .. utc(lu), lu) end\n"
     "  if mine then redis.call('PEXPIRE', lock, ttl) else redis.call('SET', lock, token, 'NX', 'PX', ttl) end\n"
     "  redis.call('HSET', dev, 'last_session', ARGV[3], 'last_peer', peer)\n"
-    "  return reply('ok', '', 0, 0, redis.call('HGETALL', dev))\n"
+    "  local want = {'op', 'auth', 'auth_hash', 'keys', 'by', 'status', 'reason', 'lsc_serial', 'lsc_not_after',\n"
+    "    'lsc_md5', 'lsc_sha256', 'lsc_unconfirmed', 'auth_failures', 'created', 'updated'}\n"
+    "  local v, f = redis.call('HMGET', dev, unpack(want)), {}\n"
+    "  for i, k in ipairs(want) do if v[i] then f[#f+1] = k; f[#f+1] = v[i] end end\n"
+    "  return reply('ok', '', 0, 0, f)\n"
     "elseif verb == 'AUTH_FAILED' then\n"
     "  local why, max, secs = text(ARGV[5], 'Invalid Credentials'), int(ARGV[6]), int(ARGV[7])\n"
     "  if not max or not secs then return bad('lockout') end\n"
