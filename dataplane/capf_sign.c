@@ -46,7 +46,7 @@ void capf_sign_lsc(capf_job_t *j, const capf_spki_policy_t *spki_pol, const cx_i
         j->err = CAPF_E_BUFFER;
         return;
     }
-    j->cx_err = cx_lsc_issue(&out, j->serial, iss, &j->spki, j->device, NULL, NULL, pol, now);
+    j->cx_err = cx_lsc_issue(&out, j->serial, iss, &j->spki, j->device, j->pid, j->sn, pol, now);
     if (j->cx_err != CX_OK || !CBB_finish(&out, NULL, &len)) {
         CBB_cleanup(&out);
         j->err = CAPF_E_BUFFER;

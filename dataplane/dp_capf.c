@@ -519,6 +519,8 @@ static bool capf_sign(dp_sess_t *s) {
     capf_job_t *j = &b->capf.job;
     memset(j, 0, sizeof(*j));
     snprintf(j->device, sizeof(j->device), "%s", s->capf.device);
+    snprintf(j->pid, sizeof(j->pid), "%s", b->capf.dev.pid); /* BEGIN's record is still in the buffer */
+    snprintf(j->sn, sizeof(j->sn), "%s", b->capf.dev.sn);
     j->key = s->capf.key;
     j->spki = b->capf.r.spki;
     j->cert = b->data + CAPF_CERT_OFF;

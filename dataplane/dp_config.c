@@ -29,6 +29,7 @@ static const dp_setting_t dp_settings[] = {
     S(capf_lsc_issuers, DP_T_STR, "", 0, 0, "CAPF: PEM bundle of further LSC issuers whose LSCs authenticate phones (auth lsc), e.g. the previous CA during a rollover; our CA always does"),
     S(capf_mic_ca, DP_T_STR, "", 0, 0, "CAPF: PEM bundle of manufacturer CAs (Cisco MIC/SUDI roots) for auth mic, and for auth lsc's MIC fallback; empty = MICs are not accepted"),
     S(capf_accept_expired_mic, DP_T_BOOL, "false", 0, 0, "CAPF: accept an expired MIC (phones with expired MICs exist in the field; the issuing CAs must still be valid)"),
+    S(capf_lsc_subject, DP_T_STR, "device", 0, 0, "CAPF: LSC subject: device = O/OU/L/ST/C of the CA and CN=<device>; cucm = serialNumber=PID:<pid> SN:<sn>, C/O/OU, CN=<pid>-<device> (as CUCM issues to hardware phones) for devices whose PID and SN are provisioned (stampedectl --pid --sn), device style for the others"),
     S(capf_auth_timeout, DP_T_UINT, "120", 10, 600, "CAPF: seconds from the hello to the phone's AUTH_RESPONSE (covers a user typing the authentication string)"),
     S(capf_keygen_timeout, DP_T_UINT, "600", 30, 3600, "CAPF: seconds a phone has to generate its key pair (status Key Generation Failed/Timeout after)"),
     S(capf_reply_timeout, DP_T_UINT, "120", 10, 600, "CAPF: seconds a phone has to answer STORE/FETCH/DELETE (status Phone Communication Failure after)"),

@@ -67,6 +67,7 @@ typedef struct {
     bool capf_strict_version;
     bool capf_fetch_delete;
     char *capf_tls_cert;
+    char *capf_lsc_subject;
     uint32_t capf_max_keygen;
     char *capf_lsc_issuers;
     char *capf_mic_ca;

@@ -190,6 +190,12 @@ static int dp_capf_setup(dp_runtime_t *rt, char *why, size_t why_len) {
     cx_lsc_policy_default(&rt->capf_lsc);
     rt->capf_lsc.validity_days = cfg->capf_lsc_days;
     rt->capf_lsc.backdate_s = cfg->leaf_backdate;
+    if (!strcmp(cfg->capf_lsc_subject, "cucm")) {
+        rt->capf_lsc.subject = CX_LSC_SUBJECT_CUCM;
+    } else if (strcmp(cfg->capf_lsc_subject, "device") != 0) {
+        snprintf(why, why_len, "capf_lsc_subject: '%s' is not 'device' or 'cucm'", cfg->capf_lsc_subject);
+        return -1;
+    }
     if (cx_lsc_policy_check(&rt->capf_lsc) != CX_OK) {
         snprintf(why, why_len, "capf_lsc_days / leaf_backdate out of range for an LSC");
         return -1;

@@ -115,7 +115,7 @@ static const char ra_capf_lua[] =
     "  if mine then redis.call('PEXPIRE', lock, ttl) else redis.call('SET', lock, token, 'NX', 'PX', ttl) end\n"
     "  redis.call('HSET', dev, 'last_session', ARGV[3], 'last_peer', peer)\n"
     "  local want = {'op', 'auth', 'auth_hash', 'keys', 'by', 'status', 'reason', 'lsc_serial', 'lsc_not_after',\n"
-    "    'lsc_md5', 'lsc_sha256', 'lsc_unconfirmed', 'auth_failures', 'created', 'updated'}\n"
+    "    'lsc_md5', 'lsc_sha256', 'lsc_unconfirmed', 'auth_failures', 'created', 'updated', 'pid', 'sn'}\n"
     "  local v, f = redis.call('HMGET', dev, unpack(want)), {}\n"
     "  for i, k in ipairs(want) do if v[i] then f[#f+1] = k; f[#f+1] = v[i] end end\n"
     "  return reply('ok', '', 0, 0, f)\n"

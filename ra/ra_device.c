@@ -167,6 +167,11 @@ ra_err_t ra_time_parse(const char *s, int64_t *out) {
     return RA_E_BAD_TIME;
 }
 
+bool ra_pidsn_valid(const char *s) {
+    size_t n = strlen(s);
+    return n <= RA_DEVICE_PIDSN_MAX && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789./+=-") == n;
+}
+
 ra_err_t ra_device_validate(const ra_device_t *d) {
     if (!ra_device_name_valid(d->name)) return RA_E_BAD_NAME;
     if ((unsigned)d->op >= RA_OP__COUNT) return RA_E_BAD_OP;
@@ -176,6 +181,7 @@ ra_err_t ra_device_validate(const ra_device_t *d) {
     for (size_t i = 0; i < d->num_keys; i++)
         if ((unsigned)d->keys[i] >= RA_KEY__COUNT) return RA_E_BAD_KEYS;
     if ((unsigned)d->status >= RA_STATUS__COUNT || d->by < 0) return RA_E_BAD_RECORD;
+    if (!ra_pidsn_valid(d->pid) || !ra_pidsn_valid(d->sn)) return RA_E_BAD_RECORD;
     return RA_OK;
 }
 
@@ -212,6 +218,8 @@ void ra_device_encode(ra_device_fields_t *f, const ra_device_t *d) {
     ra_fields_put(f, "auth_failures", "%" PRId64, d->auth_failures);
     ra_fields_put(f, "created", "%" PRId64, d->created);
     ra_fields_put(f, "updated", "%" PRId64, d->updated);
+    if (d->pid[0]) ra_fields_put(f, "pid", "%s", d->pid);
+    if (d->sn[0]) ra_fields_put(f, "sn", "%s", d->sn);
 }
 
 int ra_cbs_get_i64(CBS *v, int64_t *out) {
@@ -265,6 +273,8 @@ static int ra_decode_field(ra_device_t *d, const char *f, CBS *v) {
     if (!strcmp(f, "lsc_not_after")) return ra_cbs_get_i64(v, &d->lsc_not_after);
     if (!strcmp(f, "auth_failures")) return ra_cbs_get_i64(v, &d->auth_failures);
     if (!strcmp(f, "created")) return ra_cbs_get_i64(v, &d->created);
+    if (!strcmp(f, "pid")) return ra_cbs_get_text(v, d->pid, sizeof(d->pid), 0);
+    if (!strcmp(f, "sn")) return ra_cbs_get_text(v, d->sn, sizeof(d->sn), 0);
     if (!strcmp(f, "lsc_md5")) return ra_cbs_get_text(v, d->lsc_md5, sizeof(d->lsc_md5), 1);
     if (!strcmp(f, "lsc_sha256")) return ra_cbs_get_text(v, d->lsc_sha256, sizeof(d->lsc_sha256), 1);
     if (!strcmp(f, "lsc_unconfirmed")) return ra_cbs_get_text(v, d->lsc_unconfirmed, sizeof(d->lsc_unconfirmed), 1);

@@ -20,7 +20,8 @@
 #define RA_DEVICE_HASH_MAX 128
 #define RA_DEVICE_REASON_MAX 256
 #define RA_DEVICE_SERIAL_MAX 128 /* hex digits */
-#define RA_DEVICE_NUM_FIELDS 13
+#define RA_DEVICE_NUM_FIELDS 15
+#define RA_DEVICE_PIDSN_MAX 24  /* PID / SN: [A-Za-z0-9./+=-] */
 
 typedef enum { RA_OP_NONE = 0, RA_OP_INSTALL, RA_OP_DELETE, RA_OP_TROUBLESHOOT, RA_OP__COUNT } ra_op_t;
 
@@ -56,6 +57,8 @@ typedef struct {
     int64_t lsc_not_after;              /* unix seconds, 0 = no LSC */
     int64_t auth_failures;
     int64_t created, updated;           /* unix seconds */
+    char pid[RA_DEVICE_PIDSN_MAX + 1];  /* model PID (e.g. CP-8861) and serial */
+    char sn[RA_DEVICE_PIDSN_MAX + 1];   /* number: the CUCM-style LSC subject; "" = unknown */
     /* Written by CAPF sessions (ra_capf.h), read-only here: never encoded
      * by ra_device_encode, kept by a replace (ra_registry_add). */
     char lsc_md5[33];                   /* hex MD5 of the current LSC (Jabber's certHash) */
@@ -103,6 +106,10 @@ ra_err_t ra_keys_parse(ra_key_t keys[RA_KEY__COUNT], size_t *num_keys, const cha
 /* ra_keys_format writes keys as a comma list into `buf` ("" if it does not
  * fit). */
 void ra_keys_format(const ra_key_t *keys, size_t num_keys, char *buf, size_t buf_len);
+
+/* ra_pidsn_valid: "" or 1..24 characters of [A-Za-z0-9./+=-] (a PID or a
+ * serial number as a MIC subject carries them). */
+bool ra_pidsn_valid(const char *s);
 
 /* ra_auth_string_valid: 4..10 ASCII digits (CUCM's rule). */
 bool ra_auth_string_valid(const char *s);

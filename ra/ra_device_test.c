@@ -60,10 +60,10 @@ static void test_keys(void **state) {
     assert_int_equal(ra_keys_parse(k, &n, "ec384,ec256"), RA_E_BAD_KEYS); /* repeated */
     assert_int_equal(n, 3);                                              /* nothing appended */
     n = 0;
-    assert_int_equal(ra_keys_parse(k, &n, "rsa1024"), RA_E_BAD_KEYS);
+    assert_int_equal(ra_keys_parse(k, &n, "rsa1536"), RA_E_BAD_KEYS); /* not a size CUCM offers */
     assert_int_equal(ra_keys_parse(k, &n, ""), RA_E_BAD_KEYS);
     assert_int_equal(ra_keys_parse(k, &n, "rsa2048,"), RA_E_BAD_KEYS);
-    assert_int_equal(ra_keys_parse(k, &n, "rsa2048,rsa3072,rsa4096,ec256,ec384,ec521"), RA_OK);
+    assert_int_equal(ra_keys_parse(k, &n, "rsa2048,rsa3072,rsa4096,ec256,ec384,ec521,rsa1024,rsa512"), RA_OK);
     assert_int_equal(n, RA_KEY__COUNT);
 }
 

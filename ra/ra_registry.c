@@ -21,7 +21,7 @@ static const char ra_add_script[] =
     "if ex and ARGV[1] ~= '1' then return 0 end\n"
     "local keep = {'created', 'lsc_serial', 'lsc_not_after', 'lsc_md5', 'lsc_sha256', 'lsc_unconfirmed',\n"
     "  'stale_lscs', 'stale_serials', 'superseded_serial', 'last_session', 'last_peer', 'fetched_cert',\n"
-    "  'fetched_at'}\n"
+    "  'fetched_at', 'pid', 'sn'}\n"
     "local old = ex and redis.call('HMGET', KEYS[1], unpack(keep)) or {}\n"
     "redis.call('DEL', KEYS[1])\n"
     "redis.call('HSET', KEYS[1], unpack(ARGV, 2))\n"

@@ -98,7 +98,7 @@ static bool ra_ctl_is_help(const char *a) { return !strcmp(a, "--help") || !strc
 /* ---- building a device from operator strings (CLI and CSV) ---- */
 
 typedef struct {
-    const char *name, *op, *auth, *auth_string, *keys, *by;
+    const char *name, *op, *auth, *auth_string, *keys, *by, *pid, *sn;
 } ra_ctl_input_t;
 
 /* ra_ctl_build validates `in` into `d`. On error returns it with the cause
@@ -148,6 +148,13 @@ static ra_err_t ra_ctl_build(ra_device_t *d, const ra_ctl_input_t *in, bool *pas
         }
         *past = d->by <= (int64_t)time(NULL);
     }
+    if ((in->pid && !ra_pidsn_valid(in->pid)) || (in->sn && !ra_pidsn_valid(in->sn))) {
+        snprintf(why, why_len, "device %s: --pid/--sn: 1 to %d characters of A-Z a-z 0-9 . / + = -", in->name,
+                 RA_DEVICE_PIDSN_MAX);
+        return RA_E_BAD_RECORD;
+    }
+    if (in->pid) snprintf(d->pid, sizeof(d->pid), "%s", in->pid);
+    if (in->sn) snprintf(d->sn, sizeof(d->sn), "%s", in->sn);
     d->status = d->op == RA_OP_NONE ? RA_STATUS_NONE : RA_STATUS_PENDING;
     return RA_OK;
 }
@@ -172,7 +179,8 @@ static int ra_ctl_device_add(ra_ctl_t *ctl, int argc, char **argv) {
         if ((r = ra_ctl_opt(argc, argv, &i, "--op", &in.op)) ||
             (r = ra_ctl_opt(argc, argv, &i, "--auth-string", &in.auth_string)) ||
             (r = ra_ctl_opt(argc, argv, &i, "--auth", &in.auth)) ||
-            (r = ra_ctl_opt(argc, argv, &i, "--by", &in.by))) {
+            (r = ra_ctl_opt(argc, argv, &i, "--by", &in.by)) || (r = ra_ctl_opt(argc, argv, &i, "--pid", &in.pid)) ||
+            (r = ra_ctl_opt(argc, argv, &i, "--sn", &in.sn))) {
             if (r < 0) return ra_ctl_fail(RA_CTL_EXIT_USAGE, "device add: %s needs a value", argv[i]);
         } else if ((r = ra_ctl_opt(argc, argv, &i, "--key", &v))) {
             if (r < 0 || !ra_ctl_add_keys(keys, sizeof(keys), v))
@@ -247,6 +255,7 @@ static void ra_ctl_show_human(const ra_device_t *d) {
            : !strcmp(d->auth_hash, RA_CAPF_AUTH_HASH_USED) ? " (string used: set a new one to schedule again)"
                                                            : " (string set)");
     printf("keys            %s\n", keys);
+    if (d->pid[0] || d->sn[0]) printf("PID / SN        %s / %s\n", d->pid[0] ? d->pid : "?", d->sn[0] ? d->sn : "?");
     printf("completes by    %s\n", ra_ctl_time(d->by, "none", t1, sizeof(t1)));
     printf("status          %s%s%s\n", ra_status_name(d->status), d->reason[0] ? ": " : "", d->reason);
     printf("LSC serial      %s\n", d->lsc_serial[0] ? d->lsc_serial : "NA");
@@ -698,12 +707,14 @@ static int ra_ctl_requests(ra_ctl_t *ctl, int argc, char **argv) {
 static const ra_ctl_cmd_t ra_ctl_cmds[] = {
     {"device add", ra_ctl_device_add,
      "device add NAME --op install|delete|troubleshoot|none --auth null|string|lsc|mic\n"
-     "           [--auth-string DIGITS] [--key KEY ...] [--by YYYY-MM-DDTHH:MM[:SS][Z]] [--replace]",
+     "           [--auth-string DIGITS] [--key KEY ...] [--by YYYY-MM-DDTHH:MM[:SS][Z]]\n"
+     "           [--pid PID --sn SERIAL] [--replace]",
      "Schedules an operation for device NAME (1..64 of A-Z a-z 0-9 _ . -). --auth string needs\n"
      "--auth-string (4 to 10 digits; stored only as a SHA-512 crypt hash). --key is repeatable or a\n"
      "comma list, in order of preference, from rsa2048 rsa3072 rsa4096 ec256 ec384 ec521 rsa1024 rsa512 (default\n"
      "rsa2048). --by is the deadline, local time (UTC with Z); a past deadline is accepted with a\n"
-     "warning. An existing device is refused (exit 2) unless --replace.\n"},
+     "warning. --pid/--sn (model and serial number, e.g. CP-8861 FCH18198CNQ) give the CUCM-style\n"
+     "LSC subject (capf_lsc_subject = cucm). An existing device is refused (exit 2) unless --replace.\n"},
     {"device show", ra_ctl_device_show, "device show NAME [--json]",
      "Prints the record of NAME (never the authentication string). Exit 1 if there is none.\n"},
     {"device list", ra_ctl_device_list, "device list", "Prints all device names, sorted, one per line.\n"},

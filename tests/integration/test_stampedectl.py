@@ -143,7 +143,7 @@ class TestStampedectl(unittest.TestCase):
             (['BAD1', '--op', 'install', '--auth', 'string', '--auth-string', '12345678901'], '4 to 10 digits'),
             (['BAD1', '--op', 'install', '--auth', 'string', '--auth-string', '12ab'], '4 to 10 digits'),
             (['BAD1', '--op', 'install', '--auth', 'null', '--auth-string', '1234'], 'only used with auth string'),
-            (['BAD1', '--op', 'install', '--auth', 'null', '--key', 'rsa1024'], "keys 'rsa1024'"),
+            (['BAD1', '--op', 'install', '--auth', 'null', '--key', 'rsa1536'], "keys 'rsa1536'"),
             (['BAD1', '--op', 'install', '--auth', 'null', '--key', 'ec256', '--key', 'ec256'], 'each once'),
             (['BAD1', '--op', 'install', '--auth', 'null', '--by', '31.12.2026'], "deadline '31.12.2026'"),
             (['BAD1', '--op', 'install', '--auth', 'null', '--bogus'], "unexpected argument '--bogus'"),
