@@ -483,54 +483,53 @@ void dp_capf_job_done(dp_sess_t *s, dp_buf_t *b) {
     capf_go(s, capf_sess_signed(eng(s), j->err, &b->capf.r));
 }
 
+/* capf_job_new clears the session's job and names its device. */
+static capf_job_t *capf_job_new(dp_sess_t *s) {
+    capf_job_t *j = &s->buf->capf.job;
+    memset(j, 0, sizeof(*j));
+    snprintf(j->device, sizeof(j->device), "%s", s->capf.device);
+    return j;
+}
+
+/* capf_job hands the prepared job to the signing pool. A saturated pool
+ * sheds the session: the refusal is recorded (FAIL) and it ends with 07.
+ * Returns what capf_run returns. */
+static bool capf_job(dp_sess_t *s, int kind) {
+    if (capf_submit(s, kind)) return false;
+    snprintf(s->buf->capf.r.why, sizeof(s->buf->capf.r.why), "%s Failed: server busy (signing queue full)",
+             s->capf.op == RA_OP_DELETE ? "Delete" : s->capf.op == RA_OP_TROUBLESHOOT ? "Troubleshoot" : "Upgrade");
+    s->capf.state = CAPF_S_FINISHING;
+    return capf_run(s, CAPF_STEP_FAIL);
+}
+
 static bool capf_auth(dp_sess_t *s) {
     dp_buf_t *b = s->buf;
-    capf_job_t *j = &b->capf.job;
-    memset(j, 0, sizeof(*j));
+    capf_job_t *j = capf_job_new(s);
     j->password = b->capf.r.password;
     snprintf(j->auth_hash, sizeof(j->auth_hash), "%s", b->capf.dev.auth_hash);
-    if (!capf_submit(s, DP_JOB_CAPF_AUTH)) { /* signer saturated: shed, recorded as such */
-        snprintf(b->capf.r.why, sizeof(b->capf.r.why), "Upgrade Failed: server busy (signing queue full)");
-        s->capf.state = CAPF_S_FINISHING;
-        return capf_run(s, CAPF_STEP_FAIL);
-    }
-    return false;
+    return capf_job(s, DP_JOB_CAPF_AUTH);
 }
 
 static bool capf_certauth(dp_sess_t *s) {
     dp_buf_t *b = s->buf;
-    capf_job_t *j = &b->capf.job;
-    memset(j, 0, sizeof(*j));
-    snprintf(j->device, sizeof(j->device), "%s", s->capf.device);
+    capf_job_t *j = capf_job_new(s);
     j->msg = b->data; /* the AUTH_RESPONSE stays in the buffer until the step ends */
     j->msg_len = b->len;
     j->session_id = s->capf.id;
     j->prefer_mic = b->capf.dev.auth == RA_AUTH_MIC;
-    if (!capf_submit(s, DP_JOB_CAPF_CERTAUTH)) {
-        snprintf(b->capf.r.why, sizeof(b->capf.r.why), "Upgrade Failed: server busy (signing queue full)");
-        s->capf.state = CAPF_S_FINISHING;
-        return capf_run(s, CAPF_STEP_FAIL);
-    }
-    return false;
+    return capf_job(s, DP_JOB_CAPF_CERTAUTH);
 }
 
 static bool capf_sign(dp_sess_t *s) {
     dp_buf_t *b = s->buf;
-    capf_job_t *j = &b->capf.job;
-    memset(j, 0, sizeof(*j));
-    snprintf(j->device, sizeof(j->device), "%s", s->capf.device);
+    capf_job_t *j = capf_job_new(s);
     snprintf(j->pid, sizeof(j->pid), "%s", b->capf.dev.pid); /* BEGIN's record is still in the buffer */
     snprintf(j->sn, sizeof(j->sn), "%s", b->capf.dev.sn);
     j->key = s->capf.key;
     j->spki = b->capf.r.spki;
     j->cert = b->data + CAPF_CERT_OFF;
     j->cert_cap = CAPF_CERT_CAP;
-    if (!capf_submit(s, DP_JOB_CAPF_SIGN)) {
-        snprintf(b->capf.r.why, sizeof(b->capf.r.why), "Upgrade Failed: server busy (signing queue full)");
-        s->capf.state = CAPF_S_FINISHING;
-        return capf_run(s, CAPF_STEP_FAIL);
-    }
-    return false;
+    return capf_job(s, DP_JOB_CAPF_SIGN);
 }
 
 /* ---- the step loop ---- */
