@@ -108,6 +108,15 @@ static void start(capf_sess_t *s, capf_conf_t *cf, out_t *o) {
     assert_int_equal(s->state, CAPF_S_AWAIT_AUTH);
 }
 
+/* to_begin starts a session and feeds it AUTH_RESPONSE (version v, device
+ * `name`, password `pw` or NULL): the engine must ask for BEGIN. */
+static void to_begin(capf_sess_t *s, capf_conf_t *cf, out_t *o, capf_result_t *r, cmsg_t *m, uint8_t v,
+                     const char *name, const char *pw) {
+    start(s, cf, o);
+    auth_msg(m, v, name, pw);
+    assert_int_equal(capf_sess_on_msg(s, cf, &m->msg, out_reset(o), r), CAPF_STEP_BEGIN);
+}
+
 /* P1: v2 client, null string, RSA-2048: the exact sequence of §2.7.1. */
 static void test_install_v2(void **state) {
     (void)state;
@@ -117,9 +126,7 @@ static void test_install_v2(void **state) {
     capf_result_t r = {0};
     cmsg_t m;
     ra_device_t d;
-    start(&s, &cf, &o);
-    auth_msg(&m, 2, "SEP74A02FC0A675", NULL);
-    assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_BEGIN);
+    to_begin(&s, &cf, &o, &r, &m, 2, "SEP74A02FC0A675", NULL);
     assert_string_equal(s.device, "SEP74A02FC0A675");
     assert_int_equal(s.version, 2);
     device(&d, RA_OP_INSTALL, RA_AUTH_NULL, RA_KEY_EC256, RA_KEY_RSA2048, 2); /* EC preferred, RSA backup */
@@ -165,9 +172,7 @@ static void test_install_v3_ec(void **state) {
     capf_result_t r = {0};
     cmsg_t m;
     ra_device_t d;
-    start(&s, &cf, &o);
-    auth_msg(&m, 3, "SEP74A02FC0A675", "");
-    assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_BEGIN);
+    to_begin(&s, &cf, &o, &r, &m, 3, "SEP74A02FC0A675", "");
     device(&d, RA_OP_INSTALL, RA_AUTH_NULL, RA_KEY_EC384, RA_KEY_RSA2048, 2);
     assert_int_equal(capf_sess_begun(&s, &cf, CAPF_BEGIN_OK, &d, out_reset(&o), &r), CAPF_STEP_WAIT);
     const uint8_t keygen[] = {0x55, 0x03, 0x00, 0x00, 0x01, 0x23, 0x00, 0x08,
@@ -217,18 +222,14 @@ static void test_begin_refusals(void **state) {
     cmsg_t m;
     const uint8_t end9[] = {0x55, 0x0f, 0x00, 0x00, 0x01, 0x23, 0x00, 0x04, 0x01, 0x00, 0x01, 0x09};
     const uint8_t end7[] = {0x55, 0x0f, 0x00, 0x00, 0x01, 0x23, 0x00, 0x04, 0x01, 0x00, 0x01, 0x07};
-    start(&s, &cf, &o);
-    auth_msg(&m, 2, "CSF123", NULL);
-    assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_BEGIN);
+    to_begin(&s, &cf, &o, &r, &m, 2, "CSF123", NULL);
     assert_int_equal(capf_sess_begun(&s, &cf, CAPF_BEGIN_UNKNOWN, NULL, out_reset(&o), &r), CAPF_STEP_END);
     assert_bytes(&o, end9, sizeof(end9));
     assert_false(s.locked);
 
     capf_begin_t refusals[] = {CAPF_BEGIN_REFUSED, CAPF_BEGIN_UNAVAILABLE};
     for (size_t i = 0; i < 2; i++) {
-        start(&s, &cf, &o);
-        auth_msg(&m, 2, "CSF123", NULL);
-        assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_BEGIN);
+        to_begin(&s, &cf, &o, &r, &m, 2, "CSF123", NULL);
         r.why[0] = 0;
         assert_int_equal(capf_sess_begun(&s, &cf, refusals[i], NULL, out_reset(&o), &r), CAPF_STEP_END);
         assert_bytes(&o, end7, sizeof(end7));
@@ -248,18 +249,14 @@ static void test_policy_failures(void **state) {
     cmsg_t m;
     ra_device_t d;
 
-    start(&s, &cf, &o); /* authentication string required, none sent */
-    auth_msg(&m, 3, "SEP74A02FC0A675", NULL);
-    assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_BEGIN);
+    to_begin(&s, &cf, &o, &r, &m, 3, "SEP74A02FC0A675", NULL); /* authentication string required, none sent */
     device(&d, RA_OP_INSTALL, RA_AUTH_STRING, RA_KEY_RSA2048, 0, 1);
     assert_int_equal(capf_sess_begun(&s, &cf, CAPF_BEGIN_OK, &d, out_reset(&o), &r), CAPF_STEP_FAIL);
     assert_true(r.auth_failure);
     assert_non_null(strstr(r.why, "Invalid Authentication String"));
 
     memset(&r, 0, sizeof(r)); /* a string sent: checked on a signer; wrong */
-    start(&s, &cf, &o);
-    auth_msg(&m, 3, "SEP74A02FC0A675", "123456");
-    assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_BEGIN);
+    to_begin(&s, &cf, &o, &r, &m, 3, "SEP74A02FC0A675", "123456");
     assert_true(r.has_password);
     assert_int_equal(CBS_len(&r.password), 6);
     assert_int_equal(capf_sess_begun(&s, &cf, CAPF_BEGIN_OK, &d, out_reset(&o), &r), CAPF_STEP_AUTH);
@@ -267,17 +264,13 @@ static void test_policy_failures(void **state) {
     assert_true(r.auth_failure);
     /* ... and right: the key request goes out */
     memset(&r, 0, sizeof(r));
-    start(&s, &cf, &o);
-    auth_msg(&m, 3, "SEP74A02FC0A675", "123456");
-    assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_BEGIN);
+    to_begin(&s, &cf, &o, &r, &m, 3, "SEP74A02FC0A675", "123456");
     assert_int_equal(capf_sess_begun(&s, &cf, CAPF_BEGIN_OK, &d, out_reset(&o), &r), CAPF_STEP_AUTH);
     assert_int_equal(capf_sess_authed(&s, &cf, &d, true, out_reset(&o), &r), CAPF_STEP_WAIT);
     assert_int_equal(s.state, CAPF_S_AWAIT_KEYGEN);
 
     memset(&r, 0, sizeof(r)); /* N6: EC only, version 2 client */
-    start(&s, &cf, &o);
-    auth_msg(&m, 2, "SEP74A02FC0A675", NULL);
-    assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_BEGIN);
+    to_begin(&s, &cf, &o, &r, &m, 2, "SEP74A02FC0A675", NULL);
     device(&d, RA_OP_INSTALL, RA_AUTH_NULL, RA_KEY_EC256, 0, 1);
     assert_int_equal(capf_sess_begun(&s, &cf, CAPF_BEGIN_OK, &d, out_reset(&o), &r), CAPF_STEP_FAIL);
     assert_non_null(strstr(r.why, "No Support for EC only in CAPF version 3"));
@@ -288,9 +281,7 @@ static void test_policy_failures(void **state) {
     ra_auth_t modes[] = {RA_AUTH_LSC, RA_AUTH_MIC};
     for (int i = 0; i < 2; i++) {
         memset(&r, 0, sizeof(r));
-        start(&s, &cf, &o);
-        auth_msg(&m, 3, "SEP74A02FC0A675", NULL);
-        assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_BEGIN);
+        to_begin(&s, &cf, &o, &r, &m, 3, "SEP74A02FC0A675", NULL);
         device(&d, RA_OP_INSTALL, modes[i], RA_KEY_RSA2048, 0, 1);
         assert_int_equal(capf_sess_begun(&s, &cf, CAPF_BEGIN_OK, &d, out_reset(&o), &r), CAPF_STEP_CERTAUTH);
         assert_int_equal(capf_sess_certauthed(&s, &cf, &d, CAPF_E_CERTAUTH_UNTRUSTED,
@@ -300,15 +291,11 @@ static void test_policy_failures(void **state) {
         assert_true(r.auth_failure);
     }
     memset(&r, 0, sizeof(r));
-    start(&s, &cf, &o);
-    auth_msg(&m, 3, "SEP74A02FC0A675", NULL);
-    assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_BEGIN);
+    to_begin(&s, &cf, &o, &r, &m, 3, "SEP74A02FC0A675", NULL);
     assert_int_equal(capf_sess_begun(&s, &cf, CAPF_BEGIN_OK, &d, out_reset(&o), &r), CAPF_STEP_CERTAUTH);
     assert_int_equal(capf_sess_certauthed(&s, &cf, &d, CAPF_E_BUFFER, NULL, out_reset(&o), &r), CAPF_STEP_FAIL);
     assert_false(r.auth_failure);
-    start(&s, &cf, &o);
-    auth_msg(&m, 3, "SEP74A02FC0A675", NULL);
-    assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_BEGIN);
+    to_begin(&s, &cf, &o, &r, &m, 3, "SEP74A02FC0A675", NULL);
     assert_int_equal(capf_sess_begun(&s, &cf, CAPF_BEGIN_OK, &d, out_reset(&o), &r), CAPF_STEP_CERTAUTH);
     assert_int_equal(capf_sess_certauthed(&s, &cf, &d, CAPF_OK, NULL, out_reset(&o), &r), CAPF_STEP_WAIT);
     assert_int_equal(s.state, CAPF_S_AWAIT_KEYGEN);
@@ -360,9 +347,7 @@ static void test_protocol_violations(void **state) {
     assert_non_null(strstr(r.why, "device name"));
 
     /* after the lock: violations are recorded (FAIL), then END 07 */
-    start(&s, &cf, &o);
-    auth_msg(&m, 2, "SEP74A02FC0A675", NULL);
-    assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_BEGIN);
+    to_begin(&s, &cf, &o, &r, &m, 2, "SEP74A02FC0A675", NULL);
     device(&d, RA_OP_INSTALL, RA_AUTH_NULL, RA_KEY_RSA2048, 0, 1);
     assert_int_equal(capf_sess_begun(&s, &cf, CAPF_BEGIN_OK, &d, out_reset(&o), &r), CAPF_STEP_WAIT);
     reason_msg(&m, CAPF_OP_STORE_CERTIFICATE_RESPONSE, 1); /* 0a before 09 */
@@ -371,9 +356,7 @@ static void test_protocol_violations(void **state) {
     assert_int_equal(capf_sess_closed(&s, true, out_reset(&o), &r), CAPF_STEP_END);
     assert_bytes(&o, end7, sizeof(end7));
 
-    start(&s, &cf, &o); /* N9: 04 with a REASON and no key */
-    auth_msg(&m, 2, "SEP74A02FC0A675", NULL);
-    assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_BEGIN);
+    to_begin(&s, &cf, &o, &r, &m, 2, "SEP74A02FC0A675", NULL); /* N9: 04 with a REASON and no key */
     assert_int_equal(capf_sess_begun(&s, &cf, CAPF_BEGIN_OK, &d, out_reset(&o), &r), CAPF_STEP_WAIT);
     reason_msg(&m, CAPF_OP_KEY_GENERATE_RESPONSE, 7);
     assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_FAIL);
@@ -403,9 +386,7 @@ static void test_install_failures(void **state) {
     device(&d, RA_OP_INSTALL, RA_AUTH_NULL, RA_KEY_RSA2048, 0, 1);
     for (int variant = 0; variant < 4; variant++) {
         memset(&r, 0, sizeof(r));
-        start(&s, &cf, &o);
-        auth_msg(&m, 2, "SEP74A02FC0A675", NULL);
-        assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_BEGIN);
+        to_begin(&s, &cf, &o, &r, &m, 2, "SEP74A02FC0A675", NULL);
         assert_int_equal(capf_sess_begun(&s, &cf, CAPF_BEGIN_OK, &d, out_reset(&o), &r), CAPF_STEP_WAIT);
         cmsg(&m, CAPF_OP_KEY_GENERATE_RESPONSE, SID, spki, sizeof(spki));
         assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_SIGN);
@@ -435,9 +416,7 @@ static void test_install_failures(void **state) {
         assert_int_equal(r.end_reason, 7);
     }
     /* An install-ok that cannot be recorded is not announced as a success. */
-    start(&s, &cf, &o);
-    auth_msg(&m, 2, "SEP74A02FC0A675", NULL);
-    assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_BEGIN);
+    to_begin(&s, &cf, &o, &r, &m, 2, "SEP74A02FC0A675", NULL);
     assert_int_equal(capf_sess_begun(&s, &cf, CAPF_BEGIN_OK, &d, out_reset(&o), &r), CAPF_STEP_WAIT);
     cmsg(&m, CAPF_OP_KEY_GENERATE_RESPONSE, SID, spki, sizeof(spki));
     assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_SIGN);
@@ -459,9 +438,7 @@ static void test_delete_fetch(void **state) {
     capf_result_t r = {0};
     cmsg_t m;
     ra_device_t d;
-    start(&s, &cf, &o);
-    auth_msg(&m, 3, "SEP74A02FC0A675", NULL);
-    assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_BEGIN);
+    to_begin(&s, &cf, &o, &r, &m, 3, "SEP74A02FC0A675", NULL);
     device(&d, RA_OP_DELETE, RA_AUTH_NULL, RA_KEY_RSA2048, 0, 1);
     assert_int_equal(capf_sess_begun(&s, &cf, CAPF_BEGIN_OK, &d, out_reset(&o), &r), CAPF_STEP_WAIT);
     const uint8_t del[] = {0x55, 0x0d, 0x00, 0x00, 0x01, 0x23, 0x00, 0x00};
@@ -472,9 +449,7 @@ static void test_delete_fetch(void **state) {
     assert_int_equal(capf_sess_closed(&s, true, out_reset(&o), &r), CAPF_STEP_END);
     assert_int_equal(r.end_reason, 1);
 
-    start(&s, &cf, &o);
-    auth_msg(&m, 3, "SEP74A02FC0A675", NULL);
-    assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_BEGIN);
+    to_begin(&s, &cf, &o, &r, &m, 3, "SEP74A02FC0A675", NULL);
     d.op = RA_OP_TROUBLESHOOT;
     assert_int_equal(capf_sess_begun(&s, &cf, CAPF_BEGIN_OK, &d, out_reset(&o), &r), CAPF_STEP_WAIT);
     const uint8_t fetch_resp[] = {0x01, 0x00, 0x01, 0x01, 0x04, 0x00, 0x07, 0x01, 0x00, 0x04,
@@ -484,9 +459,7 @@ static void test_delete_fetch(void **state) {
     assert_int_equal(r.finish, CAPF_FIN_FETCH_OK);
     assert_int_equal(CBS_len(&r.cert), 2);
 
-    start(&s, &cf, &o); /* version 2 clients never get the empty-bodied requests */
-    auth_msg(&m, 2, "SEP74A02FC0A675", NULL);
-    assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_BEGIN);
+    to_begin(&s, &cf, &o, &r, &m, 2, "SEP74A02FC0A675", NULL); /* version 2 clients never get the empty-bodied requests */
     assert_int_equal(capf_sess_begun(&s, &cf, CAPF_BEGIN_OK, &d, out_reset(&o), &r), CAPF_STEP_FAIL);
     assert_non_null(strstr(r.why, "Troubleshoot Failed"));
     out_done(&o);
@@ -506,18 +479,14 @@ static void test_timeouts(void **state) {
     start(&s, &cf, &o);
     assert_int_equal(capf_sess_eof(&s, &r), CAPF_STEP_END);
 
-    start(&s, &cf, &o);
-    auth_msg(&m, 2, "SEP74A02FC0A675", NULL);
-    assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_BEGIN);
+    to_begin(&s, &cf, &o, &r, &m, 2, "SEP74A02FC0A675", NULL);
     assert_int_equal(capf_sess_timeout(&s, out_reset(&o), &r), CAPF_STEP_WAIT); /* BEGIN reply pending */
     device(&d, RA_OP_INSTALL, RA_AUTH_NULL, RA_KEY_RSA2048, 0, 1);
     assert_int_equal(capf_sess_begun(&s, &cf, CAPF_BEGIN_OK, &d, out_reset(&o), &r), CAPF_STEP_WAIT);
     assert_int_equal(capf_sess_timeout(&s, out_reset(&o), &r), CAPF_STEP_FAIL);
     assert_non_null(strstr(r.why, "Key Generation Failed/Timeout"));
 
-    start(&s, &cf, &o);
-    auth_msg(&m, 2, "SEP74A02FC0A675", NULL);
-    assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_BEGIN);
+    to_begin(&s, &cf, &o, &r, &m, 2, "SEP74A02FC0A675", NULL);
     assert_int_equal(capf_sess_begun(&s, &cf, CAPF_BEGIN_OK, &d, out_reset(&o), &r), CAPF_STEP_WAIT);
     const uint8_t spki[] = {0x09, 0x00, 0x01, 0x30};
     cmsg(&m, CAPF_OP_KEY_GENERATE_RESPONSE, SID, spki, sizeof(spki));
