@@ -15,10 +15,19 @@ against the real stampeded, with the strict client capf_client.py:
   and S5: END 07, no LSC sent that was not persisted, no success recorded
   or announced without the registry; the daemon survives and installs work
   again once Redis is back.
+* N8: a public key already bound to another device (also as a compressed
+  EC point) is refused at ISSUED; nothing issued for the second device.
+* R9: max_per_address: the connection over the limit is refused before TLS.
+* R12: one signer, queue_bound 16: a burst of sessions completes or ends 07
+  "server busy (signing queue full)", none hangs.
+* R14: stampeded killed -9 between ISSUED and the STORE answer: the restart
+  releases the killed run's device lock; the retry gets a new LSC at once.
+* F5: the start-up warnings about the CAPF certificate; capf_tls_cert.
 
 Every wait is bounded, nothing asserts a duration, every process and socket
 is cleaned up. Helpers are those of test_capf.py."""
 import hashlib
+import json
 import os
 import re
 import signal
@@ -35,6 +44,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import capf_client as cc  # noqa: E402
 import stampede_fixture as fx  # noqa: E402
 import test_capf as tc  # noqa: E402
+
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
+from cryptography.x509.oid import NameOID  # noqa: E402
 
 CTL = tc.CTL
 STALL_TIMEOUT = 90.0      # client read timeout while a server timer (<= 30 s) runs
@@ -572,6 +586,407 @@ class TestCapfRedisDown(tc.CapfCase):
         self.assertTrue(retry.installed, 'retry refused after the outage (lock TTL %s ms left): %r'
                         % (self.redis.command('PTTL', 'stp:capf:lock:{%s}' % name), retry))
 
+
+# ================================================================ N8: a key bound to another device
+
+P256_ALG = tc.der(0x30, tc.der(0x06, bytes.fromhex('2a8648ce3d0201')) + tc.der(0x06, bytes.fromhex('2a8648ce3d030107')))
+
+
+def p256_spki(key, compressed):
+    """An EC P-256 SubjectPublicKeyInfo of `key` with its point uncompressed
+    (04 X Y, what cryptography writes) or compressed (02/03 X), built by
+    hand: both are valid encodings of the same key (SEC 1, RFC 5480)."""
+    fmt = (serialization.PublicFormat.CompressedPoint if compressed
+           else serialization.PublicFormat.UncompressedPoint)
+    point = key.public_key().public_bytes(serialization.Encoding.X962, fmt)
+    return tc.der(0x30, P256_ALG + tc.der(0x03, b'\x00' + point))
+
+
+class TestCapfKeyInUse(tc.CapfCase):
+    """N8 (capf-protocol.md 3.2 rule 4): a public key already bound to
+    another device's LSC is refused at ISSUED, before anything is sent or
+    recorded for the second device (stp:capf:key:HASH names the owner; HASH
+    is over the canonical SPKI, so another encoding of the key is the same
+    key)."""
+
+    def key_index(self, spki_canonical):
+        v = self.redis.command('GET', 'stp:capf:key:%s' % hashlib.sha256(spki_canonical).hexdigest())
+        return v.decode() if v is not None else None
+
+    def refused_key(self, name, spki, owner):
+        """An install of `name` presenting `spki`, bound to `owner`: END 07
+        right after the key (no STORE_CERTIFICATE_REQUEST), status failed
+        with the owner named, op kept, nothing issued, the lock released, a
+        `deny` audited."""
+        mark = self.audit_mark()
+        c = self.connect()
+        res = self.session(name, client=c, key_override=spki)
+        self.assertEqual((res.ended_after, res.end_reason), ('key', 7), res)
+        self.assertIsNone(res.cert_der)
+        self.assertEqual([m[1] for m in res.messages], [0x01, 0x03, 0x0f], 'no STORE_CERTIFICATE_REQUEST')
+        why = 'Upgrade Failed: public key already bound to device %s' % owner
+        self.wait_end_log(c, name, why)
+        dev = self.show(name)
+        self.assertEqual((dev['status'], dev['reason'], dev['op']), ('failed', why, 'install'), dev)
+        self.assertEqual((dev['lsc_unconfirmed'], dev['lsc_serial'], dev['stale_lscs']), ('', '', 0), dev)
+        self.assertEqual(self.req_keys(name), [], 'a request record for a refused key')
+        self.assertEqual(self.redis.command('EXISTS', 'stp:capf:lock:{%s}' % name), 0, 'device lock not released')
+        ev = self.audit_since(mark, name)
+        self.assertTrue(ev, 'no audit entry for the refusal')
+        self.assertEqual({e['event'] for e in ev}, {'deny'}, ev)
+        self.assertIn('public key already bound to device %s' % owner, ' | '.join(e.get('reason', '') for e in ev))
+        return dev
+
+    def test_n8_key_of_another_device(self):
+        a = self.add(self.dev('N8a'), '--key', 'ec256')
+        b = self.add(self.dev('N8b'), '--key', 'ec256')
+        ra = self.installed(a)
+        self.assert_installed_state(a, ra)
+        k = ra.public_key_der
+        self.assertEqual(self.key_index(k), a, 'the key index does not name A')
+        self.refused_key(b, k, a)
+        self.assertEqual(self.key_index(k), a, 'the refusal moved the key to B')
+        self.assertEqual(self.show(a)['lsc_serial'], fx.cert_serial_hex(ra.cert_der), 'A changed')
+        # B's lock was released and its operation kept: its own key works at once.
+        rb = self.installed(b)
+        self.assertNotEqual(rb.public_key_der, k)
+        self.assert_installed_state(b, rb)
+        self.assertEqual(self.key_index(rb.public_key_der), b)
+
+    def test_n8_same_key_compressed_point(self):
+        """The same EC P-256 key, once uncompressed (device A's install) and
+        once compressed (device C): refused too, the server hashes the
+        canonical SPKI, not the bytes sent."""
+        a = self.add(self.dev('N8c'), '--key', 'ec256')
+        c = self.add(self.dev('N8d'), '--key', 'ec256')
+        key = tc.ec_key('P-256')
+        plain, short = p256_spki(key, False), p256_spki(key, True)
+        self.assertEqual(plain, cc.public_key_der(key), 'the hand-made SPKI encoder is right')
+        self.assertNotEqual(plain, short)
+        ra = self.installed(a, key=key)
+        self.assertEqual(ra.public_key_der, plain)
+        self.assert_installed_state(a, ra)
+        self.refused_key(c, short, a)
+        self.installed(c)                   # its own key: the lock was released
+
+
+# ================================================================ R9: connections per address
+
+class TestCapfMaxPerAddress(fx.DaemonTestCase):
+    """R9: max_per_address 3, one core (the count is per core: with one it
+    is exact). Three CAPF connections from 127.0.0.1 are served, the fourth
+    is refused before TLS (no hello) and logged; closing one makes room."""
+    LIMIT = 3
+
+    def setUp(self):
+        super().setUp()
+        self.d = self.daemon(['--max-per-address', str(self.LIMIT), '--cores', '1', '--drain-timeout', '1'])
+        self.target = ['--data-dir', self.d.data_dir]
+
+    def client(self):
+        c = cc.CapfClient('127.0.0.1', self.d.capf_port, 3, timeout=tc.CLIENT_TIMEOUT)
+        self.addCleanup(c.close)
+        return c
+
+    def refused(self):
+        """One TCP connection + TLS handshake that must fail before any
+        hello; returns the local port (the peer the server logs)."""
+        raw = socket.create_connection(('127.0.0.1', self.d.capf_port), timeout=tc.CLIENT_TIMEOUT)
+        port = raw.getsockname()[1]
+        try:
+            tls = cc.make_context().wrap_socket(raw, suppress_ragged_eofs=False)
+        except OSError:                     # reset / EOF during the handshake (ssl.SSLError is an OSError)
+            return port
+        finally:
+            raw.close()
+        try:
+            got = tls.recv(4096)
+        except OSError:
+            got = b''
+        finally:
+            tls.close()
+        self.fail('connection %d over max_per_address %d completed TLS (then read %r)'
+                  % (self.LIMIT + 1, self.LIMIT, got[:16]))
+
+    def served(self):
+        """A new client whose hello arrives, or None if it was refused."""
+        c = self.client()
+        try:
+            c.connect()
+        except (OSError, cc.CapfError):
+            c.close()
+            return None
+        return c
+
+    def test_r9_fourth_connection_refused_before_tls(self):
+        held = []
+        for _ in range(self.LIMIT):
+            c = self.client()
+            c.connect()                     # TLS done and the hello read
+            self.assertEqual(c.hello.opcode, cc.AUTH_REQUEST)
+            held.append(c)
+        port = self.refused()
+        line = 'peer=127.0.0.1:%d refused before TLS: %d connections from this address on this core ' \
+               '(max_per_address)' % (port, self.LIMIT)
+        self.assertTrue(tc.wait_for(lambda: line in self.d.stderr(), tc.LOG_BOUND),
+                        'no log line %r:\n%s' % (line, self.d.stderr()[-2000:]))
+        self.assertNotIn('CAPF peer=127.0.0.1:%d ' % port, self.d.stderr(), 'the refused connection got a session')
+        # EST counts against the same address budget.
+        cp = fx.run(['curl', '-sS', '--max-time', '20', '--cacert', self.d.ca_path, '-o', '/dev/null',
+                     self.d.url('cacerts')], check=False)
+        self.assertNotEqual(cp.returncode, 0, 'an EST connection over max_per_address was served')
+        # The held sessions are untouched: one completes an install.
+        name = 'R9-%d' % port
+        ctl(self.target, 'device', 'add', name, '--op', 'install', '--auth', 'null', '--key', 'ec256')
+        res = held[0].install(name)
+        self.assertTrue(res.installed, res)
+        # held[0] is closed now: its place comes back (once the server has freed the session).
+        got = []
+        self.assertTrue(tc.wait_for(lambda: got.append(self.served()) or got[-1], 10.0, 0.2),
+                        'no connection served after one of %d closed' % self.LIMIT)
+        self.assertEqual(got[-1].hello.opcode, cc.AUTH_REQUEST)
+        # ... and only one: the limit still holds.
+        self.refused()
+        self.d.stop()
+
+
+# ================================================================ R14: stampeded killed -9
+
+class TestCapfDaemonKilled(tc.CapfCase):
+    """R14: stampeded killed -9 between persisting the LSC (ISSUED) and the
+    phone's STORE answer. Its embedded redis-server is its child with
+    PR_SET_PDEATHSIG SIGTERM: it shuts down cleanly with the AOF (the ISSUED
+    write was in the AOF before its reply), and the restart on the same data
+    directory starts a new one. The device lock (TTL ~13 min) names the
+    killed run: the restart releases it, so the phone's retry gets a new LSC
+    at once."""
+
+    def test_r14_killed_between_issued_and_store(self):
+        name = self.add(self.dev('R14'), '--key', 'ec256')
+        c = self.connect()
+        res = self.session(name, client=c, stop_at='store_request')
+        self.assertEqual(res.stopped_at, 'store_request', res)
+        first = fx.cert_serial_hex(res.cert_der)
+        lock = 'stp:capf:lock:{%s}' % name
+        holder = self.redis.command('GET', lock)
+        self.assertTrue(holder, 'no device lock while the session is in S5')
+        self.assertEqual(self.show(name)['lsc_unconfirmed'], first, 'ISSUED precedes the STORE request')
+
+        d = self.d
+        d.proc.kill()                       # SIGKILL: no drain, no FAIL recorded
+        d.proc.wait(10)
+        d._reap()
+        with self.assertRaises((OSError, cc.CapfError)):
+            c.read_msg()                    # the phone sees the connection go
+        c.close()
+        d.start()                           # same data directory, same ports
+        self.assertTrue(tc.wait_for(self.redis.ping, 10.0), 'embedded Redis not back')
+        self.assertIn('CAPF: released 1 device lock(s) left by an earlier run of this instance', d.stderr())
+        self.assertEqual(self.redis.command('EXISTS', lock), 0, 'the killed run\'s lock is still held')
+
+        dev = self.show(name)
+        self.assertEqual((dev['op'], dev['lsc_unconfirmed'], dev['lsc_serial']), ('install', first, ''), dev)
+        self.assertNotEqual(dev['status'], 'success', dev)
+        self.assertIn('unconfirmed LSC %s' % first, self.show_text(name))
+        req = self.redis.hgetall('stp:req:{%s}:%s' % (name, hashlib.sha256(res.public_key_der).hexdigest()))
+        self.assertEqual((req.get('serial', b'').decode(), req.get('confirmed')), (first, b'0'), req)
+
+        # The phone's retry (a new key, as phones make) right after the restart: a NEW LSC, not "busy".
+        c = self.connect(key_cache='none')
+        retry = self.session(name, client=c)
+        self.assertTrue(retry.installed, 'retry after the restart: %r\n%s' % (retry, self.log_lines(c.session_id)))
+        second = fx.cert_serial_hex(retry.cert_der)
+        self.assertNotEqual(second, first)
+        self.wait_log(c.session_id, c.peer, name, 'LSC installed (Upgrade Success) serial=%s' % second)
+        dev = self.assert_installed_state(name, retry)
+        self.assertEqual(dev['stale_lscs'], 1, dev)
+        self.assertEqual(self.record(name).get('stale_serials'), first)
+
+
+# ================================================================ F5: the CAPF certificate
+
+CAPF_CERT_WARNINGS = ('CAPF certificate CN', 'CAPF certificate key is', 'CAPF certificate (the CA',
+                      'CAPF certificate lacks keyUsage')
+
+
+def pem_file_der(path):
+    with open(path, 'rb') as f:
+        return ssl.PEM_cert_to_DER_cert(f.read().decode())
+
+
+def capf_peer_der(d):
+    """The certificate the CAPF listener presents (one TLS handshake)."""
+    with socket.create_connection(('127.0.0.1', d.capf_port), timeout=tc.CLIENT_TIMEOUT) as raw:
+        with cc.make_context().wrap_socket(raw) as s:
+            return s.getpeercert(binary_form=True)
+
+
+class TestCapfCertificate(fx.DaemonTestCase):
+    """F5: start-up warnings about the certificate phones see on the CAPF
+    listener, and capf_tls_cert."""
+
+    def warnings(self, d):
+        return [ln for ln in d.stderr().splitlines() if any(w in ln for w in CAPF_CERT_WARNINGS)]
+
+    def test_f5_defaults_warn(self):
+        d = self.daemon(['--drain-timeout', '1'])
+        text = d.stderr()
+        self.assertIn("CAPF certificate CN 'Stampede Local CA' does not start with 'CAPF-' as phones' ITL entries "
+                      "expect (a new CA with ca_name = CAPF-<8 hex digits>, or capf_tls_cert = tls)", text)
+        self.assertIn('CAPF certificate key is EC-256: phones expect RSA-2048 (FIPS phones refuse less, ITLs take '
+                      'at most 2048; ca_key = rsa2048 for a new CA)', text)
+        self.assertEqual(len(self.warnings(d)), 2, self.warnings(d))    # CA:TRUE pathlen:0 and keyUsage are right
+        self.assertEqual(capf_peer_der(d), pem_file_der(d.ca_path), 'capf_tls_cert = ca: the CA certificate')
+        d.stop()
+
+    def test_f5_capf_style_ca_no_warning(self):
+        d = self.daemon(['--ca-key', 'rsa2048', '--ca-name', 'CAPF-1a2b3c4d', '--drain-timeout', '1'])
+        self.assertEqual(self.warnings(d), [])
+        peer = capf_peer_der(d)
+        self.assertEqual(peer, pem_file_der(d.ca_path))
+        with open(d.ca_path, 'rb') as f:
+            ca = x509.load_pem_x509_certificate(f.read())
+        self.assertEqual([a.value for a in ca.subject.get_attributes_for_oid(NameOID.COMMON_NAME)], ['CAPF-1a2b3c4d'])
+        self.assertIsInstance(ca.public_key(), rsa.RSAPublicKey)
+        self.assertEqual(ca.public_key().key_size, 2048)
+        d.stop()
+
+    def test_f5_capf_tls_cert_tls(self):
+        d = self.daemon(['--capf-tls-cert', 'tls', '--drain-timeout', '1'])
+        tls_crt = os.path.join(d.data_dir, 'tls.crt')
+        peer = capf_peer_der(d)
+        self.assertEqual(peer, pem_file_der(tls_crt), 'capf_tls_cert = tls: the CAPF listener must present tls.crt')
+        self.assertNotEqual(peer, pem_file_der(d.ca_path))
+        # Phones still get LSCs from the CA.
+        ctl(['--data-dir', d.data_dir], 'device', 'add', 'F5tls', '--op', 'install', '--auth', 'null', '--key', 'ec256')
+        c = cc.CapfClient('127.0.0.1', d.capf_port, 3, timeout=tc.CLIENT_TIMEOUT)
+        self.addCleanup(c.close)
+        res = c.install('F5tls')
+        self.assertTrue(res.installed, res)
+        lsc = fx.write(os.path.join(self.tmp, 'f5.lsc.pem'), tc.pem(res.cert_der))
+        vr = fx.verify(d.ca_path, lsc)
+        self.assertEqual(vr.returncode, 0, vr)
+        d.stop()
+
+# ================================================================ R12: signing queue full
+
+class TestCapfSigningQueueFull(fx.DaemonTestCase):
+    """R12: one signer, queue_bound 16, one core; a burst of sessions whose
+    authentication strings (sha512crypt on the signer) are checked at the
+    same time. Every session either completes or ends with END_SESSION 07
+    and "Upgrade Failed: server busy (signing queue full)" recorded (not an
+    authentication failure, the string not consumed, the lock released);
+    none hangs. The burst: every AUTH_RESPONSE is written before any answer
+    is read, so the BEGIN replies come back together and their jobs are
+    submitted in one go, far faster than one signer checks strings (a few
+    ms each); the keys of the sessions that get through are sent as a burst
+    too. Whether a given session is shed depends on timing; that some are is
+    checked over at most ROUNDS bursts."""
+    N = 40
+    ROUNDS = 3
+    PIN = '246810'
+    BUSY = 'Upgrade Failed: server busy (signing queue full)'
+
+    def setUp(self):
+        super().setUp()
+        self.d = self.daemon(['--signers', '1', '--queue-bound', '16', '--cores', '1', '--drain-timeout', '1'])
+        self.target = ['--data-dir', self.d.data_dir]
+        self.redis = fx.RedisClient(os.path.join(self.d.data_dir, 'redis.sock'))
+
+    def show(self, name):
+        return json.loads(ctl(self.target, 'device', 'show', name, '--json').stdout)
+
+    def client(self):
+        c = cc.CapfClient('127.0.0.1', self.d.capf_port, 3, timeout=tc.CLIENT_TIMEOUT)
+        self.addCleanup(c.close)
+        return c
+
+    def end(self, c, m, outcome):
+        """m must be END_SESSION; returns (outcome, reason) after the close."""
+        self.assertEqual(m.opcode, cc.END_SESSION, str(m))
+        reason = m.get(cc.REASON)[0]
+        self.assertIn(c.expect_eof(), ('close_notify', 'eof', 'reset'))
+        c.close()
+        return outcome, reason
+
+    def burst(self, names):
+        """One burst; returns {name: (outcome, END reason, session id, peer)}."""
+        clients = []
+        for nm in names:
+            c = self.client()
+            c.connect()
+            c.peer = '127.0.0.1:%d' % c.sock.getsockname()[1]
+            clients.append((nm, c))
+        for nm, c in clients:                           # every AUTH_RESPONSE first
+            c.auth(nm, password=self.PIN)
+        out, keyed = {}, []
+        for nm, c in clients:
+            m = c.read_msg()
+            if m.opcode == cc.END_SESSION:
+                out[nm] = self.end(c, m, 'auth')
+                continue
+            self.assertEqual(m.opcode, cc.KEY_GENERATE_REQUEST, str(m))
+            key = cc.KEY_POOL.get(cc.parse_key_request(m, 3), nm)
+            keyed.append((nm, c, key))
+        for nm, c, key in keyed:                        # every key next
+            c.send_msg(cc.KEY_GENERATE_RESPONSE, [(cc.PUBLIC_KEY, cc.public_key_der(key))])
+        stored = []
+        for nm, c, key in keyed:
+            m = c.read_msg()
+            if m.opcode == cc.END_SESSION:
+                out[nm] = self.end(c, m, 'key')
+                continue
+            self.assertEqual(m.opcode, cc.STORE_CERTIFICATE_REQUEST, str(m))
+            c.send_msg(cc.STORE_CERTIFICATE_RESPONSE, [(cc.REASON, b'\x01')])
+            stored.append((nm, c))
+        for nm, c in stored:
+            out[nm] = self.end(c, c.read_msg(), 'store')
+        return {nm: out[nm] + (c.session_id, c.peer) for nm, c in clients}
+
+    def log_line(self, sid, peer, name, what):
+        line = 'CAPF peer=%s device=%s session=%08x: %s' % (peer, name, sid, what)
+        self.assertTrue(tc.wait_for(lambda: line in self.d.stderr(), tc.LOG_BOUND), 'no log line %r' % line)
+
+    def test_r12_signing_queue_full(self):
+        shed_names, total = [], 0
+        for rnd in range(self.ROUNDS):
+            names = ['R12-%d-%03d' % (rnd, i) for i in range(self.N)]
+            path = fx.write(os.path.join(self.tmp, 'r12-%d.csv' % rnd),
+                            'name,op,auth,auth_string,keys,by\n'
+                            + ''.join('%s,install,string,%s,ec256,\n' % (nm, self.PIN) for nm in names))
+            ctl(self.target, 'import', path)
+            results = self.burst(names)
+            total += len(results)
+            for nm, (stage, reason, sid, peer) in sorted(results.items()):
+                dev = self.show(nm)
+                if stage == 'store':
+                    self.assertEqual(reason, 1, (nm, stage, reason))
+                    self.assertEqual((dev['status'], dev['op']), ('success', 'none'), dev)
+                    continue
+                # Shed: END 07 at once, recorded as busy, nothing else changed.
+                self.assertEqual(reason, 7, (nm, stage, reason))
+                self.log_line(sid, peer, nm, 'END_SESSION reason 7: ' + self.BUSY)
+                self.assertEqual((dev['status'], dev['reason'], dev['op'], dev['auth_failures'],
+                                  dev['lsc_unconfirmed'], dev['lsc_serial']),
+                                 ('failed', self.BUSY, 'install', 0, '', ''), dev)
+                self.assertEqual(self.redis.command('EXISTS', 'stp:capf:lock:{%s}' % nm), 0, nm)
+                self.assertNotEqual(self.redis.command('HGET', 'stp:dev:{%s}' % nm, 'auth_hash'), b'$used')
+                shed_names.append(nm)
+            self.assertTrue(self.d.running())
+            if shed_names:
+                break
+        print('\nR12: %d of %d sessions shed (signing queue full) in %d burst(s) of %d'
+              % (len(shed_names), total, rnd + 1, self.N), file=sys.stderr)
+        if not shed_names:
+            self.skipTest('the signer kept up with %d bursts of %d sessions: the queue never filled' % (self.ROUNDS,
+                                                                                                    self.N))
+        # A shed phone's retry (its string unused, its lock released) installs.
+        nm = shed_names[0]
+        c = self.client()
+        res = c.install(nm, password=self.PIN)
+        self.assertTrue(res.installed, res)
+        self.assertEqual(self.show(nm)['status'], 'success')
+        self.d.stop()
 
 if __name__ == '__main__':
     fx.main()
