@@ -198,8 +198,8 @@ ra_err_t ra_capf_auth_failed_cmd(ra_capf_cmd_t *c, const char *sha, const char *
  * they are not). With lsc->has_key_hash, the key index
  * `stp:capf:key:HEX` (the canonical key hash; outside the {NAME} slot, like
  * stp:audit) names the device the key belongs to: a key already bound to
- * another device is refused with KEY_IN_USE (nothing written but a `deny`
- * audit entry; the lock is kept, the session follows up with FAIL), else
+ * another device is refused with KEY_IN_USE (nothing written; the lock is
+ * kept: the session follows up with FAIL, which audits the refusal), else
  * the index is set to this device. */
 ra_err_t ra_capf_issued_cmd(ra_capf_cmd_t *c, const char *sha, const char *name, const char *token,
                             int64_t now, const char *peer, const ra_capf_lsc_t *lsc);

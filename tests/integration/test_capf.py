@@ -7,7 +7,7 @@ the strict test client capf_client.py against the real daemon:
   authentication strings, authentication by LSC and by MIC + SUDI, a
   second trusted LSC issuer, upgrade, troubleshoot, delete, split records,
   unknown tags, unique session ids);
-* policy negatives N1-N7, N9-N12 (N8 is not served: no duplicate-key check);
+* policy negatives N1-N7, N9-N12 (N8, a key bound to another device, is in test_capf_faults.py);
 * malformed input M1-M15;
 * output format F1-F4 and F6 (F1/F2 are checked by the client on every
   server read; F3 the hello bytes; F4 the LSC profile; F6 TLS 1.2/1.3 and no
