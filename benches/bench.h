@@ -9,10 +9,14 @@
  *   bench_keys.c       client key pool (cached on disk) and the CSR set
  *   bench_msg.c        EST over HTTP/1.1 messages: encode, parse, PKCS#7 check
  *   bench_tls.c        the client TLS context and the negotiated parameters
- *   bench_est.c        the EST epoll load engine (worker threads)
+ *   bench_load.c       the epoll load engine (worker threads, connect, TLS,
+ *                      deadlines, results) both protocols run on
+ *   bench_est.c        the EST client on the load engine (HTTP request and
+ *                      response), preflight
  *   bench_capf_msg.c   the CAPF phone: device names, client messages, the
  *                      client session fed one server message at a time
- *   bench_capf.c       the CAPF epoll load engine (worker threads), preflight
+ *   bench_capf.c       the CAPF phone on the load engine (moves the session's
+ *                      messages), the plan, preflight
  *   bench_capf_keys.c  the CAPF key pool: one key per device, cached per prefix
  *   bench_provision.c  the CAPF devices: CSV and `stampedectl import`
  *   bench_crypto.c     the one-core crypto cost measurement (EST and CAPF)
@@ -517,14 +521,13 @@ typedef struct {
     bench_keytype_t key_type;   /* CAPF: the key the SPKI must hold */
 } bench_crypto_in_t;
 
-/* ---- bench_est.c APIs -------------------------------------------------- */
+/* ---- the run (bench_main.c builds it, bench_load.c runs it) -------------- */
 
-typedef struct bench_worker bench_worker_t;
-typedef struct bench_capf_worker bench_capf_worker_t;
+typedef struct bench_load_worker bench_load_worker_t;
 
 /* bench_run_t: one run of `stampede-bench est` or `capf`. main() fills the
- * inputs and the result arrays, bench_est_start or bench_capf_start starts
- * the workers. */
+ * inputs and the result arrays, bench_load_start starts the workers with
+ * the ops of the subcommand. */
 typedef struct {
     /* Inputs, read-only once workers start. */
     const bench_cfg_t *cfg;
@@ -549,10 +552,8 @@ typedef struct {
     char errors_shown[BENCH_ERRORS_SHOWN][256];
     _Atomic bool tls_seen;
     bench_tls_params_t tls;     /* of the first handshake (preflight or load) */
-    /* Owned by the engine that runs (bench_est.c or bench_capf.c); both set
-     * num_workers. */
-    bench_worker_t *workers;
-    bench_capf_worker_t *capf_workers;
+    /* Owned by the load engine (bench_load.c). */
+    bench_load_worker_t *workers;
     unsigned num_workers;
 } bench_run_t;
 
@@ -572,6 +573,172 @@ typedef struct {
     uint64_t merged_msgs;       /* a record that held more than one message */
 } bench_totals_t;
 
+/* bench_run_note_tls records `ssl`'s parameters if none are recorded yet.
+ * Thread: any. */
+void bench_run_note_tls(bench_run_t *run, const SSL *ssl);
+
+/* ---- bench_load.c APIs (the load engine) -------------------------------- */
+
+/* The load engine runs the client connections of both subcommands: worker
+ * threads, epoll, connect, the TLS handshake, deadlines, retries, the
+ * first-errors list, result slots and counters. A protocol (bench_est.c,
+ * bench_capf.c) fills one const bench_load_ops_t with what is its own;
+ * main() picks the table once. A worker's connections and its scratch block
+ * are touched by that worker only; the ops are called on it ("worker only"
+ * below). */
+
+/* bench_load_state_t: where one connection is. The engine serves IDLE, NEXT,
+ * CONNECTING, HANDSHAKE and WAIT; ops->step serves the protocol's states
+ * (SEND, RECV, CLOSING: each protocol uses those it needs). */
+typedef enum {
+    BENCH_LOAD_IDLE = 0,        /* no more work */
+    BENCH_LOAD_NEXT,            /* take the next job at the timer pass */
+    BENCH_LOAD_CONNECTING,
+    BENCH_LOAD_HANDSHAKE,
+    BENCH_LOAD_WAIT,            /* retry the same job at wake_ns (bench_load_retry) */
+    BENCH_LOAD_SEND,            /* writing a request */
+    BENCH_LOAD_RECV,            /* reading an answer */
+    BENCH_LOAD_CLOSING,         /* the last answer read: waiting for the server's close */
+    BENCH_LOAD__COUNT
+} bench_load_state_t;
+
+/* bench_load_state_str returns "idle", "next", "connecting", "handshake",
+ * "waiting", "sending", "receiving" or "closing" (static, never NULL). */
+const char *bench_load_state_str(bench_load_state_t st);
+
+/* bench_load_conn_t: one connection slot, the first member of the protocol's
+ * connection struct (ops->conn_size bytes each, zeroed at start, so a
+ * protocol casts the bench_load_conn_t * it is given to its own type). The
+ * protocol reads every field and may set `state` (to its own states, or via
+ * the functions below); the rest is the engine's. */
+typedef struct {
+    bench_load_state_t state;
+    int fd;
+    uint32_t gen;               /* bumped per socket: stale epoll events are dropped */
+    uint32_t index;
+    SSL *ssl;
+    bool established;           /* handshake done on this socket */
+    uint64_t job;               /* 0-based job number */
+    uint8_t *buf;               /* ops->buf_size bytes, in the worker's block */
+    uint64_t t_start_ns;        /* latency start: the attempt (keepalive: the send) */
+    uint64_t deadline_ns;       /* attempt timeout */
+    uint64_t wake_ns;           /* WAIT: when to retry */
+} bench_load_conn_t;
+
+/* bench_load_ops_t: one protocol's part of the load engine. */
+typedef struct {
+    size_t conn_size;           /* sizeof the protocol's connection struct */
+    size_t buf_size;            /* buffer bytes per connection (conn->buf) */
+    size_t worker_size;         /* scratch bytes per worker, zeroed; 0: none */
+    bench_load_state_t first;   /* the state after a handshake: SEND if the client
+                                   speaks first, RECV if the server does */
+    bool close_notify;          /* a connection retired or abandoned while
+                                   established says close_notify first */
+    /* begin (re)starts the session of conn->job for a new attempt, before
+     * the connect (or the send on an established connection). */
+    void (*begin)(bench_load_worker_t *w, bench_load_conn_t *c);
+    /* step serves the protocol's states. Returns true to be called again
+     * (the state moved on), false when it waits for the socket or has ended
+     * the job (bench_load_done, _retry, _fail). */
+    bool (*step)(bench_load_worker_t *w, bench_load_conn_t *c);
+    /* expire fails the job whose deadline passed (bench_load_fail with
+     * BENCH_E_TIMEOUT). */
+    void (*expire)(bench_load_worker_t *w, bench_load_conn_t *c);
+    /* job_str names the job of `c` for an error line ("enrollment 3 (CN
+     * ...)"), NUL-terminated, at most `cap` bytes. Called under run->mu. */
+    void (*job_str)(const bench_run_t *run, const bench_load_conn_t *c, char *out,
+                    size_t cap);
+    /* where_str says where `c` is for a TLS failure ("state receiving, 0
+     * bytes received"), NUL-terminated, at most `cap` bytes. */
+    void (*where_str)(const bench_load_conn_t *c, char *out, size_t cap);
+    /* sum adds a worker's scratch counters to `out` after join; may be NULL.
+     * Thread: main thread. */
+    void (*sum)(const void *scratch, bench_totals_t *out);
+} bench_load_ops_t;
+
+/* bench_load_start starts cfg->threads workers sharing cfg->concurrency
+ * connections that run jobs 0..cfg->count-1 with `ops` (must outlive the
+ * run). Thread: main thread.
+ * Returns BENCH_OK or BENCH_E_SETUP with a cause in `why` (nothing started). */
+bench_err_t bench_load_start(bench_run_t *run, const bench_load_ops_t *ops, char *why,
+                             size_t why_len);
+
+/* bench_load_totals sums the live counters (relaxed reads; for progress).
+ * Thread: main thread. This function can't fail. */
+void bench_load_totals(const bench_run_t *run, bench_totals_t *out);
+
+/* bench_load_join waits for the workers, sums every counter into `totals`
+ * (may be NULL) and frees the workers; run->workers is NULL afterwards.
+ * Thread: main thread. */
+void bench_load_join(bench_run_t *run, bench_totals_t *totals);
+
+/* bench_load_run returns the run `w` works for; bench_load_scratch returns
+ * its ops->worker_size block (NULL if 0). Thread: worker only. */
+bench_run_t *bench_load_run(const bench_load_worker_t *w);
+void *bench_load_scratch(bench_load_worker_t *w);
+
+/* bench_load_fail counts a failed job by `cause`, shows it (job_str, cause,
+ * the formatted text) if it is among the first few, drops the connection
+ * and moves on to the next job. Thread: worker only. */
+__attribute__((format(printf, 4, 5)))
+void bench_load_fail(bench_load_worker_t *w, bench_load_conn_t *c, bench_err_t cause,
+                     const char *fmt, ...);
+
+/* bench_load_ssl_blocked returns true if the SSL call on c->ssl that
+ * returned `r` only has to wait for the socket; otherwise it fails the job
+ * with `cause` ("what (where_str): the error") and returns false.
+ * Call it right after the SSL call (it reads errno). Thread: worker only. */
+bool bench_load_ssl_blocked(bench_load_worker_t *w, bench_load_conn_t *c, int r,
+                            bench_err_t cause, const char *what);
+
+/* bench_load_record books a success of c's job in the next result slot:
+ * latency from c->t_start_ns to `end_ns`, `serial` (serial_len <=
+ * BENCH_SERIAL_MAX bytes, copied) and `csr_index`, and counts it. The
+ * connection stays as it is: close or keep it, then bench_load_done.
+ * Thread: worker only. */
+void bench_load_record(bench_load_worker_t *w, const bench_load_conn_t *c, uint64_t end_ns,
+                       const uint8_t *serial, size_t serial_len, uint32_t csr_index);
+
+/* bench_load_done ends c's job (its connection stays as it is: closed, or
+ * kept for the next job); the timer pass takes the next one.
+ * Thread: worker only. */
+void bench_load_done(bench_load_worker_t *w, bench_load_conn_t *c, uint64_t now);
+
+/* bench_load_retry counts a retry of c's job and runs it again (a new
+ * attempt: begin, deadline) at `wake_ns`, or abandons it if the run stops
+ * first. Thread: worker only. */
+void bench_load_retry(bench_load_worker_t *w, bench_load_conn_t *c, uint64_t wake_ns);
+
+/* bench_load_close drops c's SSL object and socket (close_notify first if
+ * `graceful` and the handshake was done); the job and state stay.
+ * This function can't fail. Thread: the connection's worker (or main
+ * after join). */
+void bench_load_close(bench_load_conn_t *c, bool graceful);
+
+/* bench_load_dial_t: the blocking connection of a preflight and a scratch
+ * buffer for its messages. */
+typedef struct {
+    SSL *ssl;
+    int fd;
+    uint8_t *buf;               /* buf_len bytes (bench_load_dial), uninitialised */
+} bench_load_dial_t;
+
+/* bench_load_dial opens the connection of a preflight into `out`: TCP to
+ * run->addr with 5 s send and receive timeouts, a TLS handshake with
+ * run->client_ctx, whose parameters it records (bench_run_note_tls), and
+ * `buf_len` bytes of buffer. Ownership: on BENCH_OK the caller owns what
+ * `out` holds (bench_load_hangup). Thread: main thread; blocks.
+ * Returns BENCH_OK; BENCH_E_SETUP (no memory or socket), BENCH_E_CONNECT or
+ * BENCH_E_TLS with a cause in `why` (nothing left open). */
+bench_err_t bench_load_dial(bench_run_t *run, size_t buf_len, bench_load_dial_t *out,
+                            char *why, size_t why_len);
+
+/* bench_load_hangup frees what `d` holds (no close_notify) and clears the
+ * thread's BoringSSL error queue. This function can't fail. */
+void bench_load_hangup(bench_load_dial_t *d);
+
+/* ---- bench_est.c APIs -------------------------------------------------- */
+
 /* bench_est_preflight does one blocking GET cacerts on its own connection
  * before the timed phase: it proves the address, TLS and the CA file work,
  * and records the TLS parameters. Returns BENCH_OK; BENCH_E_CONNECT or
@@ -581,22 +748,12 @@ typedef struct {
 bench_err_t bench_est_preflight(bench_run_t *run, char *info, size_t info_len,
                                 char *why, size_t why_len);
 
-/* bench_est_start starts cfg->threads workers sharing cfg->concurrency
- * connections. Returns BENCH_OK or BENCH_E_SETUP (nothing started). */
-bench_err_t bench_est_start(bench_run_t *run, char *why, size_t why_len);
+/* bench_est_load: the EST client for the load engine. Job j sends request
+ * j % num_reqs of run->csrs (on a new connection, or with --keepalive on
+ * the connection's persistent one) and expects one certificate. */
+extern const bench_load_ops_t bench_est_load;
 
-/* bench_est_totals sums the live counters (relaxed reads; for progress). */
-void bench_est_totals(const bench_run_t *run, bench_totals_t *out);
-
-/* bench_est_join waits for the workers and frees them; run->workers is NULL
- * afterwards. Call bench_est_totals first if the counters are needed. */
-void bench_est_join(bench_run_t *run, bench_totals_t *totals);
-
-/* bench_run_note_tls records `ssl`'s parameters if none are recorded yet.
- * Thread: any. */
-void bench_run_note_tls(bench_run_t *run, const SSL *ssl);
-
-/* ---- bench_capf.c APIs (the load engine) -------------------------------- */
+/* ---- bench_capf.c APIs (the phone on the load engine) ------------------- */
 
 /* bench_capf_preflight runs one blocking CAPF session on its own connection
  * before the timed phase: TLS, the hello (AUTH_REQUEST), then an
@@ -614,17 +771,9 @@ void bench_run_note_tls(bench_run_t *run, const SSL *ssl);
 bench_err_t bench_capf_preflight(bench_run_t *run, char *info, size_t info_len,
                                  char *why, size_t why_len);
 
-/* bench_capf_start starts cfg->threads workers sharing cfg->concurrency
- * phones; phone job j (0-based) installs device j+1 of run->capf.
- * Returns BENCH_OK or BENCH_E_SETUP (nothing started). */
-bench_err_t bench_capf_start(bench_run_t *run, char *why, size_t why_len);
-
-/* bench_capf_totals sums the live counters (relaxed reads; for progress). */
-void bench_capf_totals(const bench_run_t *run, bench_totals_t *out);
-
-/* bench_capf_join waits for the workers, sums every counter into `totals`
- * (may be NULL) and frees the workers; run->capf_workers is NULL after. */
-void bench_capf_join(bench_run_t *run, bench_totals_t *totals);
+/* bench_capf_load: the CAPF phone for the load engine. Job j (0-based)
+ * installs device j+1 of run->capf on a new connection. */
+extern const bench_load_ops_t bench_capf_load;
 
 /* ---- bench_crypto.c APIs ----------------------------------------------- */
 

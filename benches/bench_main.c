@@ -2,8 +2,9 @@
  * for both subcommands, from which parsing and --help both come), the order
  * of a run (preflight, key pool, CSRs or devices, timed load, crypto
  * measurement) and the report whose last line is the one scripts read. It
- * owns the run state and passes it down. The subcommand picks the load
- * engine (bench_est.c or bench_capf.c) once, through an ops table.
+ * owns the run state and passes it down. The subcommand picks the protocol
+ * the load engine (bench_load.c) runs, bench_est.c's or bench_capf.c's ops
+ * table, once.
  * Thread: main thread; the load runs on the engine's workers meanwhile. */
 #include <errno.h>
 #include <getopt.h>
@@ -658,16 +659,11 @@ static bench_err_t main_prepare_capf(bench_run_t *run, bench_keys_t *keys,
 
 /* ---- the timed phase ----------------------------------------------------- */
 
-/* main_engine_t: the load engine of a subcommand, picked once at startup. */
-typedef struct {
-    bench_err_t (*start)(bench_run_t *run, char *why, size_t why_len);
-    void (*totals)(const bench_run_t *run, bench_totals_t *out);
-    void (*join)(bench_run_t *run, bench_totals_t *totals);
-} main_engine_t;
-
-static const main_engine_t main_engines[BENCH_MODE__COUNT] = {
-    [BENCH_MODE_EST] = {bench_est_start, bench_est_totals, bench_est_join},
-    [BENCH_MODE_CAPF] = {bench_capf_start, bench_capf_totals, bench_capf_join},
+/* main_protocols: the load engine's ops of a subcommand, picked once at
+ * startup. */
+static const bench_load_ops_t *const main_protocols[BENCH_MODE__COUNT] = {
+    [BENCH_MODE_EST] = &bench_est_load,
+    [BENCH_MODE_CAPF] = &bench_capf_load,
 };
 
 /* main_watch runs while the workers do: it turns the duration and signals
@@ -697,7 +693,7 @@ static void main_watch(bench_run_t *run, uint64_t t_start) {
             atomic_store(&run->stop, want);
         if (cfg->progress && !cfg->quiet && now >= next_print) {
             bench_totals_t t;
-            main_engines[cfg->mode].totals(run, &t);
+            bench_load_totals(run, &t);
             fprintf(stderr, "progress: %llu/%llu enrolled  %.0f/s  errors=%llu  retries=%llu\n",
                     (unsigned long long)t.ok, (unsigned long long)cfg->count,
                     (double)(t.ok - last_ok) * 1e9 / (double)(now - last_t),
@@ -1104,7 +1100,6 @@ static bench_err_t main_prepare(bench_run_t *run, main_inputs_t *in, main_result
 static bench_err_t main_timed(bench_run_t *run, main_result_t *r, bench_redis_t **redis,
                               char *why, size_t why_len) {
     const bench_cfg_t *cfg = run->cfg;
-    const main_engine_t *engine = &main_engines[cfg->mode];
     bench_redis_snap_t snap[2];
     uint64_t cpu0 = 0, cpu1 = 0;
 
@@ -1115,12 +1110,12 @@ static bench_err_t main_timed(bench_run_t *run, main_result_t *r, bench_redis_t 
     main_redis_snap(redis, &snap[0], r);
     uint64_t self0 = main_self_cpu_us();
     uint64_t t0 = bench_now_ns();
-    if (engine->start(run, why, why_len) != BENCH_OK)
+    if (bench_load_start(run, main_protocols[cfg->mode], why, why_len) != BENCH_OK)
         return BENCH_E_SETUP;
     main_sampler_t sampler = {.run = run};
     sampler.started = pthread_create(&sampler.thread, NULL, main_sampler_thread, &sampler) == 0;
     main_watch(run, t0);
-    engine->join(run, &r->t);
+    bench_load_join(run, &r->t);
     main_redis_snap(redis, &snap[1], r);
     if (sampler.started)
         pthread_join(sampler.thread, NULL);

@@ -1,7 +1,7 @@
 /* bench_msg: EST (RFC 7030) over HTTP/1.1 as stampede-bench speaks it:
  * the pre-encoded simpleenroll requests, the response parser, and the check
  * of the certs-only PKCS#7 the server returns. It never touches a socket: the
- * load engine (bench_est.c) and the preflight hand it bytes.
+ * EST client (bench_est.c, on the load engine) and the preflight hand it bytes.
  * Response bytes are untrusted and are read only through CBS.
  * Thread: any thread. Allocates only through the CBB it is given. */
 #include <stdio.h>
