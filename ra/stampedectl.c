@@ -378,16 +378,19 @@ static int ra_ctl_device_delete(ra_ctl_t *ctl, int argc, char **argv) {
 
 #define RA_CTL_CSV_HEADER "name,op,auth,auth_string,keys,by"
 #define RA_CTL_CSV_COLS 6
+/* the same with the PID and serial number of the CUCM-style LSC subject */
+#define RA_CTL_CSV_HEADER_PIDSN RA_CTL_CSV_HEADER ",pid,sn"
+#define RA_CTL_CSV_COLS_MAX 8
 
-/* ra_ctl_csv_split splits `line` in place into exactly RA_CTL_CSV_COLS
+/* ra_ctl_csv_split splits `line` in place into at most RA_CTL_CSV_COLS_MAX
  * fields; a field may be "double-quoted" (with "" for a quote) to hold
  * commas, e.g. a key list. Returns the field count found (-1 if a quote
  * is not closed). */
-static int ra_ctl_csv_split(char *line, char *col[RA_CTL_CSV_COLS]) {
+static int ra_ctl_csv_split(char *line, char *col[RA_CTL_CSV_COLS_MAX]) {
     int n = 0;
     char *r = line, *w = line;
     for (;;) {
-        if (n == RA_CTL_CSV_COLS) return n + 1; /* too many */
+        if (n == RA_CTL_CSV_COLS_MAX) return n + 1; /* too many */
         col[n++] = w;
         if (*r == '"') {
             for (r++;; r++) {
@@ -421,20 +424,23 @@ static char *ra_ctl_chomp(char *s) {
 
 /* ra_ctl_import_line stores one data line. Returns RA_OK, a validation
  * error (cause in `why`), or RA_E_REDIS* (the import stops). */
-static ra_err_t ra_ctl_import_line(ra_ctl_t *ctl, char *line, bool replace, char *why, size_t why_len) {
-    char *col[RA_CTL_CSV_COLS];
+static ra_err_t ra_ctl_import_line(ra_ctl_t *ctl, char *line, int cols, bool replace, char *why, size_t why_len) {
+    char *col[RA_CTL_CSV_COLS_MAX];
     ra_device_t d;
     bool past;
     int n = ra_ctl_csv_split(line, col);
-    if (n != RA_CTL_CSV_COLS) {
-        snprintf(why, why_len, n < 0 ? "unterminated quote" : "%d fields, expected %d (" RA_CTL_CSV_HEADER ")",
-                 n, RA_CTL_CSV_COLS);
+    if (n != cols) {
+        snprintf(why, why_len, n < 0 ? "unterminated quote" : "%d fields, expected %d (as the header)", n, cols);
         return RA_E_SYNTAX;
     }
-    for (int i = 0; i < RA_CTL_CSV_COLS; i++) col[i] = ra_ctl_chomp(col[i]);
+    for (int i = 0; i < cols; i++) col[i] = ra_ctl_chomp(col[i]);
     for (char *k = col[4]; *k; k++)
         if (*k == ';' || *k == ' ') *k = ','; /* "rsa2048;ec256" also accepted */
-    ra_ctl_input_t in = {col[0], col[1], col[2], col[3], col[4], col[5]};
+    ra_ctl_input_t in = {col[0], col[1], col[2], col[3], col[4], col[5], NULL, NULL};
+    if (cols == RA_CTL_CSV_COLS_MAX) { /* empty pid/sn: unknown */
+        in.pid = col[6][0] ? col[6] : NULL;
+        in.sn = col[7][0] ? col[7] : NULL;
+    }
     ra_err_t e = ra_ctl_build(&d, &in, &past, why, why_len);
     if (e != RA_OK) return e;
     e = ra_registry_add(ctl->redis, &d, replace, ctl->peer, why, why_len);
@@ -449,18 +455,21 @@ static int ra_ctl_import_file(ra_ctl_t *ctl, FILE *f, const char *path, bool rep
     char *buf = NULL, why[RA_CTL_WHY];
     size_t cap = 0;
     unsigned lineno = 0;
-    int rc = RA_CTL_EXIT_OK;
+    int rc = RA_CTL_EXIT_OK, cols = RA_CTL_CSV_COLS;
     while (getline(&buf, &cap, f) >= 0) {
         char *line = ra_ctl_chomp(buf);
         if (++lineno == 1) {
-            if (strcmp(line, RA_CTL_CSV_HEADER)) {
-                rc = ra_ctl_fail(RA_CTL_EXIT_USAGE, "%s:1: header must be '%s'", path, RA_CTL_CSV_HEADER);
+            if (!strcmp(line, RA_CTL_CSV_HEADER_PIDSN)) {
+                cols = RA_CTL_CSV_COLS_MAX;
+            } else if (strcmp(line, RA_CTL_CSV_HEADER)) {
+                rc = ra_ctl_fail(RA_CTL_EXIT_USAGE, "%s:1: header must be '%s' or '%s'", path, RA_CTL_CSV_HEADER,
+                                 RA_CTL_CSV_HEADER_PIDSN);
                 break;
             }
             continue;
         }
         if (!line[0] || line[0] == '#') continue;
-        ra_err_t e = ra_ctl_import_line(ctl, line, replace, why, sizeof(why));
+        ra_err_t e = ra_ctl_import_line(ctl, line, cols, replace, why, sizeof(why));
         if (e == RA_E_REDIS || e == RA_E_REDIS_CONNECT || e == RA_E_NOMEM) {
             rc = ra_ctl_fail(RA_CTL_EXIT_REDIS, "%s:%u: Redis at %s: %s (import stopped)", path, lineno,
                              ctl->url, why);
@@ -721,7 +730,7 @@ static const ra_ctl_cmd_t ra_ctl_cmds[] = {
     {"device delete", ra_ctl_device_delete, "device delete NAME",
      "Deletes the record of NAME (audited as device-delete-record). Exit 1 if there is none.\n"},
     {"import", ra_ctl_import, "import [--replace] FILE.csv",
-     "Bulk add. First line: " RA_CTL_CSV_HEADER "\n"
+     "Bulk add. First line: " RA_CTL_CSV_HEADER " (or " RA_CTL_CSV_HEADER_PIDSN ")\n"
      "Columns as for device add; empty auth_string/keys/by take the defaults; a key list with commas\n"
      "must be \"quoted\" (or use ';'). Errors are printed as FILE:LINE: cause and the other lines\n"
      "are imported; then 'imported N, failed M'. Exit 0 if M is 0, 3 if some lines failed, 2 for a\n"

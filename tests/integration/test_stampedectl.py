@@ -217,6 +217,25 @@ class TestStampedectl(unittest.TestCase):
         self.assertIn(badhdr + ':1: header must be', err)
         self.assertEqual(self.ctl('import', os.path.join(self.tmp, 'missing.csv'))[0], EXIT_USAGE)
 
+    def test_import_pid_sn_columns(self):
+        """The optional pid,sn columns give the CUCM-style LSC subject's model
+        and serial number; empty means unknown; bad characters fail the line."""
+        path = os.path.join(self.tmp, 'pidsn.csv')
+        with open(path, 'w') as f:
+            f.write('name,op,auth,auth_string,keys,by,pid,sn\n'
+                    'PS1,install,null,,,,CP-8861,FCH18198CNQ\n'
+                    'PS2,install,null,,,,,\n'
+                    'PS3,install,null,,,,CP 8861,X\n'            # line 4: space in the PID
+                    'PS4,install,null,,,\n')                     # line 5: 6 fields under an 8-field header
+        rc, out, err = self.ctl('import', path)
+        self.assertEqual(rc, EXIT_PARTIAL, err)
+        self.assertIn('imported 2, failed 2', out)
+        self.assertRegex(err, r':4: .*--pid/--sn')
+        self.assertRegex(err, r':5: 6 fields, expected 8')
+        self.assertIn('PID / SN        CP-8861 / FCH18198CNQ', self.ctl('device', 'show', 'PS1')[1])
+        self.assertNotIn('PID / SN', self.ctl('device', 'show', 'PS2')[1])
+        self.assertEqual(self.redis.cli('HGET', 'stp:dev:{PS1}', 'sn').strip(), 'FCH18198CNQ')
+
     def test_report_and_expiring_filter(self):
         now = int(time.time())
         self.add('REP1', '--op', 'install', '--auth', 'null')
