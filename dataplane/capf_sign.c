@@ -1,8 +1,11 @@
 /* capf_sign: the signing-pool half of a CAPF session (see capf_sign.h). */
 #include "dataplane/capf_sign.h"
 
+#include <openssl/err.h>
 #include <openssl/mem.h>
 #include <openssl/sha.h>
+#include <openssl/x509.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "ra/ra_device.h"
@@ -15,6 +18,22 @@ void capf_sign_auth(capf_job_t *j) {
     pw[CBS_len(&j->password)] = 0;
     j->auth_ok = ra_auth_string_check(pw, j->auth_hash);
     OPENSSL_cleanse(pw, sizeof(pw));
+}
+
+/* capf_mic_pidsn takes the model and serial number from a verified MIC's
+ * subject serialNumber "PID:<pid> SN:<sn>" (§3.3: what the CUCM-style LSC
+ * subject needs); anything else leaves them unknown. */
+static void capf_mic_pidsn(capf_job_t *j, const CBS *der) {
+    const uint8_t *p = CBS_data(der);
+    X509 *x = d2i_X509(NULL, &p, (long)CBS_len(der));
+    char v[80] = "", pid[RA_DEVICE_PIDSN_MAX + 1], sn[RA_DEVICE_PIDSN_MAX + 1];
+    if (x && X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_serialNumber, v, sizeof(v)) > 0 &&
+        sscanf(v, "PID:%24s SN:%24s", pid, sn) == 2 && ra_pidsn_valid(pid) && ra_pidsn_valid(sn)) {
+        snprintf(j->pid, sizeof(j->pid), "%s", pid);
+        snprintf(j->sn, sizeof(j->sn), "%s", sn);
+    }
+    X509_free(x);
+    ERR_clear_error();
 }
 
 void capf_sign_certauth(capf_job_t *j, const capf_certauth_ctx_t *ctx) {
@@ -30,8 +49,9 @@ void capf_sign_certauth(capf_job_t *j, const capf_certauth_ctx_t *ctx) {
         j->cert_err = capf_certauth_check(&c, &m, &j->cert_used, j->cert_why, sizeof(j->cert_why));
     capf_cert_type_t type;
     CBS der;
-    if (j->cert_err == CAPF_OK && capf_msg_cert(&m, &type, &der) == CAPF_OK)
-        SHA256(CBS_data(&der), CBS_len(&der), j->cert_sha256);
+    if (j->cert_err != CAPF_OK || capf_msg_cert(&m, &type, &der) != CAPF_OK) return;
+    SHA256(CBS_data(&der), CBS_len(&der), j->cert_sha256);
+    if (j->cert_used == CAPF_CERT_MIC) capf_mic_pidsn(j, &der);
 }
 
 void capf_sign_lsc(capf_job_t *j, const capf_spki_policy_t *spki_pol, const cx_issuer_t *iss,

@@ -27,7 +27,8 @@
 typedef struct {
     /* inputs */
     char device[RA_DEVICE_NAME_MAX + 1];
-    char pid[RA_DEVICE_PIDSN_MAX + 1];  /* lsc: for the CUCM-style subject ("" = unknown) */
+    char pid[RA_DEVICE_PIDSN_MAX + 1];  /* lsc: for the CUCM-style subject ("" = unknown);
+                                           certauth: out, from a verified MIC */
     char sn[RA_DEVICE_PIDSN_MAX + 1];
     CBS password;                       /* auth: the string the phone sent */
     char auth_hash[RA_DEVICE_HASH_MAX]; /* auth: the device's crypt(3) hash */

@@ -464,6 +464,10 @@ void dp_capf_job_done(dp_sess_t *s, dp_buf_t *b) {
     }
     if (b->job.kind == DP_JOB_CAPF_CERTAUTH) {
         const char *status = capf_certauth_status(j->cert_err, j->cert_used);
+        if (j->cert_err == CAPF_OK && j->pid[0] && !b->capf.dev.pid[0]) { /* the MIC's model and serial */
+            snprintf(b->capf.dev.pid, sizeof(b->capf.dev.pid), "%s", j->pid);
+            snprintf(b->capf.dev.sn, sizeof(b->capf.dev.sn), "%s", j->sn);
+        }
         capf_err_t err = j->cert_err;
         if (err == CAPF_OK && j->cert_used == CAPF_CERT_LSC && !capf_current_lsc(&b->capf.dev, j->cert_sha256)) {
             /* a valid LSC, but not the one on record: superseded, or kept from an earlier rollout */

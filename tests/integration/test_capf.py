@@ -1106,6 +1106,70 @@ class TestCapfCertAuth(CapfCase):
                 self.assertEqual((dev['lsc_serial'], dev['lsc_unconfirmed']), ('', ''))
 
 
+class TestCapfCucmSubject(CapfCase):
+    """capf_lsc_subject = cucm (3.3): devices whose PID and SN are known get
+    serialNumber=PID:<pid> SN:<sn>, ..., CN=<pid>-<device>; known from the
+    provisioning record (--pid/--sn) or from the phone's verified MIC
+    (serialNumber "PID:... SN:..."); others keep CN=<device>."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pki_dir = tempfile.mkdtemp(prefix='stampede-it-pki-')
+        try:
+            cls.mfg_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            cls.mfg_ca = make_cert('Test Manufacturing CA', cls.mfg_key.public_key(), None, cls.mfg_key, ca=True,
+                                   days=(-1, 3650))
+            mic = fx.write(os.path.join(cls.pki_dir, 'mic-ca.pem'),
+                           cls.mfg_ca.public_bytes(serialization.Encoding.PEM))
+            cls.DAEMON_ARGS = ('--capf-mic-ca', mic, '--capf-lsc-subject', 'cucm')
+            super().setUpClass()
+        except BaseException:
+            fx.rmtree(cls.pki_dir)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            fx.rmtree(cls.pki_dir)
+
+    def subject(self, res):
+        return x509.load_der_x509_certificate(res.cert_der).subject
+
+    def test_pid_sn_from_the_record(self):
+        name = self.add(self.dev('CS'), '--key', 'ec256', '--pid', 'CP-8861', '--sn', 'FCH18198CNQ')
+        subj = self.subject(self.installed(name))
+        self.assertEqual(subj.get_attributes_for_oid(NameOID.SERIAL_NUMBER)[0].value, 'PID:CP-8861 SN:FCH18198CNQ')
+        self.assertEqual(subj.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value, 'CP-8861-' + name)
+        plain = self.add(self.dev('CP'), '--key', 'ec256')      # PID/SN unknown: the default form
+        subj = self.subject(self.installed(plain))
+        self.assertEqual(subj.get_attributes_for_oid(NameOID.SERIAL_NUMBER), [])
+        self.assertEqual(subj.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value, plain)
+
+    def test_pid_sn_from_the_mic(self):
+        name = self.add(self.dev('CM'), '--key', 'ec256', auth='mic')
+        mic_key = ec_key('P-256')
+        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        mic = cert_der(x509.CertificateBuilder()
+                       .subject_name(x509.Name([x509.NameAttribute(NameOID.SERIAL_NUMBER, 'PID:CP-8845 SN:FCH2301AB1C'),
+                                                x509.NameAttribute(NameOID.ORGANIZATION_NAME, 'Test Vendor'),
+                                                x509.NameAttribute(NameOID.COMMON_NAME, 'CP-8845-' + name)]))
+                       .issuer_name(self.mfg_ca.subject).public_key(mic_key.public_key())
+                       .serial_number(x509.random_serial_number())
+                       .not_valid_before(now - datetime.timedelta(days=1))
+                       .not_valid_after(now + datetime.timedelta(days=30))
+                       .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                       .sign(self.mfg_key, hashes.SHA256()))
+        c = self.connect(version=3, key_cache='none')
+        res = self.session(name, client=c, extra_elements=cc.cert_auth_elements(
+            name, mic, mic_key, c.session_id, cert_type=cc.CERT_TYPE_MIC))
+        self.assertTrue(res.installed, res)
+        subj = self.subject(res)
+        self.assertEqual(subj.get_attributes_for_oid(NameOID.SERIAL_NUMBER)[0].value, 'PID:CP-8845 SN:FCH2301AB1C')
+        self.assertEqual(subj.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value, 'CP-8845-' + name)
+
+
 class TestCapfRsaMinBits(CapfCase):
     """P3 for RSA below 2048 (capf_rsa_min_bits lowered)."""
     DAEMON_ARGS = ('--capf-rsa-min-bits', '1024')
