@@ -448,6 +448,8 @@ static bool capf_out_shape(const capf_msg_out_t *m) {
         return p == 0;
     case CAPF_OP_END_SESSION:
         return p == B(REASON);
+    case CAPF_OP_STATUS_RESPONSE: /* only in answer to a STATUS_REQUEST (§4.3.4) */
+        return p == B(REASON) && m->reason == CAPF_REASON_UPDATE_CERTIFICATE;
     default:
         return false;   /* not a message the server sends (§4.3 rule 1) */
     }

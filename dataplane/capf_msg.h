@@ -274,6 +274,8 @@ typedef struct {
  *   STORE_CERTIFICATE_REQUEST    CERTIFICATE_TYPE + CERTIFICATE
  *   FETCH/DELETE_CERTIFICATE_REQUEST  no element
  *   END_SESSION                  REASON
+ *   STATUS_RESPONSE              REASON=01 (only as the answer to a client's
+ *                                STATUS_REQUEST, §4.3.4)
  * and the whole message must fit CAPF_SERVER_MSG_MAX (a DER of at most 4076
  * bytes in a STORE_CERTIFICATE_REQUEST). Messages to version-2 clients need
  * at least one element (§1.1 rule 3): FETCH/DELETE are for phones only.

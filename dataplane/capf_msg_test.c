@@ -754,7 +754,8 @@ static void test_build_rejects(void **state) {
         {.op = CAPF_OP_AUTH_RESPONSE, .present = V, .version = 3},    /* client opcode */
         {.op = CAPF_OP_REQUEST_IN_PROGRESS},
         {.op = CAPF_OP_RETRY_LATER},                                   /* never sent */
-        {.op = CAPF_OP_STATUS_RESPONSE, .present = R, .reason = 1},
+        {.op = CAPF_OP_STATUS_RESPONSE, .present = R, .reason = 7},     /* only REASON 01 (§4.3.4) */
+        {.op = CAPF_OP_STATUS_RESPONSE, .present = 0},
         {.op = (capf_op_t)0x30, .present = R, .reason = 1},
         {.op = CAPF_OP_AUTH_REQUEST},                                  /* no VERSION */
         {.op = CAPF_OP_AUTH_REQUEST, .present = V | R, .version = 3, .reason = 1},

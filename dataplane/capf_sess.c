@@ -20,7 +20,8 @@ void capf_conf_default(capf_conf_t *cf) {
                         .strict_version = true,
                         .device_name_max = CAPF_DEVICE_NAME_MAX,
                         .max_in_progress = 16,
-                        .fetch_delete = true};
+                        .fetch_delete = true,
+                        .status_reply = true};
 }
 
 /* The CUCM status words for a failure of the operation in progress (§5.5). */
@@ -167,6 +168,13 @@ capf_step_t capf_sess_on_msg(capf_sess_t *s, const capf_conf_t *cf, const capf_m
     if (m->op == CAPF_OP_ABORT_REQUEST && s->locked) { /* §4.3.4: the user cancelled */
         capf_why(r, "%s: aborted by the user", capf_op_failed(s));
         return capf_refuse(s, out, r);
+    }
+    if (m->op == CAPF_OP_STATUS_REQUEST && cf->status_reply && capf_expected(s->state)) {
+        /* §4.3.4: the phone asks how things stand; the session stays where it is */
+        capf_msg_out_t st = {.op = CAPF_OP_STATUS_RESPONSE, .session_id = s->id,
+                             .present = CAPF_BIT(CAPF_TAG_REASON), .reason = CAPF_REASON_UPDATE_CERTIFICATE};
+        capf_msg_build(out, &st);
+        return CAPF_STEP_WAIT;
     }
     unsigned want = capf_expected(s->state);
     bool in_progress = s->state == CAPF_S_AWAIT_KEYGEN && m->op == CAPF_OP_REQUEST_IN_PROGRESS;

@@ -35,6 +35,7 @@ typedef struct {
     size_t device_name_max;    /* §2.10 rule 7, default 15 */
     unsigned max_in_progress;  /* REQUEST_IN_PROGRESS messages allowed in S3 (16) */
     bool fetch_delete;         /* Troubleshoot and Delete served (§4.3.9), default on */
+    bool status_reply;         /* STATUS_REQUEST gets STATUS_RESPONSE 01 (§4.3.4), default on */
 } capf_conf_t;
 
 /* capf_conf_default fills the defaults above. This function can't fail. */

@@ -465,6 +465,30 @@ static void test_delete_fetch(void **state) {
     out_done(&o);
 }
 
+/* §4.3.4: STATUS_REQUEST gets STATUS_RESPONSE 01 and the session stays in
+ * its state (setting on); with the setting off it is out of order. */
+static void test_status_request(void **state) {
+    (void)state;
+    capf_sess_t s;
+    capf_conf_t cf;
+    out_t o = {.live = false};
+    capf_result_t r = {0};
+    cmsg_t m;
+    ra_device_t d;
+    to_begin(&s, &cf, &o, &r, &m, 3, "SEP74A02FC0A675", NULL);
+    device(&d, RA_OP_INSTALL, RA_AUTH_NULL, RA_KEY_RSA2048, 0, 1);
+    assert_int_equal(capf_sess_begun(&s, &cf, CAPF_BEGIN_OK, &d, out_reset(&o), &r), CAPF_STEP_WAIT);
+    cmsg(&m, CAPF_OP_STATUS_REQUEST, SID, NULL, 0);
+    assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_WAIT);
+    const uint8_t status[] = {0x55, 0x13, 0x00, 0x00, 0x01, 0x23, 0x00, 0x04, 0x01, 0x00, 0x01, 0x01};
+    assert_bytes(&o, status, sizeof(status));
+    assert_int_equal(s.state, CAPF_S_AWAIT_KEYGEN);
+    cf.status_reply = false;
+    assert_int_equal(capf_sess_on_msg(&s, &cf, &m.msg, out_reset(&o), &r), CAPF_STEP_FAIL);
+    assert_non_null(strstr(r.why, "STATUS_REQUEST"));
+    out_done(&o);
+}
+
 /* R3, R6, R7, R8: timers and lost connections per state. */
 static void test_timeouts(void **state) {
     (void)state;
@@ -507,7 +531,7 @@ int main(void) {
         cmocka_unit_test(test_install_v3_rsa),    cmocka_unit_test(test_begin_refusals),
         cmocka_unit_test(test_policy_failures),   cmocka_unit_test(test_protocol_violations),
         cmocka_unit_test(test_install_failures),  cmocka_unit_test(test_delete_fetch),
-        cmocka_unit_test(test_timeouts),
+        cmocka_unit_test(test_timeouts),          cmocka_unit_test(test_status_request),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

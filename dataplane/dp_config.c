@@ -40,6 +40,7 @@ static const dp_setting_t dp_settings[] = {
     S(capf_lockout_s, DP_T_UINT, "600", 1, 86400, "CAPF: seconds a locked-out device is refused"),
     S(capf_hello_auth_type, DP_T_BOOL, "true", 0, 0, "CAPF: the hello carries AUTH_TYPE=00 besides VERSION=3 (proven with phones; Jabber ignores it)"),
     S(capf_strict_version, DP_T_BOOL, "true", 0, 0, "CAPF: refuse an AUTH_RESPONSE without VERSION (else treat it as version 2)"),
+    S(capf_status_reply, DP_T_BOOL, "true", 0, 0, "CAPF: answer a phone's STATUS_REQUEST with STATUS_RESPONSE 01 and keep the session where it is (capf-protocol.md 4.3.4; unverified with real phones); false: it ends the session as out of order"),
     S(capf_fetch_delete, DP_T_BOOL, "true", 0, 0, "CAPF: serve the Delete and Troubleshoot operations (version 3 clients; unverified with real phones)"),
     S(est_users, DP_T_STR, "", 0, 0, "htpasswd-style 'user:hash' file (hashes from `openssl passwd -6`); default DATA/est-users, created with a random password for user 'est' on first start"),
     S(redis, DP_T_STR, "", 0, 0, "Redis to use: redis://host:port/db or a unix socket path; empty = start a private redis-server child on DATA/redis.sock (no TCP port, AOF on); off = no system of record (benchmark comparison only: nothing is recorded, no dedup, no registry devices)"),

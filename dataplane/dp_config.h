@@ -66,6 +66,7 @@ typedef struct {
     bool capf_hello_auth_type;
     bool capf_strict_version;
     bool capf_fetch_delete;
+    bool capf_status_reply;
     char *capf_tls_cert;
     char *capf_lsc_subject;
     uint32_t capf_max_keygen;

@@ -186,6 +186,7 @@ static int dp_capf_setup(dp_runtime_t *rt, char *why, size_t why_len) {
     rt->capf.strict_version = cfg->capf_strict_version;
     rt->capf.device_name_max = cfg->capf_device_name_max;
     rt->capf.fetch_delete = cfg->capf_fetch_delete;
+    rt->capf.status_reply = cfg->capf_status_reply;
     rt->capf_spki.rsa_min_bits = (uint16_t)cfg->capf_rsa_min_bits;
     cx_lsc_policy_default(&rt->capf_lsc);
     rt->capf_lsc.validity_days = cfg->capf_lsc_days;
