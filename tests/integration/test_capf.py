@@ -909,15 +909,15 @@ def cert_der(cert):
     return cert.public_bytes(serialization.Encoding.DER)
 
 
-class TestCapfCertAuth(CapfCase):
-    """Authentication by existing certificate (2.8): P7 (LSC, RSA and EC,
-    SHA-1 + SHA-512 / SHA-256, bare hash and DigestInfo), P8 (MIC + SUDI
-    with the little-endian session id), P15 (a second trusted LSC issuer:
-    rollover), N3 (every refusal: bad signatures, hash id, CN, issuer,
-    expiry, superseded LSC) and N4 (certificate mode without a
-    certificate). The manufacturer CA and the previous LSC issuer are made
-    here and given to stampeded (--capf-mic-ca, --capf-lsc-issuers);
-    lockout is off so the refusals can be counted."""
+class MfgPkiCase(CapfCase):
+    """A CapfCase whose stampeded trusts a manufacturing CA made for the
+    class (--capf-mic-ca): cls.mfg_ca / cls.mfg_key mint MICs. Subclasses
+    add PKI and daemon flags in more_pki()."""
+
+    @classmethod
+    def more_pki(cls):
+        """Extra PKI for the class; returns extra stampeded flags."""
+        return ()
 
     @classmethod
     def setUpClass(cls):
@@ -926,16 +926,9 @@ class TestCapfCertAuth(CapfCase):
             cls.mfg_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             cls.mfg_ca = make_cert('Test Manufacturing CA', cls.mfg_key.public_key(), None, cls.mfg_key, ca=True,
                                    days=(-1, 3650))
-            cls.old_key = ec_key('P-256')
-            cls.old_ca = make_cert('CAPF-0ld0ca00', cls.old_key.public_key(), None, cls.old_key, ca=True,
-                                   days=(-1, 3650))
-            cls.rogue_key = ec_key('P-256')
-            cls.rogue_ca = make_cert('Rogue CA', cls.rogue_key.public_key(), None, cls.rogue_key, ca=True)
             mic = fx.write(os.path.join(cls.pki_dir, 'mic-ca.pem'),
                            cls.mfg_ca.public_bytes(serialization.Encoding.PEM))
-            old = fx.write(os.path.join(cls.pki_dir, 'old-capf.pem'),
-                           cls.old_ca.public_bytes(serialization.Encoding.PEM))
-            cls.DAEMON_ARGS = ('--capf-mic-ca', mic, '--capf-lsc-issuers', old, '--capf-max-auth-failures', '0')
+            cls.DAEMON_ARGS = ('--capf-mic-ca', mic) + tuple(cls.more_pki())
             super().setUpClass()
         except BaseException:
             fx.rmtree(cls.pki_dir)
@@ -947,6 +940,28 @@ class TestCapfCertAuth(CapfCase):
             super().tearDownClass()
         finally:
             fx.rmtree(cls.pki_dir)
+
+
+class TestCapfCertAuth(MfgPkiCase):
+    """Authentication by existing certificate (2.8): P7 (LSC, RSA and EC,
+    SHA-1 + SHA-512 / SHA-256, bare hash and DigestInfo), P8 (MIC + SUDI
+    with the little-endian session id), P15 (a second trusted LSC issuer:
+    rollover), N3 (every refusal: bad signatures, hash id, CN, issuer,
+    expiry, superseded LSC) and N4 (certificate mode without a
+    certificate). The manufacturer CA and the previous LSC issuer are made
+    here and given to stampeded (--capf-mic-ca, --capf-lsc-issuers);
+    lockout is off so the refusals can be counted."""
+
+    @classmethod
+    def more_pki(cls):
+        cls.old_key = ec_key('P-256')
+        cls.old_ca = make_cert('CAPF-0ld0ca00', cls.old_key.public_key(), None, cls.old_key, ca=True,
+                               days=(-1, 3650))
+        cls.rogue_key = ec_key('P-256')
+        cls.rogue_ca = make_cert('Rogue CA', cls.rogue_key.public_key(), None, cls.rogue_key, ca=True)
+        old = fx.write(os.path.join(cls.pki_dir, 'old-capf.pem'),
+                       cls.old_ca.public_bytes(serialization.Encoding.PEM))
+        return ('--capf-lsc-issuers', old, '--capf-max-auth-failures', '0')
 
     def our_ca(self):
         """stampeded's CA (certificate, key), read from its data directory:
@@ -1106,33 +1121,15 @@ class TestCapfCertAuth(CapfCase):
                 self.assertEqual((dev['lsc_serial'], dev['lsc_unconfirmed']), ('', ''))
 
 
-class TestCapfCucmSubject(CapfCase):
+class TestCapfCucmSubject(MfgPkiCase):
     """capf_lsc_subject = cucm (3.3): devices whose PID and SN are known get
     serialNumber=PID:<pid> SN:<sn>, ..., CN=<pid>-<device>; known from the
     provisioning record (--pid/--sn) or from the phone's verified MIC
     (serialNumber "PID:... SN:..."); others keep CN=<device>."""
 
     @classmethod
-    def setUpClass(cls):
-        cls.pki_dir = tempfile.mkdtemp(prefix='stampede-it-pki-')
-        try:
-            cls.mfg_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            cls.mfg_ca = make_cert('Test Manufacturing CA', cls.mfg_key.public_key(), None, cls.mfg_key, ca=True,
-                                   days=(-1, 3650))
-            mic = fx.write(os.path.join(cls.pki_dir, 'mic-ca.pem'),
-                           cls.mfg_ca.public_bytes(serialization.Encoding.PEM))
-            cls.DAEMON_ARGS = ('--capf-mic-ca', mic, '--capf-lsc-subject', 'cucm')
-            super().setUpClass()
-        except BaseException:
-            fx.rmtree(cls.pki_dir)
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            fx.rmtree(cls.pki_dir)
+    def more_pki(cls):
+        return ('--capf-lsc-subject', 'cucm')
 
     def subject(self, res):
         return x509.load_der_x509_certificate(res.cert_der).subject
