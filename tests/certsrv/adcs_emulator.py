@@ -595,6 +595,10 @@ class _TLSServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
                     self.RequestHandlerClass(sock, client_address, self)
                 finally:
                     emu._track(sock, False)
+                    try:
+                        sock.close()
+                    except OSError:
+                        pass
             else:
                 self.RequestHandlerClass(request, client_address, self)
         finally:
@@ -800,7 +804,7 @@ class AdcsEmulator:
             self.faults = {}
             self._log = []
             self._conns = {}
-            self._conn_seq = 0
+            self._conn_seq = getattr(self, '_conn_seq', 0)     # ids stay unique across reset()
             self._tls_failures = []
 
     # ---- lifecycle
@@ -1044,6 +1048,7 @@ class AdcsEmulator:
     def _send(self, h, status, body, ctype='text/html', headers=(), entry=None, close=False):
         if entry is not None:
             entry['status'] = status
+            self._commit_log(entry)     # logged before the client can see the answer
         h.send_response(status)
         ctype_sent = False
         for k, v in headers:
@@ -1307,7 +1312,11 @@ class AdcsEmulator:
                 return
             self._send(h, status, rbody, headers=headers, entry=entry)
         finally:
-            with self._lock:
+            self._commit_log(entry)
+
+    def _commit_log(self, entry):
+        with self._lock:
+            if entry['seq'] is None:
                 entry['seq'] = len(self._log) + 1
                 self._log.append(entry)
 
