@@ -513,6 +513,27 @@ class T02_Enrollment(EmuCase):
         cp = self.curl(self.emu.url('/certsrv/'), user=self.basic_user(), check_exit=False)
         self.assertEqual(cp.returncode, 52, cp.stderr)        # empty reply from server
 
+    def test_content_type_knobs_and_lowercase_redirect(self):
+        res, _ = self.submit_curl()
+        path = '/certsrv/certnew.cer?ReqID=%d&Enc=bin' % res['id']
+        self.assertEqual(self.get(path, ua=UA_PLAIN)[0].getheader('Content-Type'),
+                         'application/pkix-cert')
+        self.emu.configure(non_browser_content_type='application/octet-stream')
+        self.assertEqual(self.get(path, ua=UA_PLAIN)[0].getheader('Content-Type'),
+                         'application/octet-stream')
+        self.assertEqual(self.get(path)[0].getheader('Content-Type'), 'application/pkix-cert')
+        self.emu.configure(legacy_content_type=True)
+        self.assertEqual(self.get(path)[0].getheader('Content-Type'), 'application/x-x509-user-cert')
+        r, _ = self.get('/certsrv/certnew.cer?ReqID=CACert&Renewal=0&Enc=bin')
+        self.assertEqual(r.getheader('Content-Type'), 'application/x-x509-ca-cert')
+        r, body = self.get('/CertSrv/certcarc.asp')
+        self.assertEqual(r.status, 200)                 # IIS is case-insensitive by default
+        self.emu.configure(lowercase_redirect=True)
+        r, _ = self.get('/CertSrv/certcarc.asp')
+        self.assertEqual(r.status, 302)
+        self.assertEqual(r.getheader('Location'),
+                         'https://adcs.test:%d/certsrv/certcarc.asp' % self.emu.port)
+
     def test_expect_100_continue(self):
         _, csr_pem = make_csr()
         cp = self.curl('-H', 'Expect: 100-continue', '--expect100-timeout', '5', '-D', '-',
