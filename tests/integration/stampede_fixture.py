@@ -710,3 +710,53 @@ class RedisClient:
 
 def main():
     unittest.main(verbosity=2)
+
+
+class RedisServer:
+    """RedisServer is a redis-server a test owns: on 127.0.0.1:`port`, or on
+    the unix socket `unix` (default DIR/redis.sock when neither is given).
+    No persistence, or with `aof` an AOF fsynced on every write (a kill -9
+    then loses nothing). The Popen is tracked, so a leftover is killed at
+    exit."""
+
+    def __init__(self, workdir, port=None, unix=None, name='redis', aof=False):
+        self.dir = os.path.join(workdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        if port is None and unix is None:
+            unix = os.path.join(self.dir, 'redis.sock')
+        self.port, self.unix, self.aof, self.proc = port, unix, aof, None
+        self.client = RedisClient(unix if unix else ('127.0.0.1', port))
+
+    @property
+    def sock(self):
+        return self.unix
+
+    @property
+    def url(self):
+        return self.unix if self.unix else 'redis://127.0.0.1:%d/0' % self.port
+
+    def start(self, bound=20.0):
+        net = (['--port', '0', '--unixsocket', self.unix, '--unixsocketperm', '700'] if self.unix
+               else ['--port', str(self.port), '--bind', '127.0.0.1'])
+        persist = ['--appendonly', 'yes', '--appendfsync', 'always'] if self.aof else ['--appendonly', 'no']
+        self.proc = subprocess.Popen(['redis-server'] + net + ['--save', ''] + persist + ['--dir', self.dir],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, cwd=self.dir)
+        _live.add(self.proc)
+        deadline = time.monotonic() + bound
+        while self.proc.poll() is None and not self.client.ping() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.proc.poll() is not None:
+            raise AssertionError('redis-server exited %s at start' % self.proc.returncode)
+        if not self.client.ping():
+            self.kill()
+            raise AssertionError('redis-server not answering within %.0f s' % bound)
+        return self
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)   # in case a test stopped it
+            self.proc.kill()
+            self.proc.wait(10)
+        if self.proc is not None:
+            _live.discard(self.proc)

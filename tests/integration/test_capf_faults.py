@@ -452,45 +452,13 @@ class TestCapfLostSessionFreed(fx.DaemonTestCase):
 
 # ================================================================ Redis down
 
-class RedisServer:
-    """A redis-server this test owns on a unix socket, with an AOF fsynced
-    on every write so that a kill -9 loses nothing."""
-
-    def __init__(self, workdir):
-        self.dir = os.path.join(workdir, 'redis')
-        os.makedirs(self.dir, exist_ok=True)
-        self.sock = os.path.join(self.dir, 'redis.sock')
-        self.client = fx.RedisClient(self.sock)
-        self.proc = None
-
-    def start(self, bound=20.0):
-        self.proc = subprocess.Popen(
-            ['redis-server', '--port', '0', '--unixsocket', self.sock, '--unixsocketperm', '700', '--save', '',
-             '--appendonly', 'yes', '--appendfsync', 'always', '--dir', self.dir],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir)
-        fx._live.add(self.proc)
-        if not tc.wait_for(lambda: self.proc.poll() is not None or self.client.ping(), bound):
-            self.kill()
-            raise AssertionError('redis-server not answering within %.0f s' % bound)
-        if self.proc.poll() is not None:
-            raise AssertionError('redis-server exited %s at start' % self.proc.returncode)
-        return self
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-        if self.proc is not None:
-            fx._live.discard(self.proc)
-
-
 class TestCapfRedisDown(tc.CapfCase):
     """R13 with an external Redis that is killed and restarted."""
 
     @classmethod
     def setUpClass(cls):
         cls.class_tmp = tempfile.mkdtemp(prefix='stampede-it-cls-')
-        cls.rs = RedisServer(cls.class_tmp)
+        cls.rs = fx.RedisServer(cls.class_tmp, aof=True)
         cls.d = None
         try:
             cls.rs.start()

@@ -46,45 +46,6 @@ def wait_for(pred, bound, step=0.05):
     return bool(pred())
 
 
-class RedisServer:
-    """RedisServer is a redis-server this test owns (no persistence): on
-    127.0.0.1:`port`, or on the unix socket `unix`. The Popen is tracked by
-    the fixture, so a leftover is killed at exit."""
-
-    def __init__(self, workdir, port=None, unix=None, name='redis'):
-        self.dir = os.path.join(workdir, name)
-        os.makedirs(self.dir, exist_ok=True)
-        self.port, self.unix, self.proc = port, unix, None
-        self.client = fx.RedisClient(unix if unix else ('127.0.0.1', port))
-
-    @property
-    def url(self):
-        return self.unix if self.unix else 'redis://127.0.0.1:%d/0' % self.port
-
-    def start(self, bound=10.0):
-        net = (['--port', '0', '--unixsocket', self.unix, '--unixsocketperm', '700'] if self.unix
-               else ['--port', str(self.port), '--bind', '127.0.0.1'])
-        self.proc = subprocess.Popen(['redis-server'] + net + ['--save', '', '--appendonly', 'no',
-                                                               '--dir', self.dir],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, cwd=self.dir)
-        fx._live.add(self.proc)
-        if not wait_for(lambda: self.proc.poll() is not None or self.client.ping(), bound):
-            self.kill()
-            raise AssertionError('redis-server not answering within %.0f s' % bound)
-        if self.proc.poll() is not None:
-            raise AssertionError('redis-server exited %s at start' % self.proc.returncode)
-        return self
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait(10)
-        if self.proc is not None:
-            fx._live.discard(self.proc)
-
-
 class Outcome:
     """Outcome of one CSR in a load: final status (200, 503, another
     status, or None: no response), the certificate DER for a 200, how many
@@ -258,7 +219,7 @@ class TestRedisFaults(fx.DaemonTestCase):
     # ------------------------------------------------------------ external Redis down, then back
 
     def test_external_redis_down_503_then_back(self):
-        rs = RedisServer(self.tmp, port=fx.free_port()).start()
+        rs = fx.RedisServer(self.tmp, port=fx.free_port()).start()
         self.addCleanup(rs.kill)
         d = self.daemon(['--redis', rs.url])
         csrs = self.csrs(12, 'down')
@@ -298,7 +259,7 @@ class TestRedisFaults(fx.DaemonTestCase):
         """A Redis that stops answering (SIGSTOP) costs at most
         redis_timeout_ms: the enrollment gets 503, not a hang; SIGCONT and
         enrollments succeed again."""
-        rs = RedisServer(self.tmp, port=fx.free_port()).start()
+        rs = fx.RedisServer(self.tmp, port=fx.free_port()).start()
         self.addCleanup(rs.kill)
         d = self.daemon(['--redis', rs.url, '--redis-timeout-ms', '500'])
         csrs = self.csrs(4, 'hung')
@@ -321,7 +282,7 @@ class TestRedisFaults(fx.DaemonTestCase):
         """SIGTERM while an enrollment waits on a hung Redis (reply timeout
         far away): at the drain deadline the Redis connection is dropped,
         the waiting client gets 503 and stampeded exits 0 in time."""
-        rs = RedisServer(self.tmp, port=fx.free_port()).start()
+        rs = fx.RedisServer(self.tmp, port=fx.free_port()).start()
         self.addCleanup(rs.kill)
         d = self.daemon(['--redis', rs.url, '--redis-timeout-ms', '60000', '--drain-timeout', '1'])
         csr = self.csrs(1, 'drainhung')[0]
@@ -385,7 +346,7 @@ class TestRedisFaults(fx.DaemonTestCase):
         """stampeded_killed runs the kill -9 scenario; returns how many
         re-sent CSRs had been recorded as issued without their client
         getting the answer."""
-        rs = RedisServer(self.tmp, unix=os.path.join(self.tmp, 'ext-redis.sock')).start()
+        rs = fx.RedisServer(self.tmp, unix=os.path.join(self.tmp, 'ext-redis.sock')).start()
         self.addCleanup(rs.kill)
         d = self.daemon(['--redis', rs.url])
         csrs = self.csrs(200, 'dkill')
