@@ -24,8 +24,7 @@ void capf_conf_default(capf_conf_t *cf) {
                         .status_reply = true};
 }
 
-/* The CUCM status words for a failure of the operation in progress (§5.5). */
-static const char *capf_op_failed(const capf_sess_t *s) {
+const char *capf_op_failed(const capf_sess_t *s) {
     switch (s->op) {
     case RA_OP_DELETE: return "Delete Failed";
     case RA_OP_TROUBLESHOOT: return "Troubleshoot Failed";

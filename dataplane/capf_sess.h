@@ -124,6 +124,11 @@ typedef struct {
     char device[RA_DEVICE_NAME_MAX + 1]; /* "" until AUTH_RESPONSE */
 } capf_sess_t;
 
+/* capf_op_failed returns CUCM's status words for a failure of the
+ * operation in progress (§5.5): "Upgrade Failed", "Delete Failed" or
+ * "Troubleshoot Failed". Static storage; can't fail. */
+const char *capf_op_failed(const capf_sess_t *s);
+
 /* capf_sess_start begins session `id`: builds the hello (AUTH_REQUEST,
  * VERSION 3 [+ AUTH_TYPE 00]) into `out` and enters AWAIT_AUTH.
  * Returns CAPF_OK or CAPF_E_BUFFER (out refused the bytes). */

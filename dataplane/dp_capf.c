@@ -61,8 +61,10 @@ void dp_capf_defer_fail(dp_core_t *c, const char *device, uint32_t id, const cha
 static capf_sess_t *eng(dp_sess_t *s) { return &s->capf; }
 static const capf_conf_t *conf(dp_sess_t *s) { return &s->core->rt->capf; }
 
-static void capf_token(const dp_sess_t *s, char *out, size_t cap) {
-    snprintf(out, cap, "%s:%08x", s->core->rt->capf_node, s->capf.id);
+/* capf_token writes the owner token of session `id` (the device lock's
+ * value): INSTANCE:BOOT:ID. */
+static void capf_token(const dp_core_t *c, uint32_t id, char *out, size_t cap) {
+    snprintf(out, cap, "%s:%08x", c->rt->capf_node, id);
 }
 
 /* capf_out opens the CBB where the engine writes the next server message. */
@@ -156,6 +158,17 @@ static dp_buf_t *capf_buf(dp_sess_t *s) {
     return b;
 }
 
+/* capf_buf_or_shed gives the session a buffer, or sheds the session when
+ * the core has none left (queue_bound reached). */
+static dp_buf_t *capf_buf_or_shed(dp_sess_t *s) {
+    dp_buf_t *b = capf_buf(s);
+    if (b) return b;
+    capf_log(s, true, "no buffer left (queue_bound reached); closing");
+    s->core->stats.shed++;
+    dp_sess_close(s, false);
+    return NULL;
+}
+
 /* ---- writing ---- */
 
 /* capf_write writes the prepared message (resp_off/resp_len) with one
@@ -230,7 +243,7 @@ static void capf_orphan_fail(dp_core_t *c, const char *device, uint32_t id, cons
     }
     ra_capf_cmd_t cmd;
     char token[RA_CAPF_TOKEN_MAX + 1];
-    snprintf(token, sizeof(token), "%s:%08x", c->rt->capf_node, id);
+    capf_token(c, id, token, sizeof(token));
     if (ra_capf_fail_cmd(&cmd, c->rt->capf_sha, device, token, (int64_t)time(NULL), "", reason) != RA_OK) return;
     c->capf_orphan.done = capf_orphan_done;
     dp_redis_command(&c->redis, &c->capf_orphan, cmd.argc, cmd.argv, cmd.argvlen);
@@ -290,16 +303,15 @@ static void capf_on_begin(dp_redis_req_t *req, redisReply *reply) {
 
 static bool capf_begin(dp_sess_t *s) {
     dp_core_t *c = s->core;
-    if (!dp_redis_usable(&c->redis))
-        return capf_run(s, capf_sess_begun(eng(s), conf(s), CAPF_BEGIN_UNAVAILABLE, NULL, capf_out(s), &s->buf->capf.r));
+    const dp_config_t *cfg = &c->rt->cfg;
     ra_capf_cmd_t cmd;
     char token[RA_CAPF_TOKEN_MAX + 1];
-    capf_token(s, token, sizeof(token));
-    const dp_config_t *cfg = &c->rt->cfg;
+    capf_token(c, s->capf.id, token, sizeof(token));
     /* the lock covers the longest session: key generation, then the store
      * answer; a crashed daemon's locks are released at its next start */
     int64_t ttl_ms = ((int64_t)cfg->capf_keygen_timeout + cfg->capf_reply_timeout + 60) * 1000;
-    if (ra_capf_begin_cmd(&cmd, c->rt->capf_sha, s->capf.device, token, (int64_t)time(NULL), s->peer, ttl_ms) !=
+    if (!dp_redis_usable(&c->redis) ||
+        ra_capf_begin_cmd(&cmd, c->rt->capf_sha, s->capf.device, token, (int64_t)time(NULL), s->peer, ttl_ms) !=
             RA_OK ||
         !capf_command(s, &cmd, capf_on_begin))
         return capf_run(s, capf_sess_begun(eng(s), conf(s), CAPF_BEGIN_UNAVAILABLE, NULL, capf_out(s), &s->buf->capf.r));
@@ -333,20 +345,18 @@ static bool capf_record(dp_sess_t *s) {
     capf_job_t *j = &b->capf.job;
     ra_capf_cmd_t cmd;
     char token[RA_CAPF_TOKEN_MAX + 1], serial[2 * CX_SERIAL_LEN + 1];
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < CX_SERIAL_LEN; i++) {
-        serial[2 * i] = hex[j->serial[i] >> 4];
-        serial[2 * i + 1] = hex[j->serial[i] & 15];
-    }
-    serial[2 * CX_SERIAL_LEN] = 0;
-    capf_token(s, token, sizeof(token));
+    ra_hex(serial, j->serial, CX_SERIAL_LEN); /* the first byte is never 0: no leading zeros */
+    capf_token(c, s->capf.id, token, sizeof(token));
     bool ok = dp_redis_usable(&c->redis) &&
               ra_capf_lsc_init(&b->capf.lsc, CBS_data(&b->capf.r.spki), CBS_len(&b->capf.r.spki),
-                               b->data + CAPF_CERT_OFF, j->cert_len, serial, j->not_after) == RA_OK &&
-              (b->capf.lsc.has_key_hash = true, memcpy(b->capf.lsc.key_hash, j->key_hash, sizeof(j->key_hash))) &&
-              ra_capf_issued_cmd(&cmd, c->rt->capf_sha, s->capf.device, token, (int64_t)time(NULL), s->peer,
-                                 &b->capf.lsc) == RA_OK &&
-              capf_command(s, &cmd, capf_on_recorded);
+                               b->data + CAPF_CERT_OFF, j->cert_len, serial, j->not_after) == RA_OK;
+    if (ok) { /* the key's owner is checked and recorded with the LSC */
+        b->capf.lsc.has_key_hash = true;
+        memcpy(b->capf.lsc.key_hash, j->key_hash, sizeof(j->key_hash));
+        ok = ra_capf_issued_cmd(&cmd, c->rt->capf_sha, s->capf.device, token, (int64_t)time(NULL), s->peer,
+                                &b->capf.lsc) == RA_OK &&
+             capf_command(s, &cmd, capf_on_recorded);
+    }
     if (!ok) {
         CBS none;
         CBS_init(&none, NULL, 0);
@@ -381,7 +391,7 @@ static bool capf_close_record(dp_sess_t *s, bool finish) {
     const dp_config_t *cfg = &c->rt->cfg;
     ra_capf_cmd_t cmd;
     char token[RA_CAPF_TOKEN_MAX + 1];
-    capf_token(s, token, sizeof(token));
+    capf_token(c, s->capf.id, token, sizeof(token));
     int64_t now = (int64_t)time(NULL);
     ra_err_t e;
     if (finish) {
@@ -403,9 +413,7 @@ static bool capf_close_record(dp_sess_t *s, bool finish) {
         if (s->capf.locked) {
             char why[160];
             snprintf(why, sizeof(why), "%s: the outcome could not be recorded (registry unavailable)",
-                     s->capf.op == RA_OP_DELETE        ? "Delete Failed"
-                     : s->capf.op == RA_OP_TROUBLESHOOT ? "Troubleshoot Failed"
-                                                        : "Upgrade Failed");
+                     capf_op_failed(&s->capf));
             dp_capf_defer_fail(c, s->capf.device, s->capf.id, finish || !r->why[0] ? why : r->why);
         }
         return capf_run(s, capf_sess_closed(eng(s), false, capf_out(s), r));
@@ -444,14 +452,9 @@ void dp_capf_job_run(dp_buf_t *b, unsigned worker) {
  * (or the registry has none on record, e.g. a device imported with an LSC
  * issued elsewhere: then any valid LSC of the device will do). */
 static bool capf_current_lsc(const ra_device_t *dev, const uint8_t sha256[32]) {
-    static const char hex[] = "0123456789abcdef";
     char h[65];
     if (!dev->lsc_sha256[0]) return true;
-    for (int i = 0; i < 32; i++) {
-        h[2 * i] = hex[sha256[i] >> 4];
-        h[2 * i + 1] = hex[sha256[i] & 15];
-    }
-    h[64] = 0;
+    ra_hex(h, sha256, 32);
     return strcasecmp(h, dev->lsc_sha256) == 0;
 }
 
@@ -500,8 +503,8 @@ static capf_job_t *capf_job_new(dp_sess_t *s) {
  * Returns what capf_run returns. */
 static bool capf_job(dp_sess_t *s, int kind) {
     if (capf_submit(s, kind)) return false;
-    snprintf(s->buf->capf.r.why, sizeof(s->buf->capf.r.why), "%s Failed: server busy (signing queue full)",
-             s->capf.op == RA_OP_DELETE ? "Delete" : s->capf.op == RA_OP_TROUBLESHOOT ? "Troubleshoot" : "Upgrade");
+    snprintf(s->buf->capf.r.why, sizeof(s->buf->capf.r.why), "%s: server busy (signing queue full)",
+             capf_op_failed(&s->capf));
     s->capf.state = CAPF_S_FINISHING;
     return capf_run(s, CAPF_STEP_FAIL);
 }
@@ -609,13 +612,8 @@ static bool capf_message(dp_sess_t *s, size_t len) {
 }
 
 bool dp_capf_read(dp_sess_t *s) {
-    if (!capf_buf(s)) { /* no buffer left: shed this session */
-        capf_log(s, true, "no buffer left (queue_bound reached); closing");
-        s->core->stats.shed++;
-        dp_sess_close(s, false);
-        return false;
-    }
-    dp_buf_t *b = s->buf;
+    dp_buf_t *b = capf_buf_or_shed(s);
+    if (!b) return false;
     for (;;) {
         size_t need = CAPF_HEADER_LEN;
         capf_err_t e = capf_msg_need(b->data, b->len, &need);
@@ -652,12 +650,7 @@ bool dp_capf_read(dp_sess_t *s) {
 
 bool dp_capf_started(dp_sess_t *s) {
     dp_core_t *c = s->core;
-    if (!capf_buf(s)) {
-        capf_log(s, true, "no buffer left (queue_bound reached); closing");
-        c->stats.shed++;
-        dp_sess_close(s, false);
-        return false;
-    }
+    if (!capf_buf_or_shed(s)) return false;
     uint32_t id = c->rt->capf_id_base + c->id + c->capf_seq++ * c->rt->num_cores;
     if (capf_sess_start(eng(s), conf(s), id, capf_out(s)) != CAPF_OK) {
         dp_sess_close(s, false);

@@ -135,26 +135,16 @@ static int dp_capf_store(X509_STORE **out, const dp_runtime_t *rt, bool with_ca,
     *out = NULL;
     if (!with_ca && !file[0]) return 0;
     X509_STORE *st = X509_STORE_new();
-    if (!st) goto nomem;
-    if (with_ca) {
-        const uint8_t *p = rt->ca.ca_der;
-        X509 *x = d2i_X509(NULL, &p, (long)rt->ca.ca_der_len);
-        int ok = x && X509_STORE_add_cert(st, x);
-        X509_free(x);
-        if (!ok) goto nomem;
+    if (!st) {
+        snprintf(why, why_len, "out of memory building the %s trust store", setting);
+        return -1;
     }
-    if (file[0] && !X509_STORE_load_locations(st, file, NULL)) {
-        snprintf(why, why_len, "%s: cannot read PEM certificates from %s", setting, file);
+    if (dp_tls_store_fill(st, with_ca ? &rt->ca : NULL, file, setting, why, why_len)) {
         X509_STORE_free(st);
-        ERR_clear_error();
         return -1;
     }
     *out = st;
     return 0;
-nomem:
-    X509_STORE_free(st);
-    snprintf(why, why_len, "out of memory building the %s trust store", setting);
-    return -1;
 }
 
 /* dp_capf_trust prepares authentication by existing certificate: LSC

@@ -93,20 +93,26 @@ static void redis_reply(redisAsyncContext *ac, void *reply, void *priv) {
     if (req) req->done(req, reply);
 }
 
+/* script_loaded checks a SCRIPT LOAD reply against the SHA-1 the core
+ * computed; a failure drops the connection (it reconnects with back-off).
+ * Returns true if `rep` names the script. */
+static bool script_loaded(dp_redis_t *r, redisAsyncContext *ac, const redisReply *rep, const char *sha,
+                          const char *what) {
+    if (rep->type == REDIS_REPLY_STRING && rep->len == 40 && memcmp(rep->str, sha, 40) == 0) return true;
+    DP_WARN("redis: SCRIPT LOAD of the %s script failed: %.*s", what,
+            rep->type == REDIS_REPLY_ERROR ? (int)rep->len : 0, rep->type == REDIS_REPLY_ERROR ? rep->str : "");
+    r->why[0] = 0;
+    redisAsyncDisconnect(ac);
+    return false;
+}
+
 /* on_capf_loaded checks the CAPF script (loaded first; the request
  * script's reply then marks the connection up). */
 static void on_capf_loaded(redisAsyncContext *ac, void *reply, void *priv) {
     (void)priv;
     dp_redis_t *r = ac->data;
-    redisReply *rep = reply;
     redis_answered(r);
-    if (!rep) return;
-    if (rep->type != REDIS_REPLY_STRING || rep->len != 40 || memcmp(rep->str, r->capf_sha, 40) != 0) {
-        DP_WARN("redis: SCRIPT LOAD of the CAPF script failed: %.*s", rep->type == REDIS_REPLY_ERROR ? (int)rep->len : 0,
-                rep->type == REDIS_REPLY_ERROR ? rep->str : "");
-        r->why[0] = 0;
-        redisAsyncDisconnect(ac);
-    }
+    if (reply) script_loaded(r, ac, reply, r->capf_sha, "CAPF");
 }
 
 static void on_script_loaded(redisAsyncContext *ac, void *reply, void *priv) {
@@ -115,15 +121,7 @@ static void on_script_loaded(redisAsyncContext *ac, void *reply, void *priv) {
     redisReply *rep = reply;
     redis_answered(r);
     if (!rep) return; /* connection gone: redis_down runs */
-    if (rep->type != REDIS_REPLY_STRING || rep->len != 40 || memcmp(rep->str, r->sha, 40) != 0) {
-        char cause[160];
-        snprintf(cause, sizeof(cause), "SCRIPT LOAD failed: %.*s", rep->type == REDIS_REPLY_ERROR ? (int)rep->len : 0,
-                 rep->type == REDIS_REPLY_ERROR ? rep->str : "");
-        r->why[0] = 0;
-        DP_WARN("redis: %s", cause);
-        redisAsyncDisconnect(ac);
-        return;
-    }
+    if (!script_loaded(r, ac, rep, r->sha, "request")) return;
     if (!r->up) {
         char addr[300];
         ra_redis_addr_str(r->addr, addr, sizeof(addr));

@@ -221,21 +221,29 @@ static int dp_tls_version(const char *s, uint16_t *out) {
     return -1;
 }
 
+int dp_tls_store_fill(X509_STORE *st, const cx_ca_t *ca, const char *bundle, const char *setting, char *why,
+                      size_t why_len) {
+    if (ca) {
+        const uint8_t *p = ca->ca_der;
+        X509 *x = d2i_X509(NULL, &p, (long)ca->ca_der_len);
+        int ok = x && X509_STORE_add_cert(st, x);
+        X509_free(x);
+        if (!ok) {
+            snprintf(why, why_len, "cannot add the CA certificate to the %s trust store", setting);
+            return -1;
+        }
+    }
+    if (bundle[0] && !X509_STORE_load_locations(st, bundle, NULL)) {
+        snprintf(why, why_len, "%s: cannot read PEM trust bundle %s", setting, bundle);
+        ERR_clear_error();
+        return -1;
+    }
+    return 0;
+}
+
 static int dp_tls_trust(SSL_CTX *ctx, const dp_config_t *cfg, const cx_ca_t *ca, char *why,
                         size_t why_len) {
-    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
-    const uint8_t *p = ca->ca_der;
-    X509 *x = d2i_X509(NULL, &p, (long)ca->ca_der_len);
-    int ok = x && X509_STORE_add_cert(store, x);
-    X509_free(x);
-    if (!ok) {
-        snprintf(why, why_len, "cannot add the CA certificate to the client trust store");
-        return -1;
-    }
-    if (cfg->client_ca[0] && !X509_STORE_load_locations(store, cfg->client_ca, NULL)) {
-        snprintf(why, why_len, "client_ca: cannot read PEM trust bundle %s", cfg->client_ca);
-        return -1;
-    }
+    if (dp_tls_store_fill(SSL_CTX_get_cert_store(ctx), ca, cfg->client_ca, "client_ca", why, why_len)) return -1;
     if (!strcmp(cfg->client_cert, "optional")) {
         SSL_CTX_set_custom_verify(ctx, SSL_VERIFY_PEER, dp_verify_cb);
     } else if (strcmp(cfg->client_cert, "off") != 0) {

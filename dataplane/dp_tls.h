@@ -32,6 +32,12 @@
 SSL_CTX *dp_tls_ctx_new(const dp_config_t *cfg, const cx_ca_t *ca, const uint8_t *cert_der, size_t cert_len,
                         bool client_certs, char *why, size_t why_len);
 
+/* dp_tls_store_fill adds our CA certificate (if `ca` is not NULL) and the
+ * PEM certificates of `bundle` (if not "") to `st`. Returns 0, or -1 with a
+ * cause naming `setting` in `why`. Startup only. */
+int dp_tls_store_fill(X509_STORE *st, const cx_ca_t *ca, const char *bundle, const char *setting, char *why,
+                      size_t why_len);
+
 /* dp_tls_session_new creates the SSL object of session `s`. Returns 0 or -1. */
 int dp_tls_session_new(SSL_CTX *ctx, dp_sess_t *s);
 

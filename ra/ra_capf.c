@@ -263,19 +263,10 @@ const char *ra_capf_kind_str(ra_capf_kind_t k) {
 
 const char *ra_capf_script(void) { return ra_capf_lua; }
 
-static void ra_capf_hex(char *out, const uint8_t *in, size_t n) {
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 void ra_capf_script_sha(char out[41]) {
     uint8_t md[SHA_DIGEST_LENGTH];
     SHA1((const uint8_t *)ra_capf_lua, sizeof(ra_capf_lua) - 1, md);
-    ra_capf_hex(out, md, sizeof(md));
+    ra_hex(out, md, sizeof(md));
 }
 
 ra_err_t ra_capf_lsc_init(ra_capf_lsc_t *l, const uint8_t *spki_der, size_t spki_len,
@@ -391,8 +382,8 @@ ra_err_t ra_capf_auth_failed_cmd(ra_capf_cmd_t *c, const char *sha, const char *
 static void ra_capf_lsc_digests(ra_capf_cmd_t *c, const ra_capf_lsc_t *l) {
     snprintf(c->_serial, sizeof(c->_serial), "%s", l->serial);
     snprintf(c->_n1, sizeof(c->_n1), "%lld", (long long)l->not_after);
-    ra_capf_hex(c->_md5, l->cert_md5, sizeof(l->cert_md5));
-    ra_capf_hex(c->_sha256, l->cert_sha256, sizeof(l->cert_sha256));
+    ra_hex(c->_md5, l->cert_md5, sizeof(l->cert_md5));
+    ra_hex(c->_sha256, l->cert_sha256, sizeof(l->cert_sha256));
 }
 
 ra_err_t ra_capf_issued_cmd(ra_capf_cmd_t *c, const char *sha, const char *name, const char *token,
@@ -404,7 +395,7 @@ ra_err_t ra_capf_issued_cmd(ra_capf_cmd_t *c, const char *sha, const char *name,
     if (e != RA_OK) return e;
     if (lsc->has_key_hash) { /* KEYS[5]: after the request key, before ARGV */
         char hexs[65];
-        ra_capf_hex(hexs, lsc->key_hash, sizeof(lsc->key_hash));
+        ra_hex(hexs, lsc->key_hash, sizeof(lsc->key_hash));
         snprintf(c->_keyidx, sizeof(c->_keyidx), "stp:capf:key:%s", hexs);
         snprintf(c->_numkeys, sizeof(c->_numkeys), "5");
         for (int i = c->argc; i > 7; i--) { /* EVALSHA sha n k1 k2 k3 k4 | verb ...: insert at 7 */

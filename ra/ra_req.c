@@ -101,7 +101,7 @@ const char *ra_req_outcome_str(ra_req_outcome_t o) {
 
 const char *ra_req_script(void) { return ra_req_lua; }
 
-static void ra_hex(char *out, const uint8_t *in, size_t n) {
+void ra_hex(char *out, const uint8_t *in, size_t n) {
     static const char digits[] = "0123456789abcdef";
     for (size_t i = 0; i < n; i++) {
         out[2 * i] = digits[in[i] >> 4];

@@ -56,6 +56,10 @@
  * name, device name or certificate CN usable inside a key's hash tag). */
 bool ra_req_identity_valid(const char *s, size_t len);
 
+/* ra_hex writes the `n` bytes `in` as 2n lower-case hex digits and a NUL
+ * to `out` (2n + 1 bytes). This function can't fail. Thread: any. */
+void ra_hex(char *out, const uint8_t *in, size_t n);
+
 /* ra_req_id writes "IDENTITY:SHA256HEX" (the request id operators see);
  * ra_req_key writes its key "stp:req:{IDENTITY}:SHA256HEX". */
 void ra_req_id(char *buf, size_t buf_len, const char *identity, const uint8_t sha256[32]);
