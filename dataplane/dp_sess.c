@@ -115,15 +115,22 @@ static void sess_close(dp_sess_t *s, bool notify) {
     if (!busy) sess_free(s);
 }
 
+/* shed_before_tls counts a connection refused before TLS; true when its
+ * log line may be written (at most one per second per cause, so a flood
+ * does not flood the log). */
+static bool shed_before_tls(dp_core_t *c, int64_t *next_log_ms) {
+    c->stats.shed++;
+    if (c->now_ms < *next_log_ms) return false;
+    *next_log_ms = c->now_ms + 1000;
+    return true;
+}
+
 dp_sess_t *dp_core_accepted(dp_core_t *c, dp_conn_t conn, const char *peer, unsigned proto) {
     if (c->draining) return NULL;
     if (proto == DP_PROTO_CAPF && c->capf_parked >= c->capf_max_parked) { /* R10: before TLS */
-        c->stats.shed++;
-        if (c->now_ms >= c->capf_shed_log_ms) { /* one line per second at most */
+        if (shed_before_tls(c, &c->capf_shed_log_ms))
             DP_WARN("CAPF peer=%s refused before TLS: %u sessions on this core wait for key generation "
                     "(capf_max_keygen)", peer, c->capf_parked);
-            c->capf_shed_log_ms = c->now_ms + 1000;
-        }
         return NULL;
     }
     uint64_t addr_key = 0;
@@ -131,12 +138,9 @@ dp_sess_t *dp_core_accepted(dp_core_t *c, dp_conn_t conn, const char *peer, unsi
     if (per_addr) { /* R9: a flood from one address is refused before TLS */
         addr_key = dp_addrcap_key(peer);
         if (!dp_addrcap_take(&c->addrs, addr_key, per_addr)) {
-            c->stats.shed++;
-            if (c->now_ms >= c->addr_shed_log_ms) {
+            if (shed_before_tls(c, &c->addr_shed_log_ms))
                 DP_WARN("peer=%s refused before TLS: %u connections from this address on this core "
                         "(max_per_address)", peer, dp_addrcap_count(&c->addrs, addr_key));
-                c->addr_shed_log_ms = c->now_ms + 1000;
-            }
             return NULL;
         }
     }
