@@ -194,6 +194,9 @@ static void dp_kernel_run(dp_core_t *c) {
             else {
                 dp_sess_t *s = evs[i].data.ptr;
                 if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s->conn.rx_dry = false;
+                /* data and FIN can arrive under one edge: the EOF then only
+                 * shows on the read after a short one, with no new event */
+                if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s->conn.rx_hup = true;
                 dp_sess_on_io(s, e & EPOLLIN, e & EPOLLOUT, e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR));
             }
         }
@@ -206,7 +209,7 @@ static void dp_kernel_run(dp_core_t *c) {
 static ssize_t dp_kernel_recv(dp_conn_t *conn, void *buf, size_t len) {
     if (conn->rx_dry) return DP_IO_AGAIN;
     ssize_t n = read(conn->fd, buf, len);
-    if (n > 0 && (size_t)n < len) conn->rx_dry = true;
+    if (n > 0 && (size_t)n < len && !conn->rx_hup) conn->rx_dry = true;
     if (n >= 0) return n;
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
         conn->rx_dry = true;

@@ -19,6 +19,8 @@ typedef struct {
     void *pcb;        /* other transports: their connection object */
     bool rx_dry;      /* a read found nothing since the last readable event:
                          reads answer DP_IO_AGAIN without a system call */
+    bool rx_hup;      /* the peer closed its side: its EOF is still to be read,
+                         so a short read does not mean "drained" */
     bool watch_out;   /* the transport reports writability (after a send
                          would have blocked) */
 } dp_conn_t;
