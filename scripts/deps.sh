@@ -3,7 +3,8 @@
 # Usage: scripts/deps.sh [--test]   (--test adds the test-only tools)
 set -euo pipefail
 pkgs=(meson ninja-build pkg-config gcc android-libboringssl-dev liburcu-dev libinih-dev
-      libcrypt-dev libhiredis-dev redis-server curl openssl python3 python3-cryptography procps)
+      libcrypt-dev libhiredis-dev redis-server curl openssl python3 python3-cryptography procps
+      libcurl4-openssl-dev libssl-dev)
 if [[ "${1:-}" == "--test" ]]; then
   pkgs+=(libcmocka-dev clang-14 libclang-rt-14-dev)
 fi

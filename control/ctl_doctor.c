@@ -1,0 +1,1 @@
+/* ctl_doctor.c: being written (placeholder so meson configures; replaced by its owner) */

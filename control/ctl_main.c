@@ -1,0 +1,1 @@
+/* ctl_main.c: being written (placeholder so meson configures; replaced by its owner) */

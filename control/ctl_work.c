@@ -1,0 +1,1 @@
+/* ctl_work.c: being written (placeholder so meson configures; replaced by its owner) */
