@@ -1,0 +1,2 @@
+/* ctl_certsrv_probe.c: being written */
+int main(void) { return 0; }
