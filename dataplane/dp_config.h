@@ -51,6 +51,10 @@ typedef struct {
     uint32_t retry_after;
     uint32_t so_sndbuf;
     uint32_t close_linger_ms;
+    char *ca_mode;
+    uint32_t online_wait_ms;
+    uint32_t online_retry_after;
+    uint32_t capf_online_timeout;
     char *redis;
     char *redis_fsync;
     unsigned redis_timeout_ms;

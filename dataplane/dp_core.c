@@ -53,6 +53,7 @@ int dp_core_init(dp_core_t *c, dp_runtime_t *rt, unsigned id) {
     c->timeout_ms[DP_T_CAPF_AUTH] = (int64_t)cfg->capf_auth_timeout * 1000;
     c->timeout_ms[DP_T_CAPF_KEYGEN] = (int64_t)cfg->capf_keygen_timeout * 1000;
     c->timeout_ms[DP_T_CAPF_REPLY] = (int64_t)cfg->capf_reply_timeout * 1000;
+    c->timeout_ms[DP_T_ONLINE] = cfg->online_wait_ms;
     c->capf_max_parked = (cfg->capf_max_keygen + rt->num_cores - 1) / rt->num_cores;
     /* request (header + body) + room for the longest response: the largest
      * CSR a body can carry (3/4 of it) becomes a slightly larger certificate,
@@ -64,6 +65,7 @@ int dp_core_init(dp_core_t *c, dp_runtime_t *rt, unsigned id) {
     c->scratch_cap = c->buf_cap;
     dp_redis_init(&c->redis, c, rt->est.registry ? &rt->redis_addr : NULL, (int64_t)cfg->redis_timeout_ms);
     if (cfg->max_per_address && dp_addrcap_init(&c->addrs, cfg->max_sessions)) return -1;
+    if (dp_online_init(c)) return -1;
     c->scratch = malloc(c->scratch_cap);
     c->tx = malloc(DP_TX_CAP);
     c->rx = malloc(DP_RX_CAP);
@@ -207,6 +209,7 @@ int dp_core_service(dp_core_t *c, int max_wait_ms) {
     dp_ra_sweep(c);
     dp_capf_service(c);
     dp_ra_flush(c);                           /* this iteration's records: one script call */
+    wait = dp_online_service(c, wait);
     return dp_redis_service(&c->redis, wait); /* last: writes this iteration's commands */
 }
 
@@ -227,6 +230,13 @@ static void *dp_core_main(void *arg) {
     c->now_ms = dp_now_ms();
     c->rt->transport->run(c);
     dp_redis_close(&c->redis);
+    if (c->online.on)
+        DP_INFO("online CA: parked=%llu notices=%llu record_reads=%llu certificates=%llu refusals=%llu "
+                "accepted_202=%llu",
+                (unsigned long long)c->online.stats.parked, (unsigned long long)c->online.stats.notices,
+                (unsigned long long)c->online.stats.reads, (unsigned long long)c->online.stats.certs,
+                (unsigned long long)c->online.stats.refusals, (unsigned long long)c->online.stats.accepted_202);
+    dp_online_cleanup(c);
     dp_log_flush();
     dp_log_set_buffered(false);
     DP_INFO("stopped: accepted=%llu closed=%llu handshakes=%llu handshake_failures=%llu requests=%llu "

@@ -21,6 +21,7 @@
 #include <urcu/list.h>
 
 #include "crypto/cx_pool.h"
+#include "dataplane/dp_online.h"
 #include "dataplane/dp_redis.h"
 #include "dataplane/capf_sess.h"
 #include "dataplane/dp_addrcap.h"
@@ -39,6 +40,7 @@ typedef enum {
     DP_T_CAPF_AUTH,      /* CAPF S1: waiting for AUTH_RESPONSE */
     DP_T_CAPF_KEYGEN,    /* CAPF S3: the phone generates its key */
     DP_T_CAPF_REPLY,     /* CAPF S5-S7: waiting for the store/fetch/delete answer */
+    DP_T_ONLINE,         /* EST, online CA mode: waiting for the upstream CA (online_wait_ms) */
     DP_T__COUNT,
     DP_T_NONE = DP_T__COUNT
 } dp_timer_kind_t;
@@ -52,6 +54,7 @@ typedef enum {
     DP_S_LINGER,         /* last response and close_notify sent: waiting
                             briefly for the client to close first */
     DP_S_CLOSED,         /* socket gone; freed when its job returns */
+    DP_S_ONLINE,         /* parked until the upstream CA answers (dp_online.c) */
 } dp_state_t;
 
 /* Job kinds (cx_job_t.kind). */
@@ -93,7 +96,14 @@ typedef struct dp_buf {
         capf_job_t job;       /* the signer's job */
         ra_capf_lsc_t lsc;    /* the LSC as ISSUED recorded it (for FINISH) */
     } capf;
-    dp_redis_req_t rreq;      /* the device lookup in flight (dp_ra.c) */
+    dp_redis_req_t rreq;      /* the device lookup in flight (dp_ra.c), or the
+                                 record read of an online wait (dp_online.c) */
+    struct {                  /* online CA mode: a parked enrollment (dp_online.c) */
+        char key[RA_REQ_KEY_MAX]; /* its request record */
+        struct dp_buf *next;  /* chain in the core's wait table */
+        bool parked;          /* in the table */
+        bool expired;         /* the wait ran out while a read was in flight */
+    } online;
     /* request / response bookkeeping */
     size_t len;               /* request bytes buffered in data */
     size_t consumed;          /* bytes of the current request (header + body) */
@@ -191,6 +201,7 @@ struct dp_core {
     uint8_t *rx;
     size_t rx_off, rx_len;
     dp_redis_t redis;         /* this core's connection to the registry */
+    dp_online_t online;       /* online CA mode: parked enrollments, notices */
     dp_ra_flight_t *ra_open;  /* dp_ra.c: the batch of records being filled */
     dp_ra_flight_t *ra_free, *ra_all;
     ra_req_batch_t *ra_batch; /* scratch for building a batch command */

@@ -190,7 +190,8 @@ static void dp_kernel_run(dp_core_t *c) {
             uint32_t e = evs[i].events;
             if (type == DP_POLL_LISTENER) dp_kernel_accept(c, evs[i].data.ptr);
             else if (type == DP_POLL_EVENT) dp_core_on_completions(c);
-            else if (type == DP_POLL_REDIS) dp_redis_on_io(&c->redis, e & (EPOLLIN | EPOLLHUP | EPOLLERR), e & EPOLLOUT);
+            else if (type == DP_POLL_REDIS) /* the registry connection or the online-mode subscriber */
+                dp_redis_on_io(evs[i].data.ptr, e & (EPOLLIN | EPOLLHUP | EPOLLERR), e & EPOLLOUT);
             else {
                 dp_sess_t *s = evs[i].data.ptr;
                 if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s->conn.rx_dry = false;

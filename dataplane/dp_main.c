@@ -161,6 +161,46 @@ static int dp_capf_trust(dp_runtime_t *rt, char *why, size_t why_len) {
     return 0;
 }
 
+/* dp_node_setup names this run: INSTANCE:BOOT. Session tokens (the owners
+ * of CAPF device locks) are INSTANCE:BOOT:ID, and online-mode notices come
+ * on stp:done:INSTANCE:BOOT:CORE. INSTANCE (host and data directory)
+ * survives a restart, so the next run can release the locks a killed run
+ * left (dp_capf_release_stale). */
+static void dp_node_setup(dp_runtime_t *rt) {
+    uint8_t rnd[8], dir[SHA256_DIGEST_LENGTH];
+    RAND_bytes(rnd, sizeof(rnd));
+    char host[48] = "node", real[4096];
+    gethostname(host, sizeof(host) - 1);
+    host[strcspn(host, " :/")] = 0;
+    const char *d = realpath(rt->cfg.data_dir, real) ? real : rt->cfg.data_dir;
+    SHA256((const uint8_t *)d, strlen(d), dir);
+    snprintf(rt->capf_node, sizeof(rt->capf_node), "%s/%02x%02x%02x%02x:%02x%02x%02x%02x", host, dir[0], dir[1],
+             dir[2], dir[3], rnd[0], rnd[1], rnd[2], rnd[3]);
+    rt->capf_id_base = (uint32_t)rnd[4] << 24 | (uint32_t)rnd[5] << 16 | (uint32_t)rnd[6] << 8 | rnd[7];
+}
+
+/* dp_mode_setup reads ca_mode: online needs the registry (the pending
+ * records and the stp:upstream stream are the hand-over to
+ * stampede-control). */
+static int dp_mode_setup(dp_runtime_t *rt, char *why, size_t why_len) {
+    const dp_config_t *cfg = &rt->cfg;
+    if (!strcmp(cfg->ca_mode, "online")) {
+        if (!rt->est.registry) {
+            snprintf(why, why_len, "ca_mode = online needs Redis (redis = off records nothing)");
+            return -1;
+        }
+        rt->est.online = true;
+        rt->est.retry_after = cfg->online_retry_after;
+        DP_INFO("ca_mode online: enrollments are forwarded to the upstream CA through stampede-control "
+                "(stp:upstream); EST waits up to %u ms, then 202 + Retry-After %u",
+                cfg->online_wait_ms, cfg->online_retry_after);
+    } else if (strcmp(cfg->ca_mode, "local") != 0) {
+        snprintf(why, why_len, "ca_mode: '%s' is not 'local' or 'online'", cfg->ca_mode);
+        return -1;
+    }
+    return 0;
+}
+
 /* dp_capf_setup prepares the CAPF listener's settings and TLS context.
  * CAPF needs the device registry: with redis = off it is not served. */
 static int dp_capf_setup(dp_runtime_t *rt, char *why, size_t why_len) {
@@ -192,19 +232,6 @@ static int dp_capf_setup(dp_runtime_t *rt, char *why, size_t why_len) {
         return -1;
     }
     ra_capf_script_sha(rt->capf_sha);
-    /* Session tokens (the owners of device locks) are INSTANCE:BOOT:ID.
-     * INSTANCE (host and data directory) survives a restart, so the next
-     * run can release the locks a killed run left (dp_capf_release_stale). */
-    uint8_t rnd[8], dir[SHA256_DIGEST_LENGTH];
-    RAND_bytes(rnd, sizeof(rnd));
-    char host[48] = "node", real[4096];
-    gethostname(host, sizeof(host) - 1);
-    host[strcspn(host, " :/")] = 0;
-    const char *d = realpath(cfg->data_dir, real) ? real : cfg->data_dir;
-    SHA256((const uint8_t *)d, strlen(d), dir);
-    snprintf(rt->capf_node, sizeof(rt->capf_node), "%s/%02x%02x%02x%02x:%02x%02x%02x%02x", host, dir[0], dir[1],
-             dir[2], dir[3], rnd[0], rnd[1], rnd[2], rnd[3]);
-    rt->capf_id_base = (uint32_t)rnd[4] << 24 | (uint32_t)rnd[5] << 16 | (uint32_t)rnd[6] << 8 | rnd[7];
     if (dp_capf_trust(rt, why, why_len)) return -1;
     if (!strcmp(cfg->capf_tls_cert, "ca")) {
         rt->capf_tls_ca = true;
@@ -335,6 +362,8 @@ int main(int argc, char **argv) {
         return dp_fail("redis", "not redis://host[:port][/db], unix:/path[?db=N] or an absolute socket path");
     if (rt.est.registry && !rt.cfg.redis[0] && ra_redis_addr_data_dir(&rt.redis_addr, rt.cfg.data_dir) != RA_OK)
         return dp_fail("redis", "data directory path too long for a unix socket");
+    dp_node_setup(&rt);
+    if (dp_mode_setup(&rt, why, sizeof(why))) return dp_fail("ca_mode", why);
     if (dp_capf_setup(&rt, why, sizeof(why))) return dp_fail("CAPF", why);
     if (posix_memalign((void **)&rt.cores, 64, rt.num_cores * sizeof(dp_core_t)))
         return dp_fail("cores", "out of memory");

@@ -104,6 +104,9 @@ static void ra_outcome(dp_core_t *c, est_enroll_t *e, const ra_req_result_t *res
         DP_INFO("EST denied peer=%s identity=%s status=403: %s (signature discarded)", e->peer.addr,
                 e->identity, res->reason);
         break;
+    case RA_REQ_OUT_PENDING: /* online mode: the core waits for the upstream CA (dp_online.c) */
+        e->online_wait = true;
+        break;
     default:
         break;
     }
@@ -130,7 +133,7 @@ static void ra_on_flight(dp_redis_req_t *req, redisReply *reply) {
                     e->identity[0] ? e->identity : "-", why, e->issued ? "; the signed certificate is discarded" : "");
         } else if (e->record) {
             ra_outcome(c, e, &res);
-            ok = e->out_len > 0;
+            ok = e->out_len > 0 || e->online_wait; /* a pending wait answers later */
         }
         dp_sess_ra_done(b->sess, b, ok);
     }
@@ -161,10 +164,11 @@ void dp_ra_flush(dp_core_t *c) {
         if (e->record) {
             ra_req_record_t rec = {.identity = e->identity, .device = e->is_device, .protocol = "est",
                                    .peer = e->peer.addr, .csr_der = e->csr_der, .csr_len = e->csr_len,
-                                   .issue = e->issued, .reason = e->reason, .cert_der = e->cert_der,
-                                   .cert_len = e->cert_len, .serial_hex = e->serial_hex,
-                                   .not_after = e->not_after, .renew_serial_hex = e->renew_serial_hex,
-                                   .now = now};
+                                   .issue = e->issued || e->online_accept, .reason = e->reason,
+                                   .cert_der = e->cert_der, .cert_len = e->cert_len,
+                                   .serial_hex = e->serial_hex, .not_after = e->not_after,
+                                   .renew_serial_hex = e->renew_serial_hex, .now = now,
+                                   .online = e->online_accept, .notify = c->online.channel};
             memcpy(rec.csr_sha256, e->csr_sha256, sizeof(rec.csr_sha256));
             if (ra_req_batch_add(bt, &rec) == RA_OK) continue; /* room is reserved: n <= MAX */
             /* cannot happen (the worker validated the identity): never send unrecorded */

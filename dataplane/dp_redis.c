@@ -53,7 +53,11 @@ static void redis_down(dp_redis_t *r, const char *cause) {
     if (was_up || strcmp(r->why, cause) != 0) {
         char addr[300];
         ra_redis_addr_str(r->addr, addr, sizeof(addr));
-        DP_WARN("redis %s: %s; refusing new enrollments (503) and reconnecting", addr, cause);
+        if (r->channel)
+            DP_WARN("redis %s: subscription to %s: %s; reconnecting (waiting sessions re-read their records "
+                    "when it is back)", addr, r->channel, cause);
+        else
+            DP_WARN("redis %s: %s; refusing new enrollments (503) and reconnecting", addr, cause);
     }
     snprintf(r->why, sizeof(r->why), "%s", cause);
 }
@@ -135,6 +139,30 @@ static void on_script_loaded(redisAsyncContext *ac, void *reply, void *priv) {
     r->stats.connects++;
 }
 
+/* on_sub is the callback of SUBSCRIBE: its confirmation marks the
+ * connection up, every later call is a message. hiredis keeps it for the
+ * life of the subscription; NULL when the connection goes. */
+static void on_sub(redisAsyncContext *ac, void *reply, void *priv) {
+    (void)priv;
+    dp_redis_t *r = ac->data;
+    redisReply *rep = reply;
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 || rep->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    const redisReply *kind = rep->element[0], *last = rep->element[rep->elements - 1];
+    r->progress_ms = r->core->now_ms;
+    if (kind->len == 9 && !memcmp(kind->str, "subscribe", 9)) {
+        if (r->why[0]) DP_INFO("redis: subscribed to %s again", r->channel);
+        r->up = true;
+        r->why[0] = 0;
+        r->backoff_ms = DP_REDIS_BACKOFF_MIN_MS;
+        r->stats.connects++;
+        if (r->on_up) r->on_up(r);
+    } else if (kind->len == 7 && !memcmp(kind->str, "message", 7) && last->type == REDIS_REPLY_STRING) {
+        r->stats.reads++;
+        r->on_message(r, last->str, last->len);
+    }
+}
+
 static bool redis_send(dp_redis_t *r, redisCallbackFn *fn, void *priv, int argc, const char **argv,
                        const size_t *argvlen) {
     if (redisAsyncCommandArgv(r->ac, fn, priv, argc, argv, argvlen) != REDIS_OK) return false;
@@ -169,6 +197,14 @@ static void redis_connect(dp_redis_t *r) {
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     r->connected = r->up = false;
     r->inflight = 0;
+    if (r->channel) { /* a subscriber: no scripts, no reply timeout (it waits for messages) */
+        const char *sub[] = {"SUBSCRIBE", r->channel};
+        if (redisAsyncCommandArgv(ac, on_sub, NULL, 2, sub, NULL) != REDIS_OK) {
+            dp_redis_close(r);
+            redis_down(r, "out of memory");
+        }
+        return;
+    }
     char db[16];
     snprintf(db, sizeof(db), "%d", a->db);
     const char *sel[] = {"SELECT", db};
@@ -192,6 +228,14 @@ void dp_redis_init(dp_redis_t *r, dp_core_t *core, const ra_redis_addr_t *addr, 
     r->backoff_ms = DP_REDIS_BACKOFF_MIN_MS;
     ra_req_script_sha(r->sha);
     ra_capf_script_sha(r->capf_sha);
+}
+
+void dp_redis_init_sub(dp_redis_t *r, dp_core_t *core, const ra_redis_addr_t *addr, const char *channel,
+                       dp_redis_msg_fn on_message, dp_redis_up_fn on_up) {
+    dp_redis_init(r, core, addr, 0);
+    r->channel = channel;
+    r->on_message = on_message;
+    r->on_up = on_up;
 }
 
 void dp_redis_close(dp_redis_t *r) {
@@ -249,6 +293,6 @@ void dp_redis_on_io(dp_redis_t *r, bool readable, bool writable) {
 
 bool dp_redis_command(dp_redis_t *r, dp_redis_req_t *req, int argc, const char **argv,
                       const size_t *argvlen) {
-    if (!r->addr || !r->up || !r->ac) return false;
+    if (!r->addr || !r->up || !r->ac || r->channel) return false;
     return redis_send(r, redis_reply, req, argc, argv, argvlen);
 }

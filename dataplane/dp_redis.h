@@ -36,7 +36,16 @@ typedef struct {
     uint64_t commands, writes, reads, failed, connects;
 } dp_redis_stats_t;
 
-typedef struct dp_redis {
+typedef struct dp_redis dp_redis_t;
+
+/* A subscriber connection (online CA mode, dp_online.c) runs SUBSCRIBE
+ * `channel` instead of loading scripts; it is "up" once subscribed, then
+ * `on_up` runs (notices may have been missed while it was down), and every
+ * message's payload goes to `on_message`. It takes no commands. */
+typedef void (*dp_redis_msg_fn)(dp_redis_t *r, const char *payload, size_t len);
+typedef void (*dp_redis_up_fn)(dp_redis_t *r);
+
+struct dp_redis {
     uint8_t poll_type;          /* DP_POLL_REDIS: must be first */
     dp_core_t *core;
     const ra_redis_addr_t *addr;/* NULL: no Redis (benchmark mode "off") */
@@ -54,12 +63,20 @@ typedef struct dp_redis {
     char sha[41];               /* request script SHA-1 */
     char capf_sha[41];          /* CAPF script SHA-1 */
     char why[160];              /* last cause of being down (logged on change) */
+    const char *channel;        /* subscriber connection: the channel, else NULL */
+    dp_redis_msg_fn on_message;
+    dp_redis_up_fn on_up;
     dp_redis_stats_t stats;
-} dp_redis_t;
+};
 
 /* dp_redis_init prepares `r` for `core` (no connection yet); `addr` NULL
  * means Redis is off. Startup only. */
 void dp_redis_init(dp_redis_t *r, dp_core_t *core, const ra_redis_addr_t *addr, int64_t timeout_ms);
+
+/* dp_redis_init_sub prepares `r` as a subscriber to `channel` (which must
+ * outlive it). Startup only. */
+void dp_redis_init_sub(dp_redis_t *r, dp_core_t *core, const ra_redis_addr_t *addr, const char *channel,
+                       dp_redis_msg_fn on_message, dp_redis_up_fn on_up);
 
 /* dp_redis_service connects/reconnects when due, enforces the reply
  * timeout and flushes buffered commands (one write). Call once per loop

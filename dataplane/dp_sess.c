@@ -99,6 +99,7 @@ static void sess_close(dp_sess_t *s, bool notify) {
     /* A CAPF session that holds its device records the loss first (the
      * FAIL releases the device); the session lives until that reply. */
     if (s->proto == DP_PROTO_CAPF && dp_capf_lost(s)) notify = false;
+    if (s->state == DP_S_ONLINE) dp_online_forget(s); /* parked, nothing in flight */
     bool busy = s->state == DP_S_JOB || s->state == DP_S_RA; /* a job or a Redis reply will come back */
     if (notify && s->ssl && s->state != DP_S_HANDSHAKE && !busy) SSL_shutdown(s->ssl);
     if (c->tx_owner == s) { /* best effort: a close_notify or a TLS alert, after older bytes */
@@ -580,6 +581,7 @@ static void sess_drive_inner(dp_sess_t *s) {
         case DP_S_WRITE: more = s->proto == DP_PROTO_CAPF ? dp_capf_write(s) : sess_send(s); break;
         case DP_S_LINGER: sess_linger_read(s); return;
         case DP_S_JOB:
+        case DP_S_ONLINE: /* nothing to read until the CA answers; a close shows when we write */
         case DP_S_CLOSED: return;
         }
         if (!more) return;
@@ -652,8 +654,14 @@ void dp_sess_ra_done(dp_sess_t *s, dp_buf_t *b, bool ok) {
         sess_unavailable(s);
         return;
     }
+    if (b->enroll.online_wait) {
+        dp_online_park(s, b);
+        return;
+    }
     sess_answer(s, b);
 }
+
+void dp_sess_online_answer(dp_sess_t *s, dp_buf_t *b) { sess_answer(s, b); }
 
 void dp_sess_keyop_done(dp_sess_t *s, dp_keyop_t *k) {
     (void)k; /* s->keyop: read by the TLS complete callback */
@@ -665,7 +673,12 @@ void dp_sess_keyop_done(dp_sess_t *s, dp_keyop_t *k) {
 void dp_sess_timeout(dp_sess_t *s) {
     static const char *const phase[DP_T__COUNT] = {"handshake",      "request header", "request body",
                                                    "idle keep-alive", "response write", "linger",
-                                                   "CAPF auth",      "CAPF keygen",    "CAPF reply"};
+                                                   "CAPF auth",      "CAPF keygen",    "CAPF reply",
+                                                   "online CA wait"};
+    if (s->timer == DP_T_ONLINE) {
+        dp_online_timeout(s);
+        return;
+    }
     if (s->proto == DP_PROTO_CAPF && s->timer >= DP_T_CAPF_AUTH && s->timer <= DP_T_CAPF_REPLY) {
         dp_capf_timeout(s);
         return;
@@ -684,6 +697,10 @@ void dp_sess_drain(dp_sess_t *s) {
     }
     if (s->state == DP_S_LINGER) {
         sess_close(s, false);
+        return;
+    }
+    if (s->state == DP_S_ONLINE) { /* 202 now: the client retries, maybe on another node */
+        dp_online_drain(s);
         return;
     }
     if (s->state != DP_S_READ || (s->buf && s->buf->len)) return; /* busy: finishes, then closes */

@@ -330,6 +330,12 @@ void est_enroll_run(const est_ctx_t *est, est_enroll_t *e, unsigned worker) {
      * before (a retry after a lost answer), the request script returns that
      * certificate instead of this refusal. */
     if (policy) return est_deny(e, 403, policy);
+    if (est->online) { /* the upstream CA signs: record it pending, nothing to sign here */
+        e->online_accept = true;
+        DP_DEBUG("EST %s accepted for the upstream CA cn=%s peer=%s identity=%s",
+                 e->reenroll ? "simplereenroll" : "simpleenroll", e->subject_cn, e->peer.addr, e->identity);
+        return;
+    }
 
     /* Worker-side buffers grow as needed: a CSR with a long subject or many
      * SANs makes a long certificate. */
@@ -355,6 +361,14 @@ void est_enroll_run(const est_ctx_t *est, est_enroll_t *e, unsigned worker) {
     DP_DEBUG("EST %s signed serial=%s cn=%s peer=%s identity=%s auth=%s", e->reenroll ? "simplereenroll" : "simpleenroll",
             e->serial_hex, e->subject_cn, e->peer.addr, e->identity,
             e->is_device ? "device" : e->basic ? "basic" : "tls-client-cert");
+}
+
+void est_accepted_response(est_enroll_t *e, unsigned retry_after) {
+    char hdr[48], text[] = "request is pending at the certification authority: retry the same request later\n";
+    snprintf(hdr, sizeof(hdr), "Retry-After: %u\r\n", retry_after);
+    snprintf(e->reason, sizeof(e->reason), "pending at the upstream CA");
+    est_respond(e, 202, "text/plain", hdr, (const uint8_t *)text, sizeof(text) - 1);
+    e->issued = false;
 }
 
 void est_log_issued(const est_enroll_t *e, const char *serial) {

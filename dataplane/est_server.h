@@ -37,6 +37,9 @@ typedef struct {
     bool registry;              /* Redis is the system of record (not "off"):
                                    Basic users not in the users file are
                                    looked up as registry devices */
+    bool online;                /* ca_mode online: accepted requests go to the
+                                   upstream CA (nothing is signed here) */
+    unsigned retry_after;       /* online: Retry-After seconds of a 202 */
 } est_ctx_t;
 
 /* est_peer_t: what the transport and TLS layers know about the client. */
@@ -83,6 +86,11 @@ typedef struct {
     char serial_hex[2 * CX_SERIAL_LEN + 1];
     char renew_serial_hex[2 * CX_SERIAL_LEN + 3]; /* simplereenroll: the client cert's */
     int64_t not_after;
+    /* Online CA mode: the worker accepted the request for the upstream CA
+     * (authenticated, CSR verified, device policy passed; nothing signed);
+     * the core records it pending and, if the record says so, waits. */
+    bool online_accept;
+    bool online_wait;           /* core: the record is pending at the upstream CA */
     uint8_t basic_buf[512];     /* decoded Basic credentials */
 } est_enroll_t;
 
@@ -126,6 +134,11 @@ void est_cert_response(est_enroll_t *e, const uint8_t *der, size_t der_len);
  * e->out (and e->reason), as the worker does; used by the core when Redis
  * refuses a request. */
 void est_deny_response(est_enroll_t *e, int status, const char *reason);
+
+/* est_accepted_response writes 202 Accepted with Retry-After (RFC 7030
+ * 4.2.3: the client repeats the same request later) into e->out.
+ * Thread: polling core. */
+void est_accepted_response(est_enroll_t *e, unsigned retry_after);
 
 /* est_log_issued writes the one info line of an issuance (after it is
  * recorded, or at once when nothing is recorded). `serial` is hex. */

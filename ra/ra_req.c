@@ -6,14 +6,19 @@
 #include <stdio.h>
 #include <string.h>
 
-/* KEYS[1] stp:audit, KEYS[2] stp:reqs:open; per request i: KEYS[1+2i]
- * request key, KEYS[2+2i] device key.
+/* KEYS[1] stp:audit, KEYS[2] stp:reqs:open, KEYS[3] stp:upstream; per
+ * request i: KEYS[2+2i] request key, KEYS[3+2i] device key.
  * ARGV[1] now, ARGV[2] n; per request i the RA_REQ_ITEM_ARGS values from
- * ARGV[3 + (i-1)*13]: +0 kind (R record, A audit-only denial), +1 id,
+ * ARGV[3 + (i-1)*16]: +0 kind (R record, A audit-only denial), +1 id,
  * +2 identity, +3 protocol, +4 peer, +5 csr, +6 issue (1/0), +7 reason,
- * +8 cert, +9 serial, +10 not_after, +11 renew_serial, +12 device (1/0).
+ * +8 cert, +9 serial, +10 not_after, +11 renew_serial, +12 device (1/0),
+ * +13 online (1/0: an accepted request is queued for the upstream CA
+ * instead of issued), +14 notify channel, +15 p10 (upstream request; empty:
+ * the csr).
  * Reply: per request {outcome, reason, cert, serial, not_after, was_open},
- * outcome "error" with the message if that request's commands failed. */
+ * outcome "error" with the message if that request's commands failed.
+ * Outcome "pending" (online mode) is not audited: stampede-control audits
+ * the CA's answer. */
 static const char ra_req_lua[] =
     "local now, n = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
     "local function record(k, dk, a)\n"
@@ -27,6 +32,10 @@ static const char ra_req_lua[] =
     "      return {'existing', '', p[4], p[2], na, 0}\n"
     "    end\n"
     "    redis.call('RENAME', k, k .. ':' .. p[2])\n"
+    "  elseif p[1] == 'pending' and ARGV[a+13] == '1' and ARGV[a+6] == '1' then\n"
+    "    redis.call('HSET', k, 'notify', ARGV[a+14], 'last_seen', ARGV[1], 'last_peer', ARGV[a+4])\n"
+    "    redis.call('HINCRBY', k, 'attempts', 1)\n"
+    "    return {'pending', '', '', '', 0, 1}\n"
     "  elseif p[1] then\n"
     "    was_open, received, attempts = 1, p[5] or ARGV[1], tonumber(p[6]) or 0\n"
     "    redis.call('DEL', k)\n"
@@ -53,6 +62,16 @@ static const char ra_req_lua[] =
     "    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[a+1])\n"
     "    return {out, reason, '', '', 0, was_open}\n"
     "  end\n"
+    "  if ARGV[a+13] == '1' then\n"
+    "    f[12] = 'online'\n"
+    "    local p10 = ARGV[a+15] ~= '' and ARGV[a+15] or ARGV[a+5]\n"
+    "    f[#f+1] = 'state'; f[#f+1] = 'pending'; f[#f+1] = 'ca_state'; f[#f+1] = 'queued'\n"
+    "    f[#f+1] = 'p10'; f[#f+1] = p10; f[#f+1] = 'notify'; f[#f+1] = ARGV[a+14]\n"
+    "    redis.call('HSET', k, unpack(f))\n"
+    "    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[a+1])\n"
+    "    redis.call('XADD', KEYS[3], '*', 'key', k, 'id', ARGV[a+1])\n"
+    "    return {'pending', '', '', '', 0, was_open}\n"
+    "  end\n"
     "  f[#f+1] = 'state'; f[#f+1] = 'issued'; f[#f+1] = 'serial'; f[#f+1] = ARGV[a+9]\n"
     "  f[#f+1] = 'not_after'; f[#f+1] = ARGV[a+10]; f[#f+1] = 'cert'; f[#f+1] = ARGV[a+8]\n"
     "  redis.call('HSET', k, unpack(f))\n"
@@ -66,17 +85,17 @@ static const char ra_req_lua[] =
     "local events = {issued = 'issue', existing = 'reissue'}\n"
     "local res = {}\n"
     "for i = 1, n do\n"
-    "  local a = 3 + (i - 1) * 13\n"
+    "  local a = 3 + (i - 1) * 16\n"
     "  local r\n"
     "  if ARGV[a] == 'A' then\n"
     "    r = {'rejected', ARGV[a+7], '', '', 0, 0}\n"
     "  else\n"
-    "    local ok, v = pcall(record, KEYS[1 + 2 * i], KEYS[2 + 2 * i], a)\n"
+    "    local ok, v = pcall(record, KEYS[2 + 2 * i], KEYS[3 + 2 * i], a)\n"
     "    if ok then r = v else\n"
     "      r = {'error', type(v) == 'table' and v.err or tostring(v), '', '', 0, 0}\n"
     "    end\n"
     "  end\n"
-    "  if r[1] ~= 'error' then\n"
+    "  if r[1] ~= 'error' and r[1] ~= 'pending' then\n"
     "    local e = {'event', events[r[1]] or 'deny', 'time', ARGV[1], 'device', ARGV[a+2], 'peer', ARGV[a+4]}\n"
     "    if r[2] ~= '' then e[#e+1] = 'reason'; e[#e+1] = r[2] end\n"
     "    if r[4] ~= '' then e[#e+1] = 'serial'; e[#e+1] = r[4] end\n"
@@ -93,6 +112,7 @@ static const char *const ra_req_outcome_text[RA_REQ_OUT__COUNT] = {
     [RA_REQ_OUT_EXISTING] = "existing",
     [RA_REQ_OUT_REFUSED] = "refused",
     [RA_REQ_OUT_REJECTED] = "rejected",
+    [RA_REQ_OUT_PENDING] = "pending",
 };
 
 const char *ra_req_outcome_str(ra_req_outcome_t o) {
@@ -178,12 +198,15 @@ ra_err_t ra_req_batch_add(ra_req_batch_t *b, const ra_req_record_t *r) {
         "R", it->id, r->identity, r->protocol, r->peer ? r->peer : "", (const char *)r->csr_der,
         r->issue ? "1" : "0", r->issue || !r->reason ? "" : r->reason,
         r->issue ? (const char *)r->cert_der : "", r->issue ? r->serial_hex : "", it->not_after,
-        r->renew_serial_hex ? r->renew_serial_hex : "", r->device ? "1" : "0"};
+        r->renew_serial_hex ? r->renew_serial_hex : "", r->device ? "1" : "0", r->online ? "1" : "0",
+        r->online && r->notify ? r->notify : "", r->online && r->p10_der ? (const char *)r->p10_der : ""};
     for (int k = 0; k < RA_REQ_ITEM_ARGS; k++) {
         v[k] = vals[k] ? vals[k] : "";
-        /* the CSR and certificate are binary DER, not strings */
-        len[k] = k == 5 ? (r->csr_der ? r->csr_len : 0) : k == 8 ? (r->issue && r->cert_der ? r->cert_len : 0)
-                                                                  : strlen(v[k]);
+        /* the CSR, certificate and upstream request are binary DER, not strings */
+        len[k] = k == 5    ? (r->csr_der ? r->csr_len : 0)
+                 : k == 8  ? (r->issue && r->cert_der ? r->cert_len : 0)
+                 : k == 15 ? (r->online && r->p10_der ? r->p10_len : 0)
+                           : strlen(v[k]);
     }
     return RA_OK;
 }
@@ -194,7 +217,7 @@ ra_err_t ra_req_batch_add_denial(ra_req_batch_t *b, const ra_req_denial_t *d) {
     /* placeholder keys: the audit stream itself (an audit-only item touches nothing else) */
     const char **v = ra_item_args(b, &len, "stp:audit", "stp:audit");
     const char *vals[RA_REQ_ITEM_ARGS] = {"A", "", d->who, d->protocol, d->peer, "", "0", d->reason,
-                                          "", "", "0", "", "0"};
+                                          "", "", "0", "", "0", "0", "", ""};
     for (int k = 0; k < RA_REQ_ITEM_ARGS; k++) {
         v[k] = vals[k] ? vals[k] : "";
         len[k] = strlen(v[k]);
@@ -205,13 +228,14 @@ ra_err_t ra_req_batch_add_denial(ra_req_batch_t *b, const ra_req_denial_t *d) {
 void ra_req_batch_cmd(ra_req_batch_t *b) {
     int n = 0;
     snprintf(b->count, sizeof(b->count), "%zu", b->n);
-    snprintf(b->numkeys, sizeof(b->numkeys), "%zu", 2 + 2 * b->n);
+    snprintf(b->numkeys, sizeof(b->numkeys), "%zu", 3 + 2 * b->n);
 #define ARG(p, l) (b->argv[n] = (p), b->argvlen[n] = (l), n++)
     ARG("EVALSHA", 7);
     ARG(b->sha, strlen(b->sha));
     ARG(b->numkeys, strlen(b->numkeys));
     ARG("stp:audit", 9);
     ARG(RA_REQ_OPEN_SET, strlen(RA_REQ_OPEN_SET));
+    ARG(RA_REQ_UPSTREAM_STREAM, strlen(RA_REQ_UPSTREAM_STREAM));
     for (size_t i = 0; i < 2 * b->n; i++) ARG(b->keys[i], strlen(b->keys[i]));
     ARG(b->now, strlen(b->now));
     ARG(b->count, strlen(b->count));

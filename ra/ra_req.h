@@ -46,6 +46,7 @@
 #include "ra/ra_err.h"
 
 #define RA_REQ_OPEN_SET "stp:reqs:open"
+#define RA_REQ_UPSTREAM_STREAM "stp:upstream" /* online CA mode: work for stampede-control */
 #define RA_REQ_IDENTITY_MAX 64
 #define RA_REQ_ID_MAX (RA_REQ_IDENTITY_MAX + 1 + 64 + 1)
 #define RA_REQ_KEY_MAX (RA_REQ_ID_MAX + 16)
@@ -85,6 +86,13 @@ typedef struct {
     const char *serial_hex;
     int64_t not_after;          /* unix seconds */
     const char *renew_serial_hex; /* simplereenroll: serial of the client certificate, else "" */
+    /* Online CA mode (docs/redis-schema.md "Online CA mode"): an accepted
+     * request (issue true, no cert_*) is recorded pending and queued on
+     * stp:upstream; outcome RA_REQ_OUT_PENDING. */
+    bool online;
+    const char *notify;         /* channel of the waiting core */
+    const uint8_t *p10_der;     /* the PKCS#10 to send upstream; NULL: csr_der */
+    size_t p10_len;
     int64_t now;                /* unix seconds */
 } ra_req_record_t;
 
@@ -98,8 +106,8 @@ typedef struct {
 } ra_req_denial_t;
 
 #define RA_REQ_BATCH_MAX 64
-#define RA_REQ_ITEM_ARGS 13
-#define RA_REQ_BATCH_ARGC (5 + RA_REQ_BATCH_MAX * (2 + RA_REQ_ITEM_ARGS))
+#define RA_REQ_ITEM_ARGS 16
+#define RA_REQ_BATCH_ARGC (6 + RA_REQ_BATCH_MAX * (2 + RA_REQ_ITEM_ARGS))
 
 /* ra_req_batch_t: the EVALSHA argv for up to RA_REQ_BATCH_MAX requests.
  * Large (~40 KiB): one per thread that builds batches. */
@@ -144,6 +152,7 @@ typedef enum {
     RA_REQ_OUT_EXISTING,    /* same CSR already issued: send that certificate */
     RA_REQ_OUT_REFUSED,     /* device policy refused: recorded as rejected */
     RA_REQ_OUT_REJECTED,    /* the rejection asked for was recorded */
+    RA_REQ_OUT_PENDING,     /* online mode: queued for (or already at) the upstream CA */
     RA_REQ_OUT__COUNT
 } ra_req_outcome_t;
 

@@ -418,12 +418,95 @@ static void test_bad_identity(void **state) {
     long_name[RA_REQ_IDENTITY_MAX] = '\0'; /* exactly 64 */
     new_req(&r, long_name, "x", 1, 1);
     assert_int_equal(ra_req_record_cmd(&cmd, sha, &r), RA_OK);
-    /* EVALSHA sha numkeys audit open key devkey now n (9) + one request's values */
-    assert_int_equal(cmd.argc, 9 + RA_REQ_ITEM_ARGS);
-    assert_string_equal(cmd.argv[2], "4");
+    /* EVALSHA sha numkeys audit open upstream key devkey now n (10) + one request's values */
+    assert_int_equal(cmd.argc, 10 + RA_REQ_ITEM_ARGS);
+    assert_string_equal(cmd.argv[2], "5");
     r.device = true;
     assert_int_equal(ra_req_record_cmd(&cmd, sha, &r), RA_OK);
-    assert_int_equal(cmd.argc, 9 + RA_REQ_ITEM_ARGS);
+    assert_int_equal(cmd.argc, 10 + RA_REQ_ITEM_ARGS);
+}
+
+/* ---- online CA mode: pending, queued once, then what the CA decided ---- */
+
+static long long stream_len(void) {
+    redisReply *rep = redisCommand(rc, "XLEN %s", RA_REQ_UPSTREAM_STREAM);
+    assert_non_null(rep);
+    long long n = rep->integer;
+    freeReplyObject(rep);
+    return n;
+}
+
+static void test_online_pending(void **state) {
+    (void)state;
+    ra_req_record_t r;
+    ra_req_result_t res;
+    char key[RA_REQ_KEY_MAX], id[RA_REQ_ID_MAX];
+    static const uint8_t csr[] = {0x30, 0x03, 'O', 'N', 0x00};
+    int64_t now = (int64_t)time(NULL);
+    long long before = stream_len();
+    new_req(&r, "online1", csr, sizeof(csr), now);
+    r.issue = true; /* accepted: no certificate, the CA decides */
+    r.online = true;
+    r.notify = "stp:done:test:0";
+    freeReplyObject(run_script(&r, &res));
+    assert_int_equal(res.outcome, RA_REQ_OUT_PENDING);
+    key_of(key, sizeof(key), &r);
+    ra_req_id(id, sizeof(id), "online1", r.csr_sha256);
+    assert_field_str(key, "state", "pending");
+    assert_field_str(key, "mode", "online");
+    assert_field_str(key, "ca_state", "queued");
+    assert_field_str(key, "notify", "stp:done:test:0");
+    assert_field(key, "p10", csr, sizeof(csr)); /* EST: the CSR itself goes upstream */
+    assert_field_str(key, "cert", NULL);
+    assert_int_equal(zscore_exists(id), 1);
+    assert_int_equal(stream_len(), before + 1);
+    redisReply *last = redisCommand(rc, "XREVRANGE %s + - COUNT 1", RA_REQ_UPSTREAM_STREAM);
+    assert_non_null(last);
+    assert_int_equal(last->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(last->elements, 1);
+    redisReply *fv = last->element[0]->element[1];
+    assert_int_equal(fv->elements, 4);
+    assert_string_equal(fv->element[0]->str, "key");
+    assert_string_equal(fv->element[1]->str, key);
+    assert_string_equal(fv->element[3]->str, id);
+    freeReplyObject(last);
+
+    /* the same CSR while the CA has not answered: pending again, not queued twice */
+    new_req(&r, "online1", csr, sizeof(csr), now + 3);
+    r.issue = true;
+    r.online = true;
+    r.notify = "stp:done:test:1";
+    freeReplyObject(run_script(&r, &res));
+    assert_int_equal(res.outcome, RA_REQ_OUT_PENDING);
+    assert_true(res.was_open);
+    assert_int_equal(stream_len(), before + 1);
+    assert_field_str(key, "notify", "stp:done:test:1");
+    assert_field_int(key, "attempts", 2);
+
+    /* stampede-control stored the certificate: a retry gets it (existing) */
+    const char *hset[] = {"HSET", key, "state", "issued", "cert", (const char *)cert_a3, "serial", "0d01",
+                          "not_after", "9999999999"};
+    size_t hlen[] = {4, strlen(key), 5, 6, 4, sizeof(cert_a3), 6, 4, 9, 10};
+    freeReplyObject(redisCommandArgv(rc, 10, hset, hlen));
+    new_req(&r, "online1", csr, sizeof(csr), now + 6);
+    r.issue = true;
+    r.online = true;
+    r.notify = "stp:done:test:1";
+    redisReply *rep = run_script(&r, &res);
+    assert_int_equal(res.outcome, RA_REQ_OUT_EXISTING);
+    assert_int_equal(res.cert_len, sizeof(cert_a3));
+    assert_memory_equal(res.cert, cert_a3, sizeof(cert_a3));
+    freeReplyObject(rep);
+    assert_int_equal(stream_len(), before + 1);
+
+    /* a refused device is rejected at once, never queued */
+    new_req(&r, "online-nodev", csr, sizeof(csr), now);
+    r.issue = true;
+    r.online = true;
+    r.device = true;
+    freeReplyObject(run_script(&r, &res));
+    assert_int_equal(res.outcome, RA_REQ_OUT_REFUSED);
+    assert_int_equal(stream_len(), before + 1);
 }
 
 static void test_key_of_id(void **state) {
@@ -668,6 +751,7 @@ int main(void) {
         cmocka_unit_test(test_device_not_registered),
         cmocka_unit_test(test_bad_identity),
         cmocka_unit_test(test_key_of_id),
+        cmocka_unit_test(test_online_pending),
         cmocka_unit_test(test_batch),
         cmocka_unit_test(test_parse_malformed),
         cmocka_unit_test(test_parse_server_errors),

@@ -1,0 +1,216 @@
+/* dp_online: parked EST sessions waiting for the upstream CA (see
+ * dp_online.h). The table is a fixed array of chains (FNV-1a of the record
+ * key), allocated once per core at start-up; a chain link lives in the
+ * parked buffer. Thread: the owning polling core only. */
+#include "dataplane/dp_online.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dataplane/dp_core.h"
+#include "dataplane/dp_log.h"
+#include "dataplane/dp_runtime.h"
+#include "ra/ra_req.h"
+
+void dp_sess_online_answer(dp_sess_t *s, dp_buf_t *b); /* dp_sess.c */
+void dp_timer_arm(dp_sess_t *s, dp_timer_kind_t k);  /* dp_core.c */
+bool dp_sess_returned(dp_sess_t *s);
+
+static size_t online_hash(const dp_online_t *o, const char *key, size_t len) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < len; i++) h = (h ^ (uint8_t)key[i]) * 1099511628211ull;
+    return (size_t)h & o->mask;
+}
+
+static void online_insert(dp_online_t *o, dp_buf_t *b) {
+    size_t i = online_hash(o, b->online.key, strlen(b->online.key));
+    b->online.next = o->table[i];
+    o->table[i] = b;
+    b->online.parked = true;
+    o->waiting++;
+}
+
+static void online_remove(dp_online_t *o, dp_buf_t *b) {
+    if (!b->online.parked) return;
+    dp_buf_t **p = &o->table[online_hash(o, b->online.key, strlen(b->online.key))];
+    while (*p && *p != b) p = &(*p)->online.next;
+    if (*p) *p = b->online.next;
+    b->online.next = NULL;
+    b->online.parked = false;
+    o->waiting--;
+}
+
+/* online_answer sends what e->out holds (certificate, refusal or 202). */
+static void online_answer(dp_sess_t *s, dp_buf_t *b) {
+    b->enroll.online_wait = false;
+    dp_timer_arm(s, DP_T_NONE);
+    dp_sess_online_answer(s, b);
+}
+
+static void online_accepted(dp_sess_t *s, dp_buf_t *b) {
+    dp_core_t *c = s->core;
+    c->online.stats.accepted_202++;
+    est_accepted_response(&b->enroll, c->rt->est.retry_after);
+    DP_INFO("EST pending at the upstream CA: 202 Accepted, Retry-After %u identity=%s peer=%s request=%s",
+            c->rt->est.retry_after, b->enroll.identity, b->enroll.peer.addr, b->online.key);
+    online_answer(s, b);
+}
+
+/* online_str copies reply element `e` (a string) as printable text. */
+static void online_str(char *out, size_t cap, const redisReply *e) {
+    size_t n = 0;
+    if (e->type == REDIS_REPLY_STRING)
+        for (; n < e->len && n + 1 < cap; n++) out[n] = e->str[n] >= 0x20 && e->str[n] < 0x7f ? e->str[n] : '?';
+    out[n] = 0;
+}
+
+static bool online_fetch(dp_core_t *c, dp_buf_t *b);
+
+/* on_fetched: the record as HMGET state reason cert serial not_after
+ * returned it (untrusted shape). */
+static void on_fetched(dp_redis_req_t *req, redisReply *rep) {
+    dp_buf_t *b = caa_container_of(req, dp_buf_t, rreq);
+    dp_sess_t *s = b->sess;
+    if (!dp_sess_returned(s)) return;
+    dp_core_t *c = s->core;
+    est_enroll_t *e = &b->enroll;
+    char state[16] = "", reason[RA_REQ_REASON_MAX] = "", serial[RA_REQ_SERIAL_MAX + 1] = "";
+    bool shaped = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 5;
+    if (shaped) {
+        online_str(state, sizeof(state), rep->element[0]);
+        online_str(reason, sizeof(reason), rep->element[1]);
+        online_str(serial, sizeof(serial), rep->element[3]);
+    }
+    if (!strcmp(state, "issued") && rep->element[2]->type == REDIS_REPLY_STRING && rep->element[2]->len) {
+        est_cert_response(e, (const uint8_t *)rep->element[2]->str, rep->element[2]->len);
+        c->online.stats.certs++;
+        DP_INFO("EST issued by the upstream CA serial=%s cn=%s peer=%s identity=%s", serial, e->subject_cn,
+                e->peer.addr, e->identity);
+        online_answer(s, b);
+    } else if (!strcmp(state, "rejected")) {
+        char text[RA_REQ_REASON_MAX + 32];
+        snprintf(text, sizeof(text), "upstream CA: %s", reason[0] ? reason : "request denied");
+        est_deny_response(e, 403, text);
+        c->online.stats.refusals++;
+        DP_INFO("EST denied by the upstream CA peer=%s identity=%s status=403: %s", e->peer.addr, e->identity,
+                reason);
+        online_answer(s, b);
+    } else if (b->online.expired) {
+        online_accepted(s, b);
+    } else { /* still pending: wait on */
+        s->state = DP_S_ONLINE;
+        online_insert(&c->online, b);
+    }
+}
+
+/* online_fetch reads b's record; false if Redis cannot take the command
+ * now (the session stays as it was). */
+static bool online_fetch(dp_core_t *c, dp_buf_t *b) {
+    const char *argv[] = {"HMGET", b->online.key, "state", "reason", "cert", "serial", "not_after"};
+    b->rreq.done = on_fetched;
+    if (!dp_redis_command(&c->redis, &b->rreq, 7, argv, NULL)) return false;
+    b->sess->state = DP_S_RA;
+    c->online.stats.reads++;
+    return true;
+}
+
+/* online_take detaches the parked buffers whose key is `key` (all of them
+ * if `key` is NULL) and reads their records. */
+static void online_take(dp_core_t *c, const char *key, size_t len) {
+    dp_online_t *o = &c->online;
+    dp_buf_t *taken = NULL;
+    size_t first = key ? online_hash(o, key, len) : 0, last = key ? first : o->mask;
+    for (size_t i = first; i <= last; i++) {
+        dp_buf_t **p = &o->table[i];
+        while (*p) {
+            dp_buf_t *b = *p;
+            if (key && (strlen(b->online.key) != len || memcmp(b->online.key, key, len) != 0)) {
+                p = &b->online.next;
+                continue;
+            }
+            *p = b->online.next;
+            b->online.parked = false;
+            o->waiting--;
+            b->online.next = taken;
+            taken = b;
+        }
+    }
+    while (taken) {
+        dp_buf_t *b = taken;
+        taken = b->online.next;
+        b->online.next = NULL;
+        if (!online_fetch(c, b)) online_insert(o, b); /* Redis down: the timer answers */
+    }
+}
+
+static void on_notice(dp_redis_t *r, const char *payload, size_t len) {
+    dp_core_t *c = r->core;
+    c->online.stats.notices++;
+    online_take(c, payload, len);
+}
+
+static void on_subscribed(dp_redis_t *r) {
+    dp_core_t *c = r->core;
+    if (c->online.waiting) online_take(c, NULL, 0); /* notices may have been lost meanwhile */
+}
+
+int dp_online_init(dp_core_t *c) {
+    dp_online_t *o = &c->online;
+    const dp_runtime_t *rt = c->rt;
+    if (!rt->est.online) return 0;
+    o->on = true;
+    snprintf(o->channel, sizeof(o->channel), "stp:done:%s:%u", rt->capf_node, c->id);
+    size_t n = 64;
+    while (n < rt->cfg.queue_bound && n < ((size_t)1 << 20)) n <<= 1;
+    if (!(o->table = calloc(n, sizeof(*o->table)))) return -1;
+    o->mask = n - 1;
+    dp_redis_init_sub(&o->sub, c, &rt->redis_addr, o->channel, on_notice, on_subscribed);
+    return 0;
+}
+
+void dp_online_cleanup(dp_core_t *c) {
+    dp_redis_close(&c->online.sub);
+    free(c->online.table);
+    c->online.table = NULL;
+}
+
+int dp_online_service(dp_core_t *c, int max_ms) {
+    return c->online.on ? dp_redis_service(&c->online.sub, max_ms) : max_ms;
+}
+
+void dp_online_park(dp_sess_t *s, dp_buf_t *b) {
+    dp_core_t *c = s->core;
+    est_enroll_t *e = &b->enroll;
+    ra_req_key(b->online.key, sizeof(b->online.key), e->identity, e->csr_sha256);
+    b->online.expired = false;
+    c->online.stats.parked++;
+    if (c->timeout_ms[DP_T_ONLINE] == 0) {
+        online_accepted(s, b);
+        return;
+    }
+    DP_DEBUG("EST waiting for the upstream CA identity=%s peer=%s request=%s", e->identity, e->peer.addr,
+             b->online.key);
+    s->state = DP_S_ONLINE;
+    online_insert(&c->online, b);
+    dp_timer_arm(s, DP_T_ONLINE);
+}
+
+void dp_online_timeout(dp_sess_t *s) {
+    dp_buf_t *b = s->buf;
+    dp_timer_arm(s, DP_T_NONE);
+    b->online.expired = true;
+    if (s->state == DP_S_RA) return; /* a read is in flight: its answer decides */
+    online_remove(&s->core->online, b);
+    if (!online_fetch(s->core, b)) online_accepted(s, b);
+}
+
+void dp_online_drain(dp_sess_t *s) {
+    if (s->state != DP_S_ONLINE) return;
+    online_remove(&s->core->online, s->buf);
+    online_accepted(s, s->buf);
+}
+
+void dp_online_forget(dp_sess_t *s) {
+    if (s->buf) online_remove(&s->core->online, s->buf);
+}

@@ -1,0 +1,70 @@
+/* dp_online: the online CA mode's waiting room on a polling core
+ * (docs/redis-schema.md "Online CA mode"). An enrollment the upstream CA
+ * must sign is recorded pending by the request script and queued for
+ * stampede-control; its session then parks here, holding its buffer, keyed
+ * by its request record, until one of:
+ *   - a notice on the core's own channel `stp:done:NODE:CORE` (its own
+ *     subscriber connection) names the record: the core reads the record
+ *     (one HMGET) and answers with the certificate or the CA's refusal, or
+ *     parks it again if it is still pending;
+ *   - the wait (online_wait_ms) ends: one last read, then the answer, or
+ *     202 Accepted + Retry-After (RFC 7030 4.2.3): the client repeats the
+ *     same CSR and the request script finds the record.
+ * When the subscription comes back after a loss every parked record is
+ * read once (notices sent meanwhile are lost), so nothing waits for a
+ * notice that was never delivered.
+ * Thread: the owning polling core only. Nothing here blocks; parking,
+ * notices and answers allocate nothing. */
+#ifndef DP_ONLINE_H
+#define DP_ONLINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dataplane/dp_redis.h"
+
+typedef struct dp_core dp_core_t;
+typedef struct dp_sess dp_sess_t;
+typedef struct dp_buf dp_buf_t;
+
+typedef struct {
+    uint64_t parked, notices, reads, certs, refusals, accepted_202;
+} dp_online_stats_t;
+
+/* dp_online_t: one per core (inside dp_core_t). */
+typedef struct {
+    bool on;                  /* ca_mode online */
+    char channel[160];        /* stp:done:NODE:CORE */
+    dp_redis_t sub;           /* subscribed to `channel` */
+    dp_buf_t **table;         /* parked buffers by record key, chained */
+    size_t mask;
+    unsigned waiting;
+    dp_online_stats_t stats;
+} dp_online_t;
+
+/* dp_online_init prepares core `c`'s waiting room if ca_mode is online
+ * (channel name, table, subscriber). Returns 0, or -1 out of memory.
+ * Startup only. */
+int dp_online_init(dp_core_t *c);
+void dp_online_cleanup(dp_core_t *c);
+
+/* dp_online_service runs the subscriber connection (connect, reconnect).
+ * Returns the ms until it next needs to run, capped at `max_ms`. */
+int dp_online_service(dp_core_t *c, int max_ms);
+
+/* dp_online_park parks session `s` whose record the request script found
+ * or made pending (b->enroll.online_wait), or answers 202 at once when
+ * online_wait_ms is 0. */
+void dp_online_park(dp_sess_t *s, dp_buf_t *b);
+
+/* dp_online_timeout: the session's wait ran out (timer DP_T_ONLINE). */
+void dp_online_timeout(dp_sess_t *s);
+
+/* dp_online_drain answers a parked session 202 at once (SIGTERM). */
+void dp_online_drain(dp_sess_t *s);
+
+/* dp_online_forget takes a parked session out of the table (it closes). */
+void dp_online_forget(dp_sess_t *s);
+
+#endif
