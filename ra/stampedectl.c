@@ -2,10 +2,12 @@
  * Redis system of record directly (the embedded server's socket in
  * --data-dir, or --redis URL) through a synchronous hiredis connection:
  * device add/show/list/delete, bulk import from CSV (like CUCM's bulk
- * administration), the CAPF report and the list of enrollment requests.
+ * administration), the CAPF report and the list of enrollment requests;
+ * `doctor` runs stampede-control's upstream CA checks (ra_ctl_doctor).
  * Every change is audited in `stp:audit`. Exit codes are part of the
  * interface (see RA_CTL_EXIT_*).
  * Single-threaded; owns one connection for its whole run. */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <pwd.h>
@@ -760,6 +762,8 @@ static void ra_ctl_usage(FILE *out) {
                  "  --redis URL     redis://host[:port][/db], unix:/path[?db=N] or /path (a socket)\n\n"
                  "Commands:\n");
     for (size_t i = 0; i < RA_CTL_NUM_CMDS; i++) fprintf(out, "  %s\n", ra_ctl_cmds[i].usage);
+    fprintf(out, "  doctor [--config FILE] [stampede-control settings]   (online CA upstream checks;\n"
+                 "         see doctor --help: its own exit codes)\n");
     fprintf(out, "\n%s", ra_ctl_exits);
 }
 
@@ -804,7 +808,87 @@ static const ra_ctl_cmd_t *ra_ctl_find(int argc, char **argv, int *words) {
     return NULL;
 }
 
+/* ---- doctor: the upstream CA checks live in stampede-control ---- */
+
+static const char ra_ctl_doctor_help[] =
+    "Usage: stampedectl doctor [--config FILE] [stampede-control settings ...]\n\n"
+    "Checks the online CA's upstream (Microsoft AD CS web enrollment, /certsrv) the way\n"
+    "stampede-control will use it, and prints one line per check: 'ok    CHECK: detail' or\n"
+    "'PROBLEM CHECK: cause; fix: remedy'. Checks: configuration, DNS, TCP connect, TLS\n"
+    "(trust, host name, clock), authentication (offered schemes, credentials, Extended\n"
+    "Protection), the web enrollment pages, the CA behind IIS and its chain, the template.\n"
+    "Never submits a request. The checks are stampede-control's own (`stampede-control doctor`,\n"
+    "which this runs: $STAMPEDE_CONTROL, else stampede-control next to stampedectl or in PATH)\n"
+    "with the same settings (e.g. --config /etc/stampede/stampede-control.conf).\n"
+    "Exit codes: 0 every check ok, 1 a problem was found, 2 usage or configuration error.\n";
+
+/* ra_ctl_doctor_path finds stampede-control: $STAMPEDE_CONTROL, then beside
+ * this program (installed), then ../control/ (a build tree), else PATH. */
+static void ra_ctl_doctor_path(char *out, size_t cap) {
+    const char *env = getenv("STAMPEDE_CONTROL");
+    if (env && env[0]) {
+        snprintf(out, cap, "%s", env);
+        return;
+    }
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n > 0) {
+        self[n] = 0;
+        char *slash = strrchr(self, '/');
+        if (slash) {
+            *slash = 0;
+            static const char *const rel[] = {"/stampede-control", "/../control/stampede-control"};
+            for (size_t i = 0; i < 2; i++) {
+                snprintf(out, cap, "%s%s", self, rel[i]);
+                if (access(out, X_OK) == 0) return;
+            }
+        }
+    }
+    snprintf(out, cap, "stampede-control");
+}
+
+/* ra_ctl_doctor runs `stampede-control [settings] doctor` in place of this
+ * process; `args` are the settings (stampedectl's --data-dir/--redis are
+ * passed on: stampede-control reads the same ones). */
+static int ra_ctl_doctor(int argc, char **argv) {
+    for (int i = 0; i < argc; i++)
+        if (ra_ctl_is_help(argv[i])) return fputs(ra_ctl_doctor_help, stdout), RA_CTL_EXIT_OK;
+    char path[4200];
+    ra_ctl_doctor_path(path, sizeof(path));
+    char **av = calloc((size_t)argc + 3, sizeof(*av));
+    if (!av) return ra_ctl_fail(RA_CTL_EXIT_USAGE, "doctor: out of memory");
+    av[0] = path;
+    for (int i = 0; i < argc; i++) av[1 + i] = argv[i];
+    av[1 + argc] = "doctor";
+    fflush(NULL);
+    if (strchr(path, '/')) execv(path, av);
+    else execvp(path, av);
+    int err = errno;
+    free(av);
+    return ra_ctl_fail(RA_CTL_EXIT_USAGE, "doctor: cannot run %s: %s (install stampede-control or set "
+                       "STAMPEDE_CONTROL)", path, strerror(err));
+}
+
+/* ra_ctl_doctor_argv: if the command is `doctor`, gathers everything else
+ * (global options included) as its settings and runs it. Returns -1 if the
+ * command is another one. */
+static int ra_ctl_doctor_argv(int argc, char **argv) {
+    int at = 1;
+    while (at < argc && argv[at][0] == '-') at += (!strcmp(argv[at], "--data-dir") || !strcmp(argv[at], "--redis")) ? 2 : 1;
+    if (at >= argc || strcmp(argv[at], "doctor") != 0) return -1;
+    char **rest = calloc((size_t)argc, sizeof(*rest));
+    if (!rest) return ra_ctl_fail(RA_CTL_EXIT_USAGE, "doctor: out of memory");
+    int n = 0;
+    for (int i = 1; i < argc; i++)
+        if (i != at) rest[n++] = argv[i];
+    int rc = ra_ctl_doctor(n, rest);
+    free(rest);
+    return rc;
+}
+
 int main(int argc, char **argv) {
+    int drc = ra_ctl_doctor_argv(argc, argv);
+    if (drc >= 0) return drc;
     ra_ctl_t ctl;
     int rc = 0, words = 0;
     memset(&ctl, 0, sizeof(ctl));
