@@ -5,18 +5,24 @@
  * cx_cert_build encodes and signs the certificate. The issuer Name is
  * untrusted-shaped input here (it comes from a certificate file), so it is
  * walked with CBS only and its attributes are copied as whole TLVs.
- * Thread: cx_lsc_issue on signer workers; the rest on any thread. No shared
- * state, no allocation beyond the caller's CBB. */
+ * cx_lsc_request (online CA mode) writes the same subject into a PKCS#10
+ * signed by the CAPF key instead (the phone signs nothing; see cx_lsc.h).
+ * Thread: cx_lsc_issue and cx_lsc_request on signer workers; the rest on
+ * any thread. No shared state, no allocation beyond the caller's CBB. */
 #include "crypto/cx_lsc.h"
 
 #include <string.h>
 
+#include <openssl/digest.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/md5.h>
 #include <openssl/sha.h>
 
 #define CX_LSC_NOW_MAX 253402300799LL   /* 9999-12-31T23:59:59Z */
 #define CX_LSC_CN_MAX 64                /* ub-common-name (RFC 5280) */
 #define CX_LSC_SAN_MAX 80               /* GeneralNames { URI:<64 chars> } */
+#define CX_LSC_SIG_MAX 1024             /* RSA-8192; ECDSA P-521 needs 139 */
 
 /* cx_lsc_oid_t: an OID's contents (no tag, no length). */
 typedef struct {
@@ -34,6 +40,9 @@ static const uint8_t cx_lsc_oid_sn[] = {0x55, 0x04, 0x05};   /* 2.5.4.5 serialNu
 /* 1.2.840.113549.1.1.1 rsaEncryption, 1.2.840.10045.2.1 id-ecPublicKey */
 static const uint8_t cx_lsc_oid_rsa[] = {0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01};
 static const uint8_t cx_lsc_oid_ec[] = {0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01};
+/* 1.2.840.113549.1.1.11 sha256WithRSAEncryption, 1.2.840.10045.4.3.2 ecdsa-with-SHA256 */
+static const uint8_t cx_lsc_oid_sha256_rsa[] = {0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b};
+static const uint8_t cx_lsc_oid_ecdsa_sha256[] = {0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02};
 
 #define CX_LSC_OID(a) {(a), sizeof(a)}
 /* DEVICE style: these types, in the issuer's order. */
@@ -263,6 +272,83 @@ cx_err_t cx_lsc_issue(CBB *out, uint8_t serial[CX_SERIAL_LEN], const cx_issuer_t
         CBS_init(&tbs.san, san_buf, len);
     }
     return cx_cert_build(out, serial, iss, &tbs);
+}
+
+/* cx_lsc_add_sigalg writes the AlgorithmIdentifier of a SHA-256 signature
+ * by an RSA (`rsa`) or EC key. */
+static bool cx_lsc_add_sigalg(CBB *out, bool rsa) {
+    CBB seq, oid, null;
+    return CBB_add_asn1(out, &seq, CBS_ASN1_SEQUENCE) && CBB_add_asn1(&seq, &oid, CBS_ASN1_OBJECT) &&
+           CBB_add_bytes(&oid, rsa ? cx_lsc_oid_sha256_rsa : cx_lsc_oid_ecdsa_sha256,
+                         rsa ? sizeof(cx_lsc_oid_sha256_rsa) : sizeof(cx_lsc_oid_ecdsa_sha256)) &&
+           (!rsa || CBB_add_asn1(&seq, &null, CBS_ASN1_NULL)) && CBB_flush(out);
+}
+
+/* cx_lsc_sign_sha256 signs `in` with `key` and SHA-256 into `sig`
+ * (CX_LSC_SIG_MAX bytes). */
+static bool cx_lsc_sign_sha256(EVP_PKEY *key, const uint8_t *in, size_t in_len, uint8_t *sig,
+                               size_t *sig_len) {
+    EVP_MD_CTX ctx;
+    bool ok;
+    *sig_len = CX_LSC_SIG_MAX;
+    EVP_MD_CTX_init(&ctx);
+    ok = EVP_DigestSignInit(&ctx, NULL, EVP_sha256(), NULL, key) == 1 &&
+         EVP_DigestSign(&ctx, sig, sig_len, in, in_len) == 1;
+    EVP_MD_CTX_cleanup(&ctx);
+    if (!ok)
+        ERR_clear_error();
+    return ok;
+}
+
+cx_err_t cx_lsc_request(CBB *out, const cx_issuer_t *ra, const CBS *spki, const char *device,
+                        const char *pid, const char *sn, const cx_lsc_policy_t *pol) {
+    cx_lsc_policy_t defaults;
+    uint8_t subject_buf[CX_LSC_SUBJECT_MAX], sig[CX_LSC_SIG_MAX], *unused;
+    bool cucm, is_rsa;
+    cx_err_t err;
+    CBB cbb, req, info, attrs, bits;
+    size_t len, sig_len;
+
+    if (pol == NULL) {
+        cx_lsc_policy_default(&defaults);
+        pol = &defaults;
+    }
+    if (cx_lsc_policy_check(pol) != CX_OK)
+        return CX_E_CONFIG;
+    if ((err = cx_lsc_check_names(pol, device, pid, sn, &cucm)) != CX_OK)
+        return err;
+    if (spki == NULL || !cx_lsc_spki_kind(spki, &is_rsa))
+        return CX_E_CSR_KEY;
+    if (ra == NULL || ra->key == NULL ||
+        (EVP_PKEY_id(ra->key) != EVP_PKEY_RSA && EVP_PKEY_id(ra->key) != EVP_PKEY_EC) ||
+        EVP_PKEY_size(ra->key) <= 0 || (size_t)EVP_PKEY_size(ra->key) > CX_LSC_SIG_MAX)
+        return CX_E_SIGN;
+    if (cx_lsc_copy_attrs(NULL, &ra->subject, NULL, 0) != CX_OK)
+        return CX_E_CERT;
+
+    if (!CBB_init_fixed(&cbb, subject_buf, sizeof(subject_buf)))
+        return CX_E_NOMEM;
+    err = cx_lsc_subject(&cbb, &ra->subject, cucm, device, pid, sn);
+    if (err != CX_OK || !CBB_finish(&cbb, &unused, &len)) {
+        CBB_cleanup(&cbb);
+        return err != CX_OK ? err : CX_E_NOMEM;
+    }
+    /* CertificationRequestInfo { version 0, subject, SPKI, attributes [0] {} } */
+    if (!CBB_add_asn1(out, &req, CBS_ASN1_SEQUENCE) ||
+        !CBB_add_asn1(&req, &info, CBS_ASN1_SEQUENCE) || !CBB_add_asn1_uint64(&info, 0) ||
+        !CBB_add_bytes(&info, subject_buf, len) ||
+        !CBB_add_bytes(&info, CBS_data(spki), CBS_len(spki)) ||
+        !CBB_add_asn1(&info, &attrs, CBS_ASN1_CONTEXT_SPECIFIC | CBS_ASN1_CONSTRUCTED | 0) ||
+        !CBB_flush(&req))
+        return CX_E_NOMEM;
+    /* `req` now holds exactly the CertificationRequestInfo TLV: sign it. */
+    if (!cx_lsc_sign_sha256(ra->key, CBB_data(&req), CBB_len(&req), sig, &sig_len))
+        return CX_E_SIGN;
+    if (!cx_lsc_add_sigalg(&req, EVP_PKEY_id(ra->key) == EVP_PKEY_RSA) ||
+        !CBB_add_asn1(&req, &bits, CBS_ASN1_BITSTRING) || !CBB_add_u8(&bits, 0) ||
+        !CBB_add_bytes(&bits, sig, sig_len) || !CBB_flush(out))
+        return CX_E_NOMEM;
+    return CX_OK;
 }
 
 void cx_lsc_fingerprints(const uint8_t *der, size_t len, uint8_t md5[16], uint8_t sha256[32]) {

@@ -4,8 +4,10 @@
  * here: the device name plus attributes copied from the CAPF (issuer)
  * certificate's subject. The certificate itself is written and signed by
  * cx_cert_build; this module only fills a cx_tbs_t for it.
- * Thread: cx_lsc_issue on signer workers only (it signs); the other
- * functions on any thread. No shared state. */
+ * In online CA mode the upstream CA signs instead: cx_lsc_request builds
+ * the PKCS#10 it is sent, with the same subject.
+ * Thread: cx_lsc_issue and cx_lsc_request on signer workers only (they
+ * sign); the other functions on any thread. No shared state. */
 #ifndef CX_LSC_H
 #define CX_LSC_H
 
@@ -112,6 +114,51 @@ cx_err_t cx_lsc_policy_check(const cx_lsc_policy_t *p);
 cx_err_t cx_lsc_issue(CBB *out, uint8_t serial[CX_SERIAL_LEN], const cx_issuer_t *iss,
                       const CBS *spki, const char *device, const char *pid, const char *sn,
                       const cx_lsc_policy_t *pol, int64_t now);
+
+/* cx_lsc_request writes the PKCS#10 CertificationRequest (RFC 2986) that
+ * CAPF submits to an upstream CA in online CA mode for the phone key
+ * `spki` of `device`, to `out`: version 0; subject exactly as cx_lsc_issue
+ * would write it for the same device, pid, sn and pol->subject, with the
+ * attributes copied from ra->subject (the CAPF certificate's subject);
+ * subjectPKInfo = `spki` byte for byte, as the phone sent it; attributes
+ * empty ([0] with no Attribute); signed with SHA-256 by ra->key
+ * (sha256WithRSAEncryption, NULL parameters, for an RSA key;
+ * ecdsa-with-SHA256, no parameters, for an EC key of any curve).
+ *
+ * Who signs: a CAPF phone never signs anything (capf-protocol.md §3.1: it
+ * sends a bare SubjectPublicKeyInfo, there is no proof of possession in the
+ * protocol; possession is only implied by the authenticated session), so
+ * the request cannot carry the phone's signature. It is signed by CAPF as
+ * the registration authority, with the key of the certificate CAPF
+ * presents. The signature therefore does NOT verify against the public key
+ * inside the request. [DESIGN, to verify against a real ADCS] A Microsoft
+ * CA checks a PKCS#10's signature against the key in it, unless the
+ * certificate template accepts requests signed by an enrollment agent (then
+ * the CAPF certificate must be an enrollment-agent certificate the CA
+ * trusts and the request is normally wrapped in a CMC/PKCS#7 signed by it);
+ * whether a bare PKCS#10 signed by another key is accepted is not known.
+ *
+ * Only ra->subject and ra->key are read (not ski or not_after: no
+ * validity is involved). `pid`, `sn` and `pol` as for cx_lsc_issue (only
+ * the subject style of `pol` is used; NULL = the defaults). Nothing is
+ * retained after the call.
+ * Thread: signer worker only (it signs). Allocates nothing beyond `out`
+ * growth (none with a large enough CBB_init_fixed buffer) and BoringSSL's
+ * signing context.
+ * Returns CX_OK;
+ *   CX_E_CONFIG: policy out of range, `device` NULL or not allowed, `pid` or
+ *     `sn` given but not allowed, CUCM CN over 64 characters;
+ *   CX_E_CSR_KEY: `spki` NULL, not a SubjectPublicKeyInfo, or its algorithm
+ *     is neither rsaEncryption nor id-ecPublicKey;
+ *   CX_E_CERT: ra->subject is not a well-formed Name;
+ *   CX_E_NOMEM: subject over CX_LSC_SUBJECT_MAX bytes, or `out` could not
+ *     grow;
+ *   CX_E_SIGN: `ra` NULL, no key, a key that is neither RSA nor EC, or
+ *     signing failed.
+ * On CONFIG, CSR_KEY or CERT nothing is written to `out`; after NOMEM or
+ * SIGN `out` may hold a partial write: discard it. */
+cx_err_t cx_lsc_request(CBB *out, const cx_issuer_t *ra, const CBS *spki, const char *device,
+                        const char *pid, const char *sn, const cx_lsc_policy_t *pol);
 
 /* cx_lsc_fingerprints writes the MD5 and SHA-256 digests of the certificate
  * DER `der` (`len` bytes) to `md5` and `sha256`. The MD5 is what Jabber

@@ -1026,6 +1026,246 @@ static void test_openssl_cli(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* ---- cx_lsc_request: the PKCS#10 of online CA mode ---- */
+
+/* req_try runs cx_lsc_request for `key`'s SPKI into a growing CBB; on CX_OK
+ * the DER goes to *der (OPENSSL_free), else it checks that a refusal of the
+ * inputs wrote nothing. */
+static cx_err_t req_try(const cx_issuer_t *ra, const EVP_PKEY *key, const char *device,
+                        const char *pid, const char *sn, const cx_lsc_policy_t *pol,
+                        uint8_t **der, size_t *der_len) {
+    uint8_t *spki;
+    size_t spki_len;
+    CBB cbb;
+    CBS cbs;
+    spki_of(key, &spki, &spki_len);
+    CBS_init(&cbs, spki, spki_len);
+    assert_true(CBB_init(&cbb, 64));
+    cx_err_t err = cx_lsc_request(&cbb, ra, &cbs, device, pid, sn, pol);
+    if (err == CX_OK) {
+        assert_true(CBB_finish(&cbb, der, der_len));
+    } else {
+        if (err == CX_E_CONFIG || err == CX_E_CSR_KEY || err == CX_E_CERT || err == CX_E_SIGN)
+            assert_int_equal(CBB_len(&cbb), 0);
+        CBB_cleanup(&cbb);
+    }
+    OPENSSL_free(spki);
+    return err;
+}
+
+/* assert_request parses `der` back with BoringSSL and checks the shape the
+ * upstream CA gets: version 0, subject = that of the LSC cx_lsc_issue makes
+ * for the same inputs (byte for byte), SPKI = the phone's bytes, no
+ * attributes, a SHA-256 signature that verifies with the CAPF key (and not
+ * with the phone's key, which signed nothing). */
+static void assert_request(const uint8_t *der, size_t der_len, const test_ca_t *ca,
+                           const EVP_PKEY *key, const char *device, const char *pid,
+                           const char *sn, const cx_lsc_policy_t *pol) {
+    /* BoringSSL's parser. */
+    const uint8_t *p = der;
+    X509_REQ *req = d2i_X509_REQ(NULL, &p, (long)der_len);
+    assert_non_null(req);
+    assert_ptr_equal(p, der + der_len);
+    assert_int_equal(X509_REQ_get_version(req), X509_REQ_VERSION_1);
+    assert_int_equal(X509_REQ_get_attr_count(req), 0);
+    assert_int_equal(X509_REQ_get_signature_nid(req), EVP_PKEY_id(ca->key) == EVP_PKEY_RSA
+                                                          ? NID_sha256WithRSAEncryption
+                                                          : NID_ecdsa_with_SHA256);
+    assert_int_equal(X509_REQ_verify(req, ca->key), 1);
+    EVP_PKEY *pub = X509_REQ_get_pubkey(req);
+    assert_non_null(pub);
+    assert_int_equal(EVP_PKEY_cmp(pub, key), 1);
+    assert_int_equal(X509_REQ_verify(req, pub), 0);   /* the phone signed nothing */
+    ERR_clear_error();
+    EVP_PKEY_free(pub);
+    /* Subject: the LSC's, byte for byte. */
+    uint8_t serial[CX_SERIAL_LEN];
+    X509 *lsc = lsc_issue(&ca->iss, key, device, pid, sn, pol, (int64_t)time(NULL), serial,
+                          NULL, NULL);
+    const uint8_t *a, *b;
+    size_t a_len, b_len;
+    name_der(X509_REQ_get_subject_name(req), &a, &a_len);
+    name_der(X509_get_subject_name(lsc), &b, &b_len);
+    assert_int_equal(a_len, b_len);
+    assert_memory_equal(a, b, b_len);
+    X509_free(lsc);
+    X509_REQ_free(req);
+
+    /* The exact DER, walked with CBS: SEQUENCE { SEQUENCE { INTEGER 0, Name,
+     * SPKI (the input bytes), [0] empty }, AlgorithmIdentifier, BIT STRING }. */
+    uint8_t *spki;
+    size_t spki_len;
+    uint64_t version;
+    CBS in, top, info, name, got_spki, attrs, alg, oid, bits;
+    spki_of(key, &spki, &spki_len);
+    CBS_init(&in, der, der_len);
+    assert_true(CBS_get_asn1(&in, &top, CBS_ASN1_SEQUENCE));
+    assert_int_equal(CBS_len(&in), 0);
+    assert_true(CBS_get_asn1(&top, &info, CBS_ASN1_SEQUENCE));
+    assert_true(CBS_get_asn1_uint64(&info, &version));
+    assert_int_equal(version, 0);
+    assert_true(CBS_get_asn1_element(&info, &name, CBS_ASN1_SEQUENCE));
+    assert_true(CBS_get_asn1_element(&info, &got_spki, CBS_ASN1_SEQUENCE));
+    assert_int_equal(CBS_len(&got_spki), spki_len);
+    assert_memory_equal(CBS_data(&got_spki), spki, spki_len);
+    assert_true(CBS_get_asn1(&info, &attrs, CBS_ASN1_CONTEXT_SPECIFIC | CBS_ASN1_CONSTRUCTED | 0));
+    assert_int_equal(CBS_len(&attrs), 0);
+    assert_int_equal(CBS_len(&info), 0);
+    assert_true(CBS_get_asn1(&top, &alg, CBS_ASN1_SEQUENCE));
+    assert_true(CBS_get_asn1(&alg, &oid, CBS_ASN1_OBJECT));
+    if (EVP_PKEY_id(ca->key) == EVP_PKEY_RSA) {   /* RFC 4055: NULL parameters */
+        CBS null;
+        assert_true(CBS_get_asn1(&alg, &null, CBS_ASN1_NULL));
+        assert_int_equal(CBS_len(&null), 0);
+    }
+    assert_int_equal(CBS_len(&alg), 0);           /* ECDSA: parameters absent */
+    assert_true(CBS_get_asn1(&top, &bits, CBS_ASN1_BITSTRING));
+    assert_int_equal(CBS_len(&top), 0);
+    OPENSSL_free(spki);
+}
+
+static void test_request(void **state) {
+    (void)state;
+    cx_lsc_policy_t pol;
+    uint8_t *der;
+    size_t der_len;
+    cx_lsc_policy_default(&pol);
+    /* Every key type of the profile under an RSA and an EC CAPF key. */
+    const test_ca_t *cas[] = {&g_rsa_ca, &g_ec_ca};
+    for (size_t c = 0; c < 2; c++) {
+        for (size_t k = 0; k < K__COUNT; k++) {
+            assert_int_equal(req_try(&cas[c]->iss, g_keys[k], DEVICE, NULL, NULL, &pol, &der,
+                                     &der_len), CX_OK);
+            assert_request(der, der_len, cas[c], g_keys[k], DEVICE, NULL, NULL, &pol);
+            OPENSSL_free(der);
+        }
+    }
+    /* NULL policy: the defaults (DEVICE style). */
+    assert_int_equal(req_try(&g_rsa_ca.iss, g_keys[K_RSA2048], DEVICE, NULL, NULL, NULL, &der,
+                             &der_len), CX_OK);
+    assert_request(der, der_len, &g_rsa_ca, g_keys[K_RSA2048], DEVICE, NULL, NULL, &pol);
+    OPENSSL_free(der);
+    /* CUCM style with PID and SN known; without them DEVICE style. */
+    pol.subject = CX_LSC_SUBJECT_CUCM;
+    assert_int_equal(req_try(&g_rsa_ca.iss, g_keys[K_RSA2048], DEVICE, "CP-8861", "FCH18198CNQ",
+                             &pol, &der, &der_len), CX_OK);
+    assert_request(der, der_len, &g_rsa_ca, g_keys[K_RSA2048], DEVICE, "CP-8861", "FCH18198CNQ",
+                   &pol);
+    OPENSSL_free(der);
+    assert_int_equal(req_try(&g_rsa_ca.iss, g_keys[K_RSA2048], DEVICE, NULL, "FCH1", &pol, &der,
+                             &der_len), CX_OK);
+    assert_request(der, der_len, &g_rsa_ca, g_keys[K_RSA2048], DEVICE, NULL, "FCH1", &pol);
+    OPENSSL_free(der);
+    /* A P-384 CAPF key still signs with SHA-256. */
+    test_ca_t p384;
+    uint8_t *name;
+    size_t name_len;
+    capf_name_der(&name, &name_len);
+    ca_make(&p384, tk_ec_key(NID_secp384r1), name, name_len);
+    OPENSSL_free(name);
+    cx_lsc_policy_default(&pol);
+    assert_int_equal(req_try(&p384.iss, g_keys[K_P256], DEVICE, NULL, NULL, &pol, &der,
+                             &der_len), CX_OK);
+    assert_request(der, der_len, &p384, g_keys[K_P256], DEVICE, NULL, NULL, &pol);
+    OPENSSL_free(der);
+    ca_free(&p384);
+}
+
+static void test_request_bad_inputs(void **state) {
+    (void)state;
+    cx_lsc_policy_t pol;
+    uint8_t *der = NULL, *spki;
+    size_t der_len, spki_len;
+    cx_lsc_policy_default(&pol);
+    /* Names and policy. */
+    assert_int_equal(req_try(&g_rsa_ca.iss, g_keys[K_P256], NULL, NULL, NULL, &pol, &der,
+                             &der_len), CX_E_CONFIG);
+    assert_int_equal(req_try(&g_rsa_ca.iss, g_keys[K_P256], "SEP 1", NULL, NULL, &pol, &der,
+                             &der_len), CX_E_CONFIG);
+    assert_int_equal(req_try(&g_rsa_ca.iss, g_keys[K_P256], "", NULL, NULL, &pol, &der,
+                             &der_len), CX_E_CONFIG);
+    pol.subject = CX_LSC_SUBJECT_CUCM;
+    assert_int_equal(req_try(&g_rsa_ca.iss, g_keys[K_P256], DEVICE, "CP 8861", "FCH1", &pol,
+                             &der, &der_len), CX_E_CONFIG);
+    pol.subject = (cx_lsc_subject_t)7;
+    assert_int_equal(req_try(&g_rsa_ca.iss, g_keys[K_P256], DEVICE, NULL, NULL, &pol, &der,
+                             &der_len), CX_E_CONFIG);
+    cx_lsc_policy_default(&pol);
+    /* Signer: none, no key, an Ed25519 key. */
+    assert_int_equal(req_try(NULL, g_keys[K_P256], DEVICE, NULL, NULL, &pol, &der, &der_len),
+                     CX_E_SIGN);
+    cx_issuer_t nokey = g_rsa_ca.iss;
+    nokey.key = NULL;
+    assert_int_equal(req_try(&nokey, g_keys[K_P256], DEVICE, NULL, NULL, &pol, &der, &der_len),
+                     CX_E_SIGN);
+    EVP_PKEY_CTX *kctx = EVP_PKEY_CTX_new_id(EVP_PKEY_ED25519, NULL);
+    EVP_PKEY *ed = NULL;
+    assert_non_null(kctx);
+    assert_true(EVP_PKEY_keygen_init(kctx) && EVP_PKEY_keygen(kctx, &ed));
+    EVP_PKEY_CTX_free(kctx);
+    cx_issuer_t edra = g_rsa_ca.iss;
+    edra.key = ed;
+    assert_int_equal(req_try(&edra, g_keys[K_P256], DEVICE, NULL, NULL, &pol, &der, &der_len),
+                     CX_E_SIGN);
+    /* The phone's key: an Ed25519 SPKI is not a CAPF key. */
+    assert_int_equal(req_try(&g_rsa_ca.iss, ed, DEVICE, NULL, NULL, &pol, &der, &der_len),
+                     CX_E_CSR_KEY);
+    EVP_PKEY_free(ed);
+    /* SPKI truncated, with a trailing byte, NULL. */
+    spki_of(g_keys[K_RSA2048], &spki, &spki_len);
+    for (size_t n = 0; n < spki_len; n += 7) {
+        CBB cbb;
+        CBS cbs;
+        CBS_init(&cbs, spki, n);
+        assert_true(CBB_init(&cbb, 64));
+        assert_int_equal(cx_lsc_request(&cbb, &g_rsa_ca.iss, &cbs, DEVICE, NULL, NULL, &pol),
+                         CX_E_CSR_KEY);
+        assert_int_equal(CBB_len(&cbb), 0);
+        CBB_cleanup(&cbb);
+    }
+    {
+        CBB cbb;
+        assert_true(CBB_init(&cbb, 64));
+        assert_int_equal(cx_lsc_request(&cbb, &g_rsa_ca.iss, NULL, DEVICE, NULL, NULL, &pol),
+                         CX_E_CSR_KEY);
+        CBB_cleanup(&cbb);
+    }
+    /* A malformed CAPF subject. */
+    static const uint8_t bad_name[] = {0x30, 0x03, 0x31, 0x01, 0x00};
+    cx_issuer_t badsub = g_rsa_ca.iss;
+    CBS_init(&badsub.subject, bad_name, sizeof(bad_name));
+    assert_int_equal(req_try(&badsub, g_keys[K_P256], DEVICE, NULL, NULL, &pol, &der, &der_len),
+                     CX_E_CERT);
+    /* A fixed buffer too small: NOMEM; the right size: OK, same length. */
+    assert_int_equal(req_try(&g_rsa_ca.iss, g_keys[K_RSA2048], DEVICE, NULL, NULL, &pol, &der,
+                             &der_len), CX_OK);
+    OPENSSL_free(der);
+    uint8_t *fixed = OPENSSL_malloc(der_len + 16);
+    assert_non_null(fixed);
+    for (size_t cap = 0; cap < der_len; cap += 97) {
+        CBB cbb;
+        CBS cbs;
+        CBS_init(&cbs, spki, spki_len);
+        assert_true(CBB_init_fixed(&cbb, fixed, cap));
+        assert_int_equal(cx_lsc_request(&cbb, &g_rsa_ca.iss, &cbs, DEVICE, NULL, NULL, &pol),
+                         CX_E_NOMEM);
+        CBB_cleanup(&cbb);
+    }
+    {
+        CBB cbb;
+        CBS cbs;
+        size_t n;
+        CBS_init(&cbs, spki, spki_len);
+        assert_true(CBB_init_fixed(&cbb, fixed, der_len + 16));
+        assert_int_equal(cx_lsc_request(&cbb, &g_rsa_ca.iss, &cbs, DEVICE, NULL, NULL, &pol),
+                         CX_OK);
+        assert_true(CBB_finish(&cbb, NULL, &n));
+        assert_int_equal(n, der_len);               /* RSA PKCS#1 v1.5: fixed length */
+    }
+    OPENSSL_free(fixed);
+    OPENSSL_free(spki);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_policy_default),
@@ -1042,6 +1282,8 @@ int main(void) {
         cmocka_unit_test(test_fingerprints),
         cmocka_unit_test(test_serials),
         cmocka_unit_test(test_openssl_cli),
+        cmocka_unit_test(test_request),
+        cmocka_unit_test(test_request_bad_inputs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
