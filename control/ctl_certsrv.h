@@ -18,7 +18,9 @@
  * the details (URL, libcurl code, HTTP status, TLS verify result, offered
  * auth schemes, HRESULT) and the fix.
  * Thread: a ctl_conn_t belongs to one thread at a time; calls block for at
- * most the configured timeouts. */
+ * most the configured timeouts.
+ * Startup: the process calls curl_global_init(CURL_GLOBAL_DEFAULT) once, before
+ * any thread makes a ctl_conn_t (ctl_main and ctl_certsrv_probe do). */
 #ifndef CTL_CERTSRV_H
 #define CTL_CERTSRV_H
 
@@ -70,6 +72,14 @@ void ctl_conn_free(ctl_conn_t *c);
 /* ctl_conn_requests: HTTP requests this connection object sent so far. */
 unsigned long ctl_conn_requests(const ctl_conn_t *c);
 
+/* ctl_conn_auth_offered: the schemes the server offered in the last 401 it
+ * sent on `c` (CURLINFO_HTTPAUTH_AVAIL: CURLAUTH_* bits), 0 if none yet. */
+unsigned long ctl_conn_auth_offered(const ctl_conn_t *c);
+
+/* ctl_auth_schemes_str writes CURLAUTH_* `bits` as "Negotiate, NTLM"
+ * ("none" for 0) into `buf` (`len` bytes, truncated). Returns `buf`. */
+const char *ctl_auth_schemes_str(unsigned long bits, char *buf, size_t len);
+
 /* ctl_certsrv_login: GET /certsrv/ (authenticates the connection: with NTLM
  * that is the login handshake). CTL_UP_ISSUED (meaning "ok") or CTL_UP_FAILED
  * with a diagnosis. A warm connection answers with one request. */
@@ -78,7 +88,11 @@ ctl_up_kind_t ctl_certsrv_login(ctl_conn_t *c, ctl_up_t *res);
 /* ctl_certsrv_submit POSTs the PKCS#10 `p10` (DER) to certfnsh.asp with
  * Mode=newreq and CertAttrib=CertificateTemplate:<template>. Returns
  * ISSUED / PENDING (req_id set), DENIED, FAILED (nothing was submitted, or
- * the CA did not take it: e.g. 401, 5xx, connection refused) or UNKNOWN. */
+ * the CA did not take it: e.g. 401, 5xx, connection refused) or UNKNOWN
+ * (diag CTL_D_TIMEOUT_SUBMIT: timeout or connection lost after the body was
+ * sent; CTL_D_PAGE: a 200 answer none of the parsers recognise, or one too
+ * large to read). The body is never resent on a new connection once it went
+ * out without an answer (libcurl would do that on a dead reused connection). */
 ctl_up_kind_t ctl_certsrv_submit(ctl_conn_t *c, const uint8_t *p10, size_t p10_len, ctl_up_t *res);
 
 /* ctl_certsrv_fetch GETs certnew.cer?ReqID=<req_id>&Enc=bin. ISSUED with
@@ -106,6 +120,13 @@ ctl_up_kind_t ctl_certsrv_chain(ctl_conn_t *c, ctl_chain_t *out, ctl_up_t *res);
 /* ctl_certsrv_chain_at: the chain of CA certificate `renewal` only (the
  * previous CA during a rollover). ISSUED or FAILED. */
 ctl_up_kind_t ctl_certsrv_chain_at(ctl_conn_t *c, uint32_t renewal, ctl_chain_t *out, ctl_up_t *res);
+
+/* ctl_certsrv_get GETs /certsrv/<page> (e.g. "certrqxt.asp"; "" for the
+ * welcome page) with the fetch timeout: for ctl_doctor's page checks.
+ * ISSUED with *body / *body_len set to the answer on HTTP 200 (owned by `c`,
+ * valid until its next call), or FAILED with a diagnosis (*body NULL). */
+ctl_up_kind_t ctl_certsrv_get(ctl_conn_t *c, const char *page, const uint8_t **body,
+                              size_t *body_len, ctl_up_t *res);
 
 /* ctl_doctor runs the checks of `stampedectl doctor` against the configured
  * upstream and prints one line per check to `out`: "ok    <check>: <detail>"
