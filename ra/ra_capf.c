@@ -6,6 +6,7 @@
 #include <openssl/sha.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ra/ra_redis.h"
@@ -17,11 +18,17 @@
 /* KEYS[1] stp:audit, KEYS[2] stp:dev:{NAME}, KEYS[3] stp:capf:lock:{NAME},
  * KEYS[4] stp:req:{NAME}:SPKISHA (ISSUED and FINISH install-ok only),
  * KEYS[5] stp:capf:key:KEYHASH (ISSUED, optional: the key's owner).
+ * SUBMIT: KEYS[4] the request record, KEYS[5] stp:reqs:open, KEYS[6]
+ * stp:upstream, KEYS[7] stp:capf:key:KEYHASH (optional).
  * ARGV[1] verb, [2] token, [3] now, [4] peer, then per verb:
  *   BEGIN        [5] lock_ttl_ms
  *   AUTH_FAILED  [5] reason, [6] max_failures, [7] lockout_s
  *   ISSUED       [5] request id, [6] serial, [7] not_after, [8] cert MD5
- *                hex, [9] cert SHA-256 hex, [10] SPKI DER, [11] cert DER
+ *                hex, [9] cert SHA-256 hex, [10] SPKI DER, [11] cert DER,
+ *                [12] "1" when the certificate is the upstream CA's (online
+ *                CA mode: the record is stampede-control's; optional)
+ *   SUBMIT       [5] request id, [6] SPKI DER, [7] PKCS#10 DER, [8] notify
+ *                channel, [9] lock_ttl_ms (the lock is extended to it)
  *   FINISH       [5] kind, [6] request id, [7] serial, [8] not_after,
  *                [9] MD5 hex, [10] SHA-256 hex (install-ok; else ""),
  *                [11] fetched cert DER (fetch-ok; else "")
@@ -29,7 +36,9 @@
  *   RELEASE      -
  * Reply {outcome, reason, failures, lock_until, fields}: fields are the
  * device's provisioning and LSC field/value pairs a session needs (not the
- * fetched certificate or the history) for BEGIN ok, else empty. Arguments
+ * fetched certificate or the history) for BEGIN ok; for SUBMIT ok
+ * {state, queued|pending|issued [, serial, S, not_after, T, cert, DER]};
+ * else empty. Arguments
  * the script cannot use get an error reply "capf: bad ..." (nothing
  * written). */
 static const char ra_capf_lua[] =
@@ -46,6 +55,11 @@ static const char ra_capf_lua[] =
     "  return s\n"
     "end\n"
     "local function bad(what) return redis.error_reply('ERR capf: bad ' .. what) end\n"
+    "local function sernorm(v)\n"
+    "  v = string.lower(v or '')\n"
+    "  while #v > 2 and string.sub(v, 1, 2) == '00' do v = string.sub(v, 3) end\n"
+    "  return v\n"
+    "end\n"
     "local now = int(ARGV[3])\n"
     "if not now then return bad('now') end\n"
     "if type(token) ~= 'string' or #token == 0 or #token > " RA_CAPF_STR(RA_CAPF_TOKEN_MAX) "\n"
@@ -151,8 +165,17 @@ static const char ra_capf_lua[] =
     "    if owner and owner ~= name then\n"
     "      return reply('key-in-use', 'public key already bound to device ' .. owner)\n"
     "    end\n"
-    "    redis.call('SET', keyidx, name)\n"
     "  end\n"
+    "  if ARGV[12] == '1' then\n"
+    "    local r = redis.call('HMGET', req, 'state', 'cert')\n"
+    "    if r[1] ~= 'issued' or r[2] ~= cert then\n"
+    "      return reply('not-issued', 'the request record does not hold this certificate (state ' ..\n"
+    "        text(r[1] or 'absent', '?') .. ')')\n"
+    "    end\n"
+    "    if keyidx then redis.call('SET', keyidx, name) end\n"
+    "    redis.call('HSET', req, 'cert_md5', ARGV[8], 'cert_sha256', ARGV[9], 'confirmed', 0)\n"
+    "  else\n"
+    "  if keyidx then redis.call('SET', keyidx, name) end\n"
     "  local p = redis.call('HMGET', req, 'serial', 'received', 'attempts')\n"
     "  local received, attempts = ARGV[3], 0\n"
     "  if p[1] and p[1] ~= '' and p[1] ~= serial then\n"
@@ -165,6 +188,7 @@ static const char ra_capf_lua[] =
     "    'mode', 'local', 'received', received, 'updated', ARGV[3], 'attempts', attempts + 1,\n"
     "    'state', 'issued', 'serial', serial, 'not_after', ARGV[7], 'cert', cert,\n"
     "    'cert_md5', ARGV[8], 'cert_sha256', ARGV[9], 'confirmed', 0)\n"
+    "  end\n"
     "  local f = {'lsc_unconfirmed', serial, 'auth_failures', 0, 'updated', ARGV[3]}\n"
     "  local prev = d[2] or ''\n"
     "  if prev ~= '' and prev ~= serial then\n"
@@ -176,8 +200,58 @@ static const char ra_capf_lua[] =
     "    redis.call('HINCRBY', dev, 'stale_lscs', 1)\n"
     "  end\n"
     "  redis.call('HSET', dev, unpack(f))\n"
-    "  audit('issue', '', serial, id)\n"
+    "  if ARGV[12] ~= '1' then audit('issue', '', serial, id) end\n"
     "  return reply('ok')\n"
+    "elseif verb == 'SUBMIT' then\n"
+    "  local id, spki, p10, notify, ttl = ARGV[5], ARGV[6], ARGV[7], ARGV[8], int(ARGV[9])\n"
+    "  if not req or id ~= name .. ':' .. reqhex or KEYS[5] ~= 'stp:reqs:open' or KEYS[6] ~= 'stp:upstream' then\n"
+    "    return bad('keys')\n"
+    "  end\n"
+    "  local keyidx = KEYS[7]\n"
+    "  if keyidx and not string.match(keyidx, '^stp:capf:key:' .. string.rep('[0-9a-f]', 64) .. '$') then\n"
+    "    return bad('keys')\n"
+    "  end\n"
+    "  if not spki or #spki == 0 or not p10 or #p10 == 0 then return bad('der') end\n"
+    "  if type(notify) ~= 'string' or #notify > " RA_CAPF_STR(RA_CAPF_NOTIFY_MAX) " or notify:find('[^\\33-\\126]') then\n"
+    "    return bad('notify')\n"
+    "  end\n"
+    "  if not ttl or ttl == 0 then return bad('lock_ttl_ms') end\n"
+    "  if not mine then return reply('lost-lock', lost) end\n"
+    "  if not exists then return reply('unknown', 'unknown device') end\n"
+    "  if redis.call('HGET', dev, 'op') ~= 'install' then\n"
+    "    return reply('no-op', 'no certificate operation pending')\n"
+    "  end\n"
+    "  if keyidx then\n"
+    "    local owner = redis.call('GET', keyidx)\n"
+    "    if owner and owner ~= name then\n"
+    "      return reply('key-in-use', 'public key already bound to device ' .. owner)\n"
+    "    end\n"
+    "  end\n"
+    "  if redis.call('PTTL', lock) < ttl then redis.call('PEXPIRE', lock, ttl) end\n"
+    "  local p = redis.call('HMGET', req, 'state', 'serial', 'not_after', 'cert', 'received', 'attempts', 'mode')\n"
+    "  local received, attempts = ARGV[3], 0\n"
+    "  if p[1] == 'issued' then\n"
+    "    local na = tonumber(p[3]) or 0\n"
+    "    if p[7] == 'online' and na > now and p[4] and #p[4] > 0 and p[2] and p[2] ~= '' then\n"
+    "      redis.call('HSET', req, 'last_seen', ARGV[3], 'last_peer', peer)\n"
+    "      redis.call('HINCRBY', req, 'attempts', 1)\n"
+    "      return reply('ok', '', 0, 0, {'state', 'issued', 'serial', p[2], 'not_after', p[3], 'cert', p[4]})\n"
+    "    end\n"
+    "    if p[2] and p[2] ~= '' then redis.call('RENAME', req, req .. ':' .. p[2]) else redis.call('DEL', req) end\n"
+    "  elseif p[1] == 'pending' then\n"
+    "    redis.call('HSET', req, 'notify', notify, 'last_seen', ARGV[3], 'last_peer', peer)\n"
+    "    redis.call('HINCRBY', req, 'attempts', 1)\n"
+    "    return reply('ok', '', 0, 0, {'state', 'pending'})\n"
+    "  elseif p[1] then\n"
+    "    received, attempts = p[5] or ARGV[3], tonumber(p[6]) or 0\n"
+    "    redis.call('DEL', req)\n"
+    "  end\n"
+    "  redis.call('HSET', req, 'id', id, 'identity', name, 'protocol', 'capf', 'peer', peer, 'csr', spki,\n"
+    "    'mode', 'online', 'received', received, 'updated', ARGV[3], 'attempts', attempts + 1,\n"
+    "    'state', 'pending', 'ca_state', 'queued', 'p10', p10, 'notify', notify)\n"
+    "  redis.call('ZADD', KEYS[5], ARGV[3], id)\n"
+    "  redis.call('XADD', KEYS[6], '*', 'key', req, 'id', id)\n"
+    "  return reply('ok', '', 0, 0, {'state', 'queued'})\n"
     "elseif verb == 'FINISH' then\n"
     "  local kind = ARGV[5]\n"
     "  local failed = {['install-failed'] = 'Upgrade Failed: phone could not store the certificate',\n"
@@ -209,7 +283,7 @@ static const char ra_capf_lua[] =
     "    local old = d[3] or ''\n"
     "    if old ~= '' and old ~= serial then put('superseded_serial', old); note = 'supersedes ' .. old end\n"
     "    if d[2] == 'string' then put('auth_hash', '" RA_CAPF_AUTH_HASH_USED "') end\n"
-    "    if redis.call('HGET', req, 'serial') == serial then\n"
+    "    if sernorm(redis.call('HGET', req, 'serial') or '') == sernorm(serial) then\n"
     "      redis.call('HSET', req, 'confirmed', 1, 'confirmed_at', ARGV[3])\n"
     "    end\n"
     "    event = 'lsc-installed'\n"
@@ -245,6 +319,7 @@ static const char *const ra_capf_outcome_text[RA_CAPF__COUNT] = {
     [RA_CAPF_OK] = "ok",          [RA_CAPF_UNKNOWN] = "unknown",         [RA_CAPF_BUSY] = "busy",
     [RA_CAPF_NO_OP] = "no-op",    [RA_CAPF_LATE] = "late",               [RA_CAPF_LOCKED_OUT] = "locked-out",
     [RA_CAPF_LOST_LOCK] = "lost-lock", [RA_CAPF_KEY_IN_USE] = "key-in-use",
+    [RA_CAPF_NOT_ISSUED] = "not-issued",
 };
 
 static const char *const ra_capf_kind_text[RA_CAPF_KIND__COUNT] = {
@@ -352,6 +427,28 @@ static ra_err_t ra_capf_head(ra_capf_cmd_t *c, const char *sha, const char *name
     return RA_OK;
 }
 
+/* ra_capf_add_key appends `key` (kept by the caller until the command was
+ * sent) to the command's KEYS, before its ARGV. */
+static void ra_capf_add_key(ra_capf_cmd_t *c, const char *key) {
+    int nkeys = atoi(c->_numkeys), at = 3 + nkeys; /* EVALSHA sha n k1..kn | argv */
+    for (int i = c->argc; i > at; i--) {
+        c->argv[i] = c->argv[i - 1];
+        c->argvlen[i] = c->argvlen[i - 1];
+    }
+    c->argv[at] = key;
+    c->argvlen[at] = strlen(key);
+    c->argc++;
+    snprintf(c->_numkeys, sizeof(c->_numkeys), "%d", (nkeys + 1) & 63);
+}
+
+/* ra_capf_key_index names the key index stp:capf:key:HEX of `hash`. */
+static const char *ra_capf_key_index(ra_capf_cmd_t *c, const uint8_t hash[32]) {
+    char hexs[65];
+    ra_hex(hexs, hash, 32);
+    snprintf(c->_keyidx, sizeof(c->_keyidx), "stp:capf:key:%s", hexs);
+    return c->_keyidx;
+}
+
 ra_err_t ra_capf_begin_cmd(ra_capf_cmd_t *c, const char *sha, const char *name, const char *token,
                            int64_t now, const char *peer, int64_t lock_ttl_ms) {
     if (lock_ttl_ms <= 0) return RA_E_BAD_NAME;
@@ -393,19 +490,7 @@ ra_err_t ra_capf_issued_cmd(ra_capf_cmd_t *c, const char *sha, const char *name,
         return RA_E_BAD_NAME;
     ra_err_t e = ra_capf_head(c, sha, name, token, now, peer, "ISSUED", lsc->spki_sha256);
     if (e != RA_OK) return e;
-    if (lsc->has_key_hash) { /* KEYS[5]: after the request key, before ARGV */
-        char hexs[65];
-        ra_hex(hexs, lsc->key_hash, sizeof(lsc->key_hash));
-        snprintf(c->_keyidx, sizeof(c->_keyidx), "stp:capf:key:%s", hexs);
-        snprintf(c->_numkeys, sizeof(c->_numkeys), "5");
-        for (int i = c->argc; i > 7; i--) { /* EVALSHA sha n k1 k2 k3 k4 | verb ...: insert at 7 */
-            c->argv[i] = c->argv[i - 1];
-            c->argvlen[i] = c->argvlen[i - 1];
-        }
-        c->argv[7] = c->_keyidx;
-        c->argvlen[7] = strlen(c->_keyidx);
-        c->argc++;
-    }
+    if (lsc->has_key_hash) ra_capf_add_key(c, ra_capf_key_index(c, lsc->key_hash)); /* KEYS[5] */
     ra_capf_lsc_digests(c, lsc);
     ra_capf_str(c, c->_id);
     ra_capf_str(c, c->_serial);
@@ -414,6 +499,31 @@ ra_err_t ra_capf_issued_cmd(ra_capf_cmd_t *c, const char *sha, const char *name,
     ra_capf_str(c, c->_sha256);
     ra_capf_arg(c, lsc->spki_der, lsc->spki_len); /* binary DER: never strlen */
     ra_capf_arg(c, lsc->cert_der, lsc->cert_len);
+    if (lsc->online) ra_capf_str(c, "1");
+    return RA_OK;
+}
+
+ra_err_t ra_capf_submit_cmd(ra_capf_cmd_t *c, const char *sha, const char *name, const char *token,
+                            int64_t now, const char *peer, const ra_capf_submit_t *s) {
+    uint8_t spki_sha256[32];
+    if (!s || !s->spki_der || !s->spki_len || !s->p10_der || !s->p10_len || !s->notify ||
+        strlen(s->notify) > RA_CAPF_NOTIFY_MAX || s->lock_ttl_ms <= 0)
+        return RA_E_BAD_NAME;
+    for (const char *p = s->notify; *p; p++)
+        if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e) return RA_E_BAD_NAME;
+    SHA256(s->spki_der, s->spki_len, spki_sha256);
+    ra_err_t e = ra_capf_head(c, sha, name, token, now, peer, "SUBMIT", spki_sha256);
+    if (e != RA_OK) return e;
+    ra_capf_add_key(c, "stp:reqs:open");                                       /* KEYS[5] */
+    ra_capf_add_key(c, "stp:upstream");                                        /* KEYS[6] */
+    if (s->has_key_hash) ra_capf_add_key(c, ra_capf_key_index(c, s->key_hash)); /* KEYS[7] */
+    snprintf(c->_notify, sizeof(c->_notify), "%s", s->notify);
+    snprintf(c->_n1, sizeof(c->_n1), "%lld", (long long)s->lock_ttl_ms);
+    ra_capf_str(c, c->_id);
+    ra_capf_arg(c, s->spki_der, s->spki_len);
+    ra_capf_arg(c, s->p10_der, s->p10_len);
+    ra_capf_str(c, c->_notify);
+    ra_capf_str(c, c->_n1);
     return RA_OK;
 }
 
@@ -503,6 +613,48 @@ ra_err_t ra_capf_parse_begin(const redisReply *r, const char *name, ra_capf_resu
     if (e != RA_OK || out->outcome != RA_CAPF_OK) return e;
     e = ra_registry_decode_reply(r->element[4], name, dev, why, why_len);
     return e == RA_OK ? RA_OK : RA_E_BAD_RECORD; /* the lock is held: see ra_capf.h */
+}
+
+/* ra_capf_field_is: reply element `e` is the string `want`. */
+static bool ra_capf_field_is(const redisReply *e, const char *want) {
+    return e->type == REDIS_REPLY_STRING && e->len == strlen(want) && !memcmp(e->str, want, e->len);
+}
+
+ra_err_t ra_capf_parse_submit(const redisReply *r, ra_capf_result_t *out, ra_capf_submitted_t *sub, char *why,
+                              size_t why_len) {
+    memset(sub, 0, sizeof(*sub));
+    ra_err_t e = ra_capf_parse(r, out, why, why_len);
+    if (e != RA_OK || out->outcome != RA_CAPF_OK) return e;
+    const redisReply *f = r->element[4];
+    bool have_state = false, have_cert = false, have_serial = false;
+    for (size_t i = 0; i + 1 < f->elements; i += 2) {
+        const redisReply *k = f->element[i], *v = f->element[i + 1];
+        if (v->type != REDIS_REPLY_STRING) return ra_capf_shape(why, why_len);
+        if (ra_capf_field_is(k, "state")) {
+            have_state = true;
+            if (ra_capf_field_is(v, "queued")) sub->state = RA_CAPF_SUBMIT_QUEUED;
+            else if (ra_capf_field_is(v, "pending")) sub->state = RA_CAPF_SUBMIT_PENDING;
+            else if (ra_capf_field_is(v, "issued")) sub->state = RA_CAPF_SUBMIT_ISSUED;
+            else return ra_capf_shape(why, why_len);
+        } else if (ra_capf_field_is(k, "cert") && v->len) {
+            sub->cert = (const uint8_t *)v->str;
+            sub->cert_len = v->len;
+            have_cert = true;
+        } else if (ra_capf_field_is(k, "serial") && v->len && v->len <= RA_CAPF_SERIAL_MAX) {
+            ra_capf_text(sub->serial, v->len + 1, v->str);
+            have_serial = true;
+        } else if (ra_capf_field_is(k, "not_after")) {
+            char num[24];
+            char *end;
+            ra_capf_text(num, v->len < sizeof(num) ? v->len + 1 : sizeof(num), v->str);
+            long long n = strtoll(num, &end, 10);
+            if (!num[0] || *end || n < 0) return ra_capf_shape(why, why_len);
+            sub->not_after = n;
+        }
+    }
+    if (f->elements % 2 || !have_state || (sub->state == RA_CAPF_SUBMIT_ISSUED && (!have_cert || !have_serial)))
+        return ra_capf_shape(why, why_len);
+    return RA_OK;
 }
 
 /* ---- start-up: locks of this instance's previous run ---- */

@@ -7,6 +7,9 @@
  *                `max_failures`, status failed; releases the lock
  *   ISSUED       durability step 1 (5.10): request record + lsc_unconfirmed,
  *                before STORE_CERTIFICATE_REQUEST is sent; needs the lock
+ *   SUBMIT       online CA mode: the request record written pending and
+ *                queued for stampede-control (stp:upstream) instead of a
+ *                local signature; needs the lock, keeps it
  *   FINISH       the phone's answer (install/delete/fetch, ok/failed);
  *                releases the lock
  *   FAIL         any other failure after BEGIN; releases the lock
@@ -49,7 +52,8 @@
 #define RA_CAPF_REASON_MAX 200     /* with the NUL; longer reasons are cut */
 #define RA_CAPF_SERIAL_MAX RA_REQ_SERIAL_MAX /* lower-case hex digits */
 #define RA_CAPF_STALE_MAX 10       /* serials kept in `stale_serials` */
-#define RA_CAPF_ARGC_MAX 20
+#define RA_CAPF_ARGC_MAX 24
+#define RA_CAPF_NOTIFY_MAX 159     /* notify channel, without the NUL */
 /* the value that replaces a used authentication string's hash */
 #define RA_CAPF_AUTH_HASH_USED "$used"
 
@@ -62,12 +66,14 @@ typedef enum {
     RA_CAPF_LATE,         /* BEGIN: the deadline passed; status failed written */
     RA_CAPF_LOCKED_OUT,   /* BEGIN: too many failed authentications, until auth_lock_until */
     RA_CAPF_LOST_LOCK,    /* the session does not hold the lock: nothing written */
-    RA_CAPF_KEY_IN_USE,   /* ISSUED: the public key is bound to another device (§3.2 rule 4) */
+    RA_CAPF_KEY_IN_USE,   /* ISSUED, SUBMIT: the public key is bound to another device (§3.2 rule 4) */
+    RA_CAPF_NOT_ISSUED,   /* ISSUED online: the request record does not hold this certificate */
     RA_CAPF__COUNT
 } ra_capf_outcome_t;
 
 /* ra_capf_outcome_str returns the outcome's word as the script writes it
- * ("ok", "unknown", "busy", "no-op", "late", "locked-out", "lost-lock");
+ * ("ok", "unknown", "busy", "no-op", "late", "locked-out", "lost-lock",
+ * "key-in-use", "not-issued");
  * "?" if out of range. Static storage; can't fail. */
 const char *ra_capf_outcome_str(ra_capf_outcome_t o);
 
@@ -103,6 +109,8 @@ typedef struct {
     size_t cert_len;
     bool has_key_hash;        /* key_hash set: ISSUED checks and records the key's owner */
     uint8_t key_hash[32];     /* SHA-256 of the key's canonical SPKI (capf_spki_check) */
+    bool online;              /* the upstream CA signed it (online CA mode): ISSUED leaves
+                                 the request record to stampede-control and audits nothing */
 } ra_capf_lsc_t;
 
 /* ra_capf_lsc_init fills `l` from the phone's SubjectPublicKeyInfo and the
@@ -136,7 +144,7 @@ typedef struct {
     char _reqkey[RA_REQ_KEY_MAX], _id[RA_REQ_ID_MAX];
     char _token[RA_CAPF_TOKEN_MAX + 1], _peer[RA_CAPF_PEER_MAX], _reason[RA_CAPF_REASON_MAX];
     char _serial[RA_CAPF_SERIAL_MAX + 1], _md5[33], _sha256[65];
-    char _keyidx[96];
+    char _keyidx[96], _notify[RA_CAPF_NOTIFY_MAX + 1];
 } ra_capf_cmd_t;
 
 /* ra_capf_script returns the Lua text (for SCRIPT LOAD; static storage);
@@ -204,6 +212,53 @@ ra_err_t ra_capf_auth_failed_cmd(ra_capf_cmd_t *c, const char *sha, const char *
 ra_err_t ra_capf_issued_cmd(ra_capf_cmd_t *c, const char *sha, const char *name, const char *token,
                             int64_t now, const char *peer, const ra_capf_lsc_t *lsc);
 
+/* ISSUED with lsc->online (online CA mode: `lsc` describes the certificate
+ * the upstream CA put in the request record, read back from it) differs
+ * only in the request record: the record must be `issued` with exactly
+ * lsc->cert_der (else NOT_ISSUED, nothing written), and it is not
+ * rewritten (stampede-control's fields stay: mode online, p10, ca_req_id,
+ * ...); only cert_md5, cert_sha256 and confirmed 0 are added. No audit
+ * entry: stampede-control's COMPLETE already appended the `issue` entry.
+ * The device side (lsc_unconfirmed, stale LSCs, auth_failures, the key
+ * index) is as in local mode. */
+
+/* ra_capf_submit_t: SUBMIT's input (online CA mode). */
+typedef struct {
+    const uint8_t *spki_der;  /* the public key the phone sent (borrowed): names the record */
+    size_t spki_len;
+    const uint8_t *p10_der;   /* the PKCS#10 for the upstream CA (cx_lsc_request; borrowed) */
+    size_t p10_len;
+    bool has_key_hash;        /* key_hash set: a key bound to another device is refused */
+    uint8_t key_hash[32];
+    const char *notify;       /* the waiting core's channel (printable, no space, at
+                                 most RA_CAPF_NOTIFY_MAX; "" = nobody waits) */
+    int64_t lock_ttl_ms;      /* the lock is extended to at least this (> 0) */
+} ra_capf_submit_t;
+
+/* ra_capf_submit_cmd: SUBMIT (online CA mode), in place of the local
+ * signature and ISSUED, after the key passed capf_spki_check. Without the
+ * lock: LOST_LOCK; device gone: UNKNOWN; op not install: NO_OP; the key
+ * bound to another device: KEY_IN_USE (nothing written in any of those).
+ * Else the lock's TTL is raised to s->lock_ttl_ms if it is lower (the wait
+ * for the CA must not outlive the lock), and the request record
+ * `stp:req:{NAME}:SPKISHA`:
+ *   issued, mode online, not expired: nothing else is written but
+ *     attempts+1, last_seen, last_peer; the reply carries its certificate
+ *     (state issued: the session goes on with ISSUED at once);
+ *   pending: notify = s->notify, attempts+1, last_seen, last_peer; nothing
+ *     is queued again (state pending);
+ *   absent, or any other state (rejected: a new submission; an issued
+ *     record of local mode or expired: archived as `...:SERIAL`): written
+ *     whole as a pending online record (id identity protocol=capf peer
+ *     csr=SPKI mode=online received updated attempts state=pending
+ *     ca_state=queued p10 notify; received and attempts carry over from an
+ *     open record), its id ZADDed to stp:reqs:open and `key K id ID`
+ *     XADDed to stp:upstream (state queued).
+ * No audit entry (stampede-control audits the CA's answer). Keeps the lock.
+ * RA_E_BAD_NAME also for empty DERs, a bad notify or lock_ttl_ms <= 0. */
+ra_err_t ra_capf_submit_cmd(ra_capf_cmd_t *c, const char *sha, const char *name, const char *token,
+                            int64_t now, const char *peer, const ra_capf_submit_t *s);
+
 /* ra_capf_finish_cmd: FINISH with the phone's answer `f`:
  *   INSTALL_OK     op none, status success "Upgrade Success", lsc_* of
  *                  f->lsc, lsc_unconfirmed "", previous LSC kept as
@@ -267,6 +322,30 @@ ra_err_t ra_capf_parse(const redisReply *r, ra_capf_result_t *out, char *why, si
  * sends FAIL or RELEASE. */
 ra_err_t ra_capf_parse_begin(const redisReply *r, const char *name, ra_capf_result_t *out, ra_device_t *dev,
                              char *why, size_t why_len);
+
+/* ra_capf_submit_state_t: what SUBMIT found or did with the record. */
+typedef enum {
+    RA_CAPF_SUBMIT_QUEUED = 0, /* written pending and queued for stampede-control */
+    RA_CAPF_SUBMIT_PENDING,    /* already pending: notify updated, not queued again */
+    RA_CAPF_SUBMIT_ISSUED,     /* already issued by the upstream CA: cert in the reply */
+} ra_capf_submit_state_t;
+
+/* ra_capf_submitted_t: SUBMIT's answer for an OK outcome. `cert` points
+ * into the reply (valid until it is freed: copy it first). */
+typedef struct {
+    ra_capf_submit_state_t state;
+    char serial[RA_CAPF_SERIAL_MAX + 1]; /* ISSUED: the record's serial (printable) */
+    int64_t not_after;                   /* ISSUED */
+    const uint8_t *cert;                 /* ISSUED: the certificate DER */
+    size_t cert_len;
+} ra_capf_submitted_t;
+
+/* ra_capf_parse_submit is ra_capf_parse for SUBMIT, and on RA_CAPF_OK also
+ * reads the state (and for ISSUED the certificate) into `sub`. Returns
+ * RA_OK, or RA_E_REDIS as ra_capf_parse, also for an OK reply whose fields
+ * are not of that shape (an issued state without a certificate). */
+ra_err_t ra_capf_parse_submit(const redisReply *r, ra_capf_result_t *out, ra_capf_submitted_t *sub, char *why,
+                              size_t why_len);
 
 /* ra_capf_release_stale deletes the device locks still held by an earlier
  * run of this stampeded instance (killed before its sessions ended), so

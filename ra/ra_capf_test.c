@@ -5,7 +5,11 @@
  * Covers every BEGIN outcome, the lock (TTL, re-entry, wrong tokens), the
  * lockout, ISSUED (refused without the lock, the records it writes, stale
  * LSCs), every FINISH kind, FAIL, RELEASE, the audit entries, binary DER
- * round trips, argument checks on both sides and malformed replies.
+ * round trips, argument checks on both sides and malformed replies; and the
+ * online CA mode: SUBMIT (queued, pending, issued, refusals, requeue of a
+ * rejected record, archive of a local one, the lock TTL) and ISSUED with
+ * the upstream CA's certificate (no second audit entry, stampede-control's
+ * fields kept).
  * Devices are provisioned with ra_registry_add. Skipped (exit 77) without
  * redis-server. */
 #include <setjmp.h>
@@ -267,7 +271,8 @@ static void test_script_and_words(void **state) {
     (void)state;
     assert_int_equal(strlen(sha), 40);
     assert_true(strlen(ra_capf_script()) > 1000);
-    const char *words[] = {"ok", "unknown", "busy", "no-op", "late", "locked-out", "lost-lock", "key-in-use"};
+    const char *words[] = {"ok", "unknown", "busy", "no-op", "late", "locked-out", "lost-lock", "key-in-use",
+                           "not-issued"};
     for (int o = 0; o < RA_CAPF__COUNT; o++) assert_string_equal(ra_capf_outcome_str((ra_capf_outcome_t)o), words[o]);
     assert_string_equal(ra_capf_outcome_str(RA_CAPF__COUNT), "?");
     assert_string_equal(ra_capf_kind_str(RA_CAPF_FETCH_FAILED), "fetch-failed");
@@ -1083,6 +1088,463 @@ static void test_issued_key_in_use(void **state) {
     (void)dka;
 }
 
+/* ---- online CA mode: SUBMIT and ISSUED online ---- */
+
+static const uint8_t p10a[] = {0x30, 0x81, 0x90, 0x30, 0x00, 0x02, 0x01, 0x00, 0xff, 0x10};
+#define NOTIFY1 "stp:done:host/aaaa:bbbb:0"
+#define NOTIFY2 "stp:done:host/aaaa:cccc:3"
+
+static void submit_init(ra_capf_submit_t *sub, const uint8_t *spki, size_t spki_len, const char *notify,
+                        int64_t ttl_ms) {
+    *sub = (ra_capf_submit_t){.spki_der = spki, .spki_len = spki_len, .p10_der = p10a, .p10_len = sizeof(p10a),
+                              .notify = notify, .lock_ttl_ms = ttl_ms};
+}
+
+/* do_submit runs SUBMIT; on OK *out gets the answer (cert copied into
+ * cert_buf, at most 64 bytes). */
+static ra_capf_result_t do_submit(const char *name, const char *tok, int64_t now, const ra_capf_submit_t *sub,
+                                  ra_capf_submitted_t *out, uint8_t cert_buf[64]) {
+    ra_capf_cmd_t c;
+    ra_capf_result_t res;
+    char why[256] = "";
+    assert_int_equal(ra_capf_submit_cmd(&c, sha, name, tok, now, PEER, sub), RA_OK);
+    redisReply *r = redisCommandArgv(rc, c.argc, c.argv, c.argvlen);
+    ra_err_t e = ra_capf_parse_submit(r, &res, out, why, sizeof(why));
+    if (e != RA_OK) fprintf(stderr, "parse_submit: %s\n", why);
+    assert_int_equal(e, RA_OK);
+    if (out->cert) {
+        assert_true(out->cert_len <= 64);
+        memcpy(cert_buf, out->cert, out->cert_len);
+        out->cert = cert_buf;
+    }
+    freeReplyObject(r);
+    return res;
+}
+
+static long long xlen_of(const char *key) {
+    const char *argv[] = {"XLEN", key};
+    return int_cmd(2, argv);
+}
+
+/* assert_open_score checks ZSCORE stp:reqs:open id (-1: not a member). */
+static void assert_open_score(const char *id, long long want) {
+    const char *argv[] = {"ZSCORE", "stp:reqs:open", id};
+    redisReply *r = cmd(3, argv);
+    if (want < 0) {
+        assert_int_equal(r->type, REDIS_REPLY_NIL);
+    } else {
+        assert_int_equal(r->type, REDIS_REPLY_STRING);
+        assert_int_equal(atoll(r->str), want);
+    }
+    freeReplyObject(r);
+}
+
+/* assert_upstream_last: the newest stp:upstream entry is {key K, id ID}. */
+static void assert_upstream_last(const char *key, const char *id) {
+    const char *argv[] = {"XREVRANGE", "stp:upstream", "+", "-", "COUNT", "1"};
+    redisReply *x = cmd(6, argv);
+    assert_int_equal(x->elements, 1);
+    const redisReply *f = x->element[0]->element[1];
+    assert_int_equal(f->elements, 4);
+    assert_string_equal(f->element[0]->str, "key");
+    assert_string_equal(f->element[1]->str, key);
+    assert_string_equal(f->element[2]->str, "id");
+    assert_string_equal(f->element[3]->str, id);
+    freeReplyObject(x);
+}
+
+/* complete plays stampede-control's COMPLETE on record `rk` (the fields of
+ * the schema; the PUBLISH is not the script's business here). */
+static void complete(const char *rk, const char *id, const uint8_t *cert, size_t cert_len, const char *serial,
+                     int64_t not_after) {
+    char na[24];
+    snprintf(na, sizeof(na), "%lld", (long long)not_after);
+    const char *argv[] = {"HSET", rk, "state", "issued", "cert", (const char *)cert, "serial", serial,
+                          "not_after", na, "ca_state", "done", "ca_req_id", "4711"};
+    size_t lens[14];
+    for (int i = 0; i < 14; i++) lens[i] = strlen(argv[i]);
+    lens[5] = cert_len;
+    redisReply *r = redisCommandArgv(rc, 14, argv, lens);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+    const char *zrem[] = {"ZREM", "stp:reqs:open", id};
+    freeReplyObject(cmd(3, zrem));
+}
+
+/* The whole online install: SUBMIT queues (pending record, open index,
+ * stp:upstream, lock extended, no audit); SUBMIT again only moves notify;
+ * after COMPLETE SUBMIT hands back the certificate; ISSUED online keeps
+ * stampede-control's record and writes no second `issue`; FINISH confirms
+ * it (the record's serial compared without case or leading zero bytes). */
+static void test_submit_online_install(void **state) {
+    (void)state;
+    const char *name = "SEPCAFE00041", *tok = "n1:0:71";
+    char dk[128], lk[128], rk[RA_REQ_KEY_MAX], id[RA_REQ_ID_MAX];
+    uint8_t spki_sha[32], cbuf[64];
+    ra_capf_submit_t sub;
+    ra_capf_submitted_t got;
+    ra_device_t d;
+    devkey(dk, sizeof(dk), name);
+    lockkey(lk, sizeof(lk), name);
+    add_device(name, RA_OP_INSTALL, 0);
+    SHA256(spki1, sizeof(spki1), spki_sha);
+    ra_req_key(rk, sizeof(rk), name, spki_sha);
+    ra_req_id(id, sizeof(id), name, spki_sha);
+    assert_int_equal(do_begin(name, tok, T, 60000, NULL).outcome, RA_CAPF_OK);
+    long long n = xlen(), up = xlen_of("stp:upstream");
+
+    submit_init(&sub, spki1, sizeof(spki1), NOTIFY1, 600000);
+    ra_capf_result_t r = do_submit(name, tok, T + 1, &sub, &got, cbuf);
+    assert_int_equal(r.outcome, RA_CAPF_OK);
+    assert_int_equal(got.state, RA_CAPF_SUBMIT_QUEUED);
+    assert_null(got.cert);
+    assert_field_str(rk, "id", id);
+    assert_field_str(rk, "identity", name);
+    assert_field_str(rk, "protocol", "capf");
+    assert_field_str(rk, "peer", PEER);
+    assert_field(rk, "csr", spki1, sizeof(spki1));
+    assert_field(rk, "p10", p10a, sizeof(p10a));
+    assert_field_str(rk, "mode", "online");
+    assert_field_str(rk, "state", "pending");
+    assert_field_str(rk, "ca_state", "queued");
+    assert_field_str(rk, "notify", NOTIFY1);
+    assert_field_int(rk, "received", T + 1);
+    assert_field_int(rk, "updated", T + 1);
+    assert_field_int(rk, "attempts", 1);
+    assert_field_str(rk, "cert", NULL);
+    assert_open_score(id, T + 1);
+    assert_int_equal(xlen_of("stp:upstream"), up + 1);
+    assert_upstream_last(rk, id);
+    assert_int_equal(xlen(), n);           /* no audit: stampede-control audits the answer */
+    assert_true(pttl(lk) > 60000);         /* the wait does not outlive the lock */
+    assert_lock(name, tok);
+    assert_field_str(dk, "lsc_unconfirmed", NULL);
+
+    /* again (a notice lost, a second session): pending, only notify moves */
+    submit_init(&sub, spki1, sizeof(spki1), NOTIFY2, 600000);
+    r = do_submit(name, tok, T + 2, &sub, &got, cbuf);
+    assert_int_equal(r.outcome, RA_CAPF_OK);
+    assert_int_equal(got.state, RA_CAPF_SUBMIT_PENDING);
+    assert_field_str(rk, "notify", NOTIFY2);
+    assert_field_int(rk, "attempts", 2);
+    assert_field_int(rk, "received", T + 1);
+    assert_open_score(id, T + 1);
+    assert_int_equal(xlen_of("stp:upstream"), up + 1); /* not queued twice */
+    assert_int_equal(xlen(), n);
+
+    /* stampede-control completes it; SUBMIT now returns the certificate */
+    int64_t na = T + 365 * 86400;
+    complete(rk, id, cert1, sizeof(cert1), "7F01AB", na);
+    r = do_submit(name, tok, T + 3, &sub, &got, cbuf);
+    assert_int_equal(r.outcome, RA_CAPF_OK);
+    assert_int_equal(got.state, RA_CAPF_SUBMIT_ISSUED);
+    assert_int_equal(got.cert_len, sizeof(cert1));
+    assert_memory_equal(got.cert, cert1, sizeof(cert1));
+    assert_string_equal(got.serial, "7F01AB");
+    assert_int_equal(got.not_after, na);
+    assert_field_int(rk, "attempts", 3);
+    assert_int_equal(xlen_of("stp:upstream"), up + 1);
+
+    /* ISSUED online: a certificate the record does not hold is refused */
+    ra_capf_lsc_t l;
+    lsc(&l, spki1, sizeof(spki1), cert2, sizeof(cert2), "7f01ab", na);
+    l.online = true;
+    r = do_issued(name, tok, T + 4, &l);
+    assert_int_equal(r.outcome, RA_CAPF_NOT_ISSUED);
+    assert_string_equal(r.reason, "the request record does not hold this certificate (state issued)");
+    assert_field_str(dk, "lsc_unconfirmed", NULL);
+    assert_int_equal(xlen(), n);
+    /* the record's own certificate: device bookkeeping, the record kept */
+    lsc(&l, spki1, sizeof(spki1), cert1, sizeof(cert1), "7f01ab", na);
+    l.online = true;
+    l.has_key_hash = true;
+    memset(l.key_hash, 0x41, sizeof(l.key_hash));
+    r = do_issued(name, tok, T + 4, &l);
+    assert_int_equal(r.outcome, RA_CAPF_OK);
+    assert_int_equal(xlen(), n);           /* COMPLETE wrote the `issue` entry: no second one */
+    assert_field_str(dk, "lsc_unconfirmed", "7f01ab");
+    assert_field_str(rk, "mode", "online");
+    assert_field(rk, "p10", p10a, sizeof(p10a));
+    assert_field_str(rk, "ca_req_id", "4711");
+    assert_field_str(rk, "ca_state", "done");
+    assert_field_str(rk, "serial", "7F01AB");
+    assert_field_int(rk, "attempts", 3);
+    assert_field_int(rk, "confirmed", 0);
+    char md5hex[33], shahex[65];
+    hex(md5hex, l.cert_md5, 16);
+    hex(shahex, l.cert_sha256, 32);
+    assert_field_str(rk, "cert_md5", md5hex);
+    assert_field_str(rk, "cert_sha256", shahex);
+    {
+        char kk[96];
+        memset(kk, 0, sizeof(kk));
+        snprintf(kk, sizeof(kk), "stp:capf:key:%s", "4141414141414141414141414141414141414141414141414141414141414141");
+        assert_int_equal(exists(kk), 1);
+    }
+    assert_lock(name, tok);
+    r = do_finish(name, tok, T + 5, RA_CAPF_INSTALL_OK, &l, NULL, 0);
+    assert_int_equal(r.outcome, RA_CAPF_OK);
+    assert_field_int(rk, "confirmed", 1);
+    assert_field_int(rk, "confirmed_at", T + 5);
+    get_device(name, &d);
+    assert_int_equal(d.op, RA_OP_NONE);
+    assert_int_equal(d.status, RA_STATUS_SUCCESS);
+    assert_string_equal(d.lsc_serial, "7f01ab");
+    assert_audit("lsc-installed", name, T + 5, PEER, NULL, "7f01ab", id);
+    assert_lock(name, NULL);
+}
+
+/* SUBMIT refuses what ISSUED refuses (nothing written): no lock, another
+ * session's lock, op withdrawn, device gone, a key of another device. */
+static void test_submit_refusals(void **state) {
+    (void)state;
+    const char *name = "SEPCAFE00042", *tok = "n1:0:72";
+    char rk[RA_REQ_KEY_MAX], dk[128];
+    uint8_t spki_sha[32], cbuf[64];
+    ra_capf_submit_t sub;
+    ra_capf_submitted_t got;
+    devkey(dk, sizeof(dk), name);
+    add_device(name, RA_OP_INSTALL, 0);
+    SHA256(spki2, sizeof(spki2), spki_sha);
+    ra_req_key(rk, sizeof(rk), name, spki_sha);
+    long long up = xlen_of("stp:upstream"), n = xlen();
+    submit_init(&sub, spki2, sizeof(spki2), NOTIFY1, 600000);
+    assert_int_equal(do_submit(name, tok, T, &sub, &got, cbuf).outcome, RA_CAPF_LOST_LOCK);
+    assert_int_equal(do_begin(name, "n1:0:other", T, 60000, NULL).outcome, RA_CAPF_OK);
+    assert_int_equal(do_submit(name, tok, T, &sub, &got, cbuf).outcome, RA_CAPF_LOST_LOCK);
+    assert_int_equal(do_release(name, "n1:0:other").outcome, RA_CAPF_OK);
+    assert_int_equal(do_begin(name, tok, T, 60000, NULL).outcome, RA_CAPF_OK);
+    /* a key bound to another device */
+    const char *own[] = {"SET", "stp:capf:key:4242424242424242424242424242424242424242424242424242424242424242",
+                         "SEPOTHER1"};
+    freeReplyObject(cmd(3, own));
+    sub.has_key_hash = true;
+    memset(sub.key_hash, 0x42, sizeof(sub.key_hash));
+    ra_capf_result_t r = do_submit(name, tok, T, &sub, &got, cbuf);
+    assert_int_equal(r.outcome, RA_CAPF_KEY_IN_USE);
+    assert_string_equal(r.reason, "public key already bound to device SEPOTHER1");
+    sub.has_key_hash = false;
+    /* op withdrawn meanwhile */
+    const char *opnone[] = {"HSET", dk, "op", "none"};
+    freeReplyObject(cmd(4, opnone));
+    assert_int_equal(do_submit(name, tok, T, &sub, &got, cbuf).outcome, RA_CAPF_NO_OP);
+    /* device gone */
+    const char *del[] = {"DEL", dk};
+    freeReplyObject(cmd(2, del));
+    assert_int_equal(do_submit(name, tok, T, &sub, &got, cbuf).outcome, RA_CAPF_UNKNOWN);
+    assert_int_equal(exists(rk), 0);
+    assert_int_equal(xlen_of("stp:upstream"), up);
+    assert_int_equal(xlen(), n + 0);
+    /* ISSUED online on a record that is still pending: refused */
+    add_device(name, RA_OP_INSTALL, 0);
+    assert_int_equal(do_submit(name, tok, T, &sub, &got, cbuf).outcome, RA_CAPF_OK);
+    assert_int_equal(got.state, RA_CAPF_SUBMIT_QUEUED);
+    ra_capf_lsc_t l;
+    lsc(&l, spki2, sizeof(spki2), cert1, sizeof(cert1), "01", T + 100);
+    l.online = true;
+    ra_capf_result_t ri = do_issued(name, tok, T, &l);
+    assert_int_equal(ri.outcome, RA_CAPF_NOT_ISSUED);
+    assert_string_equal(ri.reason, "the request record does not hold this certificate (state pending)");
+    assert_field_str(dk, "lsc_unconfirmed", NULL);
+    assert_field_str(rk, "state", "pending");
+}
+
+/* Other record states: rejected -> a new submission (received and attempts
+ * carried over, queued again); an issued record of local mode or an expired
+ * online one -> archived as ...:SERIAL, then queued; a longer lock TTL is
+ * never shortened. */
+static void test_submit_record_states(void **state) {
+    (void)state;
+    const char *name = "SEPCAFE00043", *tok = "n1:0:73";
+    char rk[RA_REQ_KEY_MAX], id[RA_REQ_ID_MAX], lk[128], arch[RA_REQ_KEY_MAX + 8];
+    uint8_t spki_sha[32], cbuf[64];
+    ra_capf_submit_t sub;
+    ra_capf_submitted_t got;
+    lockkey(lk, sizeof(lk), name);
+    add_device(name, RA_OP_INSTALL, 0);
+    SHA256(spki1, sizeof(spki1), spki_sha);
+    ra_req_key(rk, sizeof(rk), name, spki_sha);
+    ra_req_id(id, sizeof(id), name, spki_sha);
+    assert_int_equal(do_begin(name, tok, T, 900000, NULL).outcome, RA_CAPF_OK);
+    submit_init(&sub, spki1, sizeof(spki1), NOTIFY1, 60000);
+    assert_int_equal(do_submit(name, tok, T, &sub, &got, cbuf).outcome, RA_CAPF_OK);
+    assert_true(pttl(lk) > 60000); /* 900 s kept, not cut to 60 s */
+    /* REJECT by stampede-control */
+    const char *rej[] = {"HSET", rk, "state", "rejected", "reason", "Denied by Policy Module", "ca_state", "done"};
+    freeReplyObject(cmd(8, rej));
+    long long up = xlen_of("stp:upstream");
+    assert_int_equal(do_submit(name, tok, T + 10, &sub, &got, cbuf).outcome, RA_CAPF_OK);
+    assert_int_equal(got.state, RA_CAPF_SUBMIT_QUEUED);
+    assert_field_str(rk, "state", "pending");
+    assert_field_str(rk, "reason", NULL);
+    assert_field_int(rk, "received", T);
+    assert_field_int(rk, "attempts", 2);
+    assert_open_score(id, T + 10);
+    assert_int_equal(xlen_of("stp:upstream"), up + 1);
+    /* an issued record of local mode: archived, queued afresh */
+    const char *loc[] = {"HSET", rk, "state", "issued", "mode", "local", "serial", "0c0c", "cert", "x",
+                         "not_after", "99999999999"};
+    freeReplyObject(cmd(12, loc));
+    assert_int_equal(do_submit(name, tok, T + 20, &sub, &got, cbuf).outcome, RA_CAPF_OK);
+    assert_int_equal(got.state, RA_CAPF_SUBMIT_QUEUED);
+    snprintf(arch, sizeof(arch), "%s:0c0c", rk);
+    assert_field_str(arch, "mode", "local");
+    assert_field_str(rk, "mode", "online");
+    assert_field_int(rk, "received", T + 20);
+    assert_field_int(rk, "attempts", 1);
+    assert_int_equal(xlen_of("stp:upstream"), up + 2);
+    /* an expired online certificate: archived too */
+    const char *old[] = {"HSET", rk, "state", "issued", "serial", "0d0d", "cert", "y", "not_after", "5"};
+    freeReplyObject(cmd(10, old));
+    assert_int_equal(do_submit(name, tok, T + 30, &sub, &got, cbuf).outcome, RA_CAPF_OK);
+    assert_int_equal(got.state, RA_CAPF_SUBMIT_QUEUED);
+    snprintf(arch, sizeof(arch), "%s:0d0d", rk);
+    assert_int_equal(exists(arch), 1);
+    assert_field_str(rk, "state", "pending");
+}
+
+static void test_submit_args(void **state) {
+    (void)state;
+    ra_capf_cmd_t c;
+    ra_capf_submit_t sub;
+    char long_notify[RA_CAPF_NOTIFY_MAX + 2];
+    memset(long_notify, 'n', sizeof(long_notify) - 1);
+    long_notify[sizeof(long_notify) - 1] = '\0';
+    submit_init(&sub, spki1, sizeof(spki1), NOTIFY1, 1000);
+    assert_int_equal(ra_capf_submit_cmd(&c, sha, "SEP1", "t", T, PEER, NULL), RA_E_BAD_NAME);
+    sub.notify = "has space";
+    assert_int_equal(ra_capf_submit_cmd(&c, sha, "SEP1", "t", T, PEER, &sub), RA_E_BAD_NAME);
+    sub.notify = long_notify;
+    assert_int_equal(ra_capf_submit_cmd(&c, sha, "SEP1", "t", T, PEER, &sub), RA_E_BAD_NAME);
+    long_notify[RA_CAPF_NOTIFY_MAX] = '\0';
+    assert_int_equal(ra_capf_submit_cmd(&c, sha, "SEP1", "t", T, PEER, &sub), RA_OK);
+    sub.notify = NULL;
+    assert_int_equal(ra_capf_submit_cmd(&c, sha, "SEP1", "t", T, PEER, &sub), RA_E_BAD_NAME);
+    submit_init(&sub, spki1, sizeof(spki1), "", 0);
+    assert_int_equal(ra_capf_submit_cmd(&c, sha, "SEP1", "t", T, PEER, &sub), RA_E_BAD_NAME);
+    submit_init(&sub, spki1, 0, "", 1000);
+    assert_int_equal(ra_capf_submit_cmd(&c, sha, "SEP1", "t", T, PEER, &sub), RA_E_BAD_NAME);
+    submit_init(&sub, spki1, sizeof(spki1), "", 1000);
+    sub.p10_len = 0;
+    assert_int_equal(ra_capf_submit_cmd(&c, sha, "SEP1", "t", T, PEER, &sub), RA_E_BAD_NAME);
+    /* layout: EVALSHA sha 6|7, keys, verb token now peer id spki p10 notify ttl */
+    submit_init(&sub, spki1, sizeof(spki1), NOTIFY1, 1000);
+    assert_int_equal(ra_capf_submit_cmd(&c, sha, "SEP1", "t", T, PEER, &sub), RA_OK);
+    assert_int_equal(c.argc, 3 + 6 + 9);
+    assert_string_equal(c.argv[2], "6");
+    assert_string_equal(c.argv[7], "stp:reqs:open");
+    assert_string_equal(c.argv[8], "stp:upstream");
+    assert_string_equal(c.argv[9], "SUBMIT");
+    sub.has_key_hash = true;
+    assert_int_equal(ra_capf_submit_cmd(&c, sha, "SEP1", "t", T, PEER, &sub), RA_OK);
+    assert_int_equal(c.argc, 3 + 7 + 9);
+    assert_string_equal(c.argv[2], "7");
+    assert_true(!strncmp(c.argv[9], "stp:capf:key:", 13));
+    assert_string_equal(c.argv[10], "SUBMIT");
+    assert_memory_equal(c.argv[c.argc - 3], p10a, sizeof(p10a));
+    assert_string_equal(c.argv[c.argc - 2], NOTIFY1);
+    assert_string_equal(c.argv[c.argc - 1], "1000");
+    /* ISSUED online: one more argument */
+    ra_capf_lsc_t l;
+    lsc(&l, spki1, sizeof(spki1), cert1, sizeof(cert1), "01", T);
+    l.online = true;
+    assert_int_equal(ra_capf_issued_cmd(&c, sha, "SEP1", "t", T, PEER, &l), RA_OK);
+    assert_int_equal(c.argc, 3 + 4 + 4 + 8);
+    assert_string_equal(c.argv[c.argc - 1], "1");
+    /* the script's own checks */
+    ra_capf_result_t res;
+    char why[256];
+    const char *argv[] = {"EVALSHA", sha, "6", "stp:audit", "stp:dev:{S1}", "stp:capf:lock:{S1}",
+                          "stp:req:{S1}:0000000000000000000000000000000000000000000000000000000000000000",
+                          "stp:reqs:open", "stp:upstream", "SUBMIT", "t", "1", "",
+                          "S1:0000000000000000000000000000000000000000000000000000000000000000", "k", "p", "a b",
+                          "1000"};
+    redisReply *r = redisCommandArgv(rc, 18, argv, NULL);
+    assert_int_equal(ra_capf_parse(r, &res, why, sizeof(why)), RA_E_REDIS);
+    assert_non_null(strstr(why, "bad notify"));
+    freeReplyObject(r);
+    argv[16] = "x";
+    argv[8] = "stp:upstreamX";
+    r = redisCommandArgv(rc, 18, argv, NULL);
+    assert_int_equal(ra_capf_parse(r, &res, why, sizeof(why)), RA_E_REDIS);
+    assert_non_null(strstr(why, "bad keys"));
+    freeReplyObject(r);
+    argv[8] = "stp:upstream";
+    argv[13] = "S2:0000000000000000000000000000000000000000000000000000000000000000";
+    r = redisCommandArgv(rc, 18, argv, NULL);
+    assert_int_equal(ra_capf_parse(r, &res, why, sizeof(why)), RA_E_REDIS);
+    assert_non_null(strstr(why, "bad keys"));
+    freeReplyObject(r);
+    argv[13] = "S1:0000000000000000000000000000000000000000000000000000000000000000";
+    argv[17] = "0";
+    r = redisCommandArgv(rc, 18, argv, NULL);
+    assert_int_equal(ra_capf_parse(r, &res, why, sizeof(why)), RA_E_REDIS);
+    assert_non_null(strstr(why, "bad lock_ttl_ms"));
+    freeReplyObject(r);
+}
+
+/* SUBMIT replies of the wrong shape are refused by ra_capf_parse_submit. */
+static void test_parse_submit_malformed(void **state) {
+    (void)state;
+    redisReply el[5], *ptr[5], arr, fel[8], *fptr[8];
+    ra_capf_result_t res;
+    ra_capf_submitted_t sub;
+    char why[128];
+    el[0] = str_reply("ok", REDIS_REPLY_STRING);
+    el[1] = str_reply("", REDIS_REPLY_STRING);
+    el[2] = int_reply(0);
+    el[3] = int_reply(0);
+    memset(&el[4], 0, sizeof(el[4]));
+    el[4].type = REDIS_REPLY_ARRAY;
+    el[4].element = fptr;
+    for (int i = 0; i < 5; i++) ptr[i] = &el[i];
+    for (int i = 0; i < 8; i++) fptr[i] = &fel[i];
+    memset(&arr, 0, sizeof(arr));
+    arr.type = REDIS_REPLY_ARRAY;
+    arr.elements = 5;
+    arr.element = ptr;
+    /* no fields at all */
+    assert_int_equal(ra_capf_parse_submit(&arr, &res, &sub, why, sizeof(why)), RA_E_REDIS);
+    /* an unknown state */
+    fel[0] = str_reply("state", REDIS_REPLY_STRING);
+    fel[1] = str_reply("maybe", REDIS_REPLY_STRING);
+    el[4].elements = 2;
+    assert_int_equal(ra_capf_parse_submit(&arr, &res, &sub, why, sizeof(why)), RA_E_REDIS);
+    fel[1] = str_reply("pending", REDIS_REPLY_STRING);
+    assert_int_equal(ra_capf_parse_submit(&arr, &res, &sub, why, sizeof(why)), RA_OK);
+    assert_int_equal(sub.state, RA_CAPF_SUBMIT_PENDING);
+    /* issued without a certificate, then with one */
+    fel[1] = str_reply("issued", REDIS_REPLY_STRING);
+    fel[2] = str_reply("serial", REDIS_REPLY_STRING);
+    fel[3] = str_reply("0a0b", REDIS_REPLY_STRING);
+    fel[4] = str_reply("not_after", REDIS_REPLY_STRING);
+    fel[5] = str_reply("1700000000", REDIS_REPLY_STRING);
+    el[4].elements = 6;
+    assert_int_equal(ra_capf_parse_submit(&arr, &res, &sub, why, sizeof(why)), RA_E_REDIS);
+    fel[6] = str_reply("cert", REDIS_REPLY_STRING);
+    fel[7] = str_reply("\x30\x03", REDIS_REPLY_STRING);
+    el[4].elements = 8;
+    assert_int_equal(ra_capf_parse_submit(&arr, &res, &sub, why, sizeof(why)), RA_OK);
+    assert_int_equal(sub.state, RA_CAPF_SUBMIT_ISSUED);
+    assert_string_equal(sub.serial, "0a0b");
+    assert_int_equal(sub.not_after, 1700000000);
+    assert_int_equal(sub.cert_len, 2);
+    /* a bad not_after, an odd count, a non-string value */
+    fel[5] = str_reply("-3", REDIS_REPLY_STRING);
+    assert_int_equal(ra_capf_parse_submit(&arr, &res, &sub, why, sizeof(why)), RA_E_REDIS);
+    fel[5] = str_reply("1700000000", REDIS_REPLY_STRING);
+    el[4].elements = 7;
+    assert_int_equal(ra_capf_parse_submit(&arr, &res, &sub, why, sizeof(why)), RA_E_REDIS);
+    el[4].elements = 8;
+    fel[7] = int_reply(3);
+    assert_int_equal(ra_capf_parse_submit(&arr, &res, &sub, why, sizeof(why)), RA_E_REDIS);
+    /* a refusal is parsed like any other verb's */
+    el[0] = str_reply("no-op", REDIS_REPLY_STRING);
+    el[4].elements = 0;
+    assert_int_equal(ra_capf_parse_submit(&arr, &res, &sub, why, sizeof(why)), RA_OK);
+    assert_int_equal(res.outcome, RA_CAPF_NO_OP);
+}
+
 /* R14: a restarted instance releases the locks its killed run left, and
  * only those. */
 static void test_release_stale(void **state) {
@@ -1135,6 +1597,11 @@ int main(void) {
         cmocka_unit_test(test_parse_malformed),
         cmocka_unit_test(test_release_stale),
         cmocka_unit_test(test_issued_key_in_use),
+        cmocka_unit_test(test_submit_online_install),
+        cmocka_unit_test(test_submit_refusals),
+        cmocka_unit_test(test_submit_record_states),
+        cmocka_unit_test(test_submit_args),
+        cmocka_unit_test(test_parse_submit_malformed),
     };
     return cmocka_run_group_tests(tests, start_server, stop_server);
 }
