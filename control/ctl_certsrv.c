@@ -536,14 +536,14 @@ static ctl_diag_t ctl_tls_diag(long verify, const char *msg) {
     case X509_V_ERR_CERT_NOT_YET_VALID:
     case X509_V_ERR_CERT_HAS_EXPIRED:
         return CTL_D_TLS_CLOCK;
-    case X509_V_OK:
-        /* libcurl checks the name itself after a verified handshake: the
-         * verify result stays 0 and only the message tells */
+    default:
+        /* libcurl 7.88 checks the host name itself after OpenSSL verified
+         * the chain: the verify result is then 0 or 1 (unspecified) and
+         * only the message tells ("no alternative certificate subject name
+         * matches target host name") */
         if (msg && (strstr(msg, "subject name") || strstr(msg, "host name") ||
                     strstr(msg, "does not match")))
             return CTL_D_TLS_NAME;
-        return CTL_D_TLS_OTHER;
-    default:
         return CTL_D_TLS_OTHER;
     }
 }
@@ -581,7 +581,7 @@ static ctl_up_kind_t ctl_fail_tls(ctl_conn_t *c, CURLcode rc, ctl_up_t *res, boo
     }
     ctl_text_ctx(&t, c, tmpl);
     ctl_text_curl(&t, c, rc);
-    if (verify != 0)
+    if (verify != X509_V_OK && verify != X509_V_ERR_UNSPECIFIED)
         ctl_text_add(&t, ", TLS verify %ld (%s)", verify, X509_verify_cert_error_string(verify));
     return ctl_up_set(res, CTL_UP_FAILED, d, &t);
 }
