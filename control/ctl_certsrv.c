@@ -67,7 +67,8 @@ struct ctl_conn {
     size_t post_len, post_off;
     unsigned xfer_requests;     /* request lines sent by this transfer */
     bool body_sent;             /* POST body bytes were written */
-    bool answer_since_body;     /* a status line arrived after the last body bytes */
+    bool answer_since_body;     /* a final status line arrived after the last body bytes */
+    int answer_status;          /* status of the last final status line, 0 if none */
     bool tls_started;           /* TLS handshake bytes were written (TCP was connected) */
     char url[CTL_URL_MAX + 160]; /* of the current transfer: base + page + query */
     const char *method;
@@ -302,11 +303,17 @@ static size_t ctl_on_body(char *ptr, size_t size, size_t nmemb, void *userdata) 
     return n;
 }
 
-/* ctl_on_header: a status line starts a new response: keep only its body. */
+/* ctl_on_header: a final status line ("HTTP/1.1 200 ...", not 1xx) starts
+ * a new response: keep only its body, note its status. */
 static size_t ctl_on_header(char *ptr, size_t size, size_t nmemb, void *userdata) {
     ctl_conn_t *c = userdata;
     size_t n = size * nmemb;
-    if (n >= 5 && memcmp(ptr, "HTTP/", 5) == 0) {
+    if (n >= 12 && memcmp(ptr, "HTTP/", 5) == 0) {
+        const char *sp = memchr(ptr, ' ', n);
+        size_t off = sp ? (size_t)(sp - ptr) + 1 : n;
+        if (off + 3 > n || ptr[off] < '2' || ptr[off] > '5')
+            return n; /* 1xx or malformed: not the answer */
+        c->answer_status = (ptr[off] - '0') * 100 + (ptr[off + 1] - '0') * 10 + (ptr[off + 2] - '0');
         c->body_len = 0;
         c->body_overflow = false;
         c->answer_since_body = true;
@@ -367,7 +374,8 @@ static bool ctl_conn_setup(ctl_conn_t *c) {
     SET(CURLOPT_FOLLOWLOCATION, 0L);
     SET(CURLOPT_NOSIGNAL, 1L);
     SET(CURLOPT_MAXCONNECTS, 1L);
-    SET(CURLOPT_MAXAGE_CONN, (long)cfg->max_conn_age_s);
+    if (cfg->max_conn_age_s > 0) /* 0 would forbid any reuse: keep libcurl's default then */
+        SET(CURLOPT_MAXAGE_CONN, (long)cfg->max_conn_age_s);
     SET(CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_timeout_ms);
     SET(CURLOPT_USERAGENT, ctl_str_set(cfg->user_agent) ? cfg->user_agent : CTL_UA_DEFAULT);
     SET(CURLOPT_ERRORBUFFER, c->errbuf);
@@ -478,6 +486,7 @@ static CURLcode ctl_perform(ctl_conn_t *c, ctl_phase_t ph, const char *rel, cons
     c->xfer_requests = 0;
     c->body_sent = false;
     c->answer_since_body = false;
+    c->answer_status = 0;
     c->tls_started = false;
     c->errbuf[0] = '\0';
     c->post = post;
@@ -644,10 +653,11 @@ static ctl_up_kind_t ctl_fail_transport(ctl_conn_t *c, ctl_phase_t ph, CURLcode 
     default:
         break;
     }
-    if (ph == CTL_PH_SUBMIT && c->body_sent && !c->answer_since_body) {
-        /* the body went out and no answer came: the CA may have the request */
-        ctl_text_add(&t, "connection to %s:%ld lost after the POST body was sent: outcome unknown, "
-                     "the CA may have taken the request", c->host, c->port);
+    if (ph == CTL_PH_SUBMIT && c->body_sent && (!c->answer_since_body || c->answer_status == 200)) {
+        /* the body went out and no answer (or a cut 200 page) came: the CA may have the request */
+        ctl_text_add(&t, "connection to %s:%ld lost after the POST body was sent%s: outcome "
+                     "unknown, the CA may have taken the request", c->host, c->port,
+                     c->answer_since_body ? " (answer cut short)" : "");
         ctl_text_ctx(&t, c, tmpl);
         ctl_text_curl(&t, c, rc);
         return ctl_up_set(res, CTL_UP_UNKNOWN, CTL_D_TIMEOUT_SUBMIT, &t);

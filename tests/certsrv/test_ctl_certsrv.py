@@ -183,9 +183,13 @@ def probe(emu, *actions, auth='ntlm', password=None, template='WebServer', csr='
     finally:
         os.unlink(pw)
     out = cp.stdout.decode('utf-8', 'replace')
+    err = cp.stderr.decode('utf-8', 'replace')
+    for bad in ('AddressSanitizer', 'LeakSanitizer', 'runtime error:'):   # sanitizer builds
+        if bad in err:
+            raise AssertionError('ctl_certsrv_probe %s: %s' % (' '.join(actions), err))
     results = [json.loads(x) for x in out.splitlines() if x.startswith('{')]
     lines = [x for x in out.splitlines() if x.startswith('ok ') or x.startswith('PROBLEM ')]
-    return results, lines, cp.returncode, cp.stderr.decode('utf-8', 'replace')
+    return results, lines, cp.returncode, err
 
 
 class ProbeCase(unittest.TestCase):
