@@ -16,7 +16,9 @@
  *
  * Every failure is classified (ctl_diag.h) with one line naming the cause,
  * the details (URL, libcurl code, HTTP status, TLS verify result, offered
- * auth schemes, HRESULT) and the fix.
+ * auth schemes, HRESULT) and the fix. A 401 to NTLM/Negotiate is CTL_D_AUTH
+ * whose cause also names Extended Protection (libcurl sends no channel
+ * binding, §2.6); only ctl_doctor, which tries Basic once, says CTL_D_EPA.
  * Thread: a ctl_conn_t belongs to one thread at a time; calls block for at
  * most the configured timeouts.
  * Startup: the process calls curl_global_init(CURL_GLOBAL_DEFAULT) once, before

@@ -23,11 +23,12 @@ typedef enum {
     CTL_D_TLS_OTHER,         /* any other TLS failure (handshake, protocol) */
     CTL_D_TIMEOUT_CONNECT,   /* connect/TLS phase timed out */
     CTL_D_TIMEOUT_LOGIN,     /* the authentication exchange timed out */
-    CTL_D_TIMEOUT_SUBMIT,    /* the POST timed out: outcome unknown */
+    CTL_D_TIMEOUT_SUBMIT,    /* the POST timed out or lost its connection after the body went out: outcome unknown */
     CTL_D_TIMEOUT_FETCH,     /* certificate / chain download timed out */
     CTL_D_AUTH,              /* 401 after a complete exchange: wrong user/password/scheme */
     CTL_D_AUTH_SCHEME,       /* the server does not offer the configured scheme (e.g. Negotiate only) */
-    CTL_D_EPA,               /* NTLM/Negotiate rejected while credentials are right: Extended Protection */
+    CTL_D_EPA,               /* NTLM/Negotiate rejected while credentials are right: Extended Protection
+                                (said by ctl_doctor, which can try Basic; a call reports CTL_D_AUTH) */
     CTL_D_HTTPS_REQUIRED,    /* 403 on plain HTTP */
     CTL_D_REDIRECT,          /* 3xx where none is expected */
     CTL_D_HTTP,              /* other HTTP status (404, 500, 503, ...) */
