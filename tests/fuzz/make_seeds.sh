@@ -78,3 +78,68 @@ done
 openssl ec -in "$t/k_P-256" -pubout -conv_form compressed -outform DER -out "$s/P-256c" 2>/dev/null
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:1024 -pkeyopt rsa_keygen_pubexp:3 2>/dev/null |
   openssl pkey -pubout -outform DER -out "$s/rsa1024e3" 2>/dev/null
+
+# certsrv pages (certsrv-protocol.md §3, §4): hand-written snippets in the
+# shapes of tests/certsrv/adcs_emulator.py, CRLF line ends; a PEM body around
+# a small fake DER made here. crlf turns the heredoc's LF into CRLF.
+p="$d/fuzz_ctl_page"
+mkdir -p "$p"
+crlf() { sed 's/$/\r/'; }
+crlf > "$p/issued_text" <<'EOF'
+<HTML><Head><Title>Microsoft Active Directory Certificate Services</Title></Head><Body>
+<P ID=locPageTitle> <B> Certificate Issued </B>
+<P ID=locInfoIssued>The certificate you requested was issued to you.</P>
+<A Href="certnew.cer?ReqID=CACert&amp;Renewal=3&amp;Mode=inst&amp;Enc=b64" ID=locInstallCA>Install CA certificate</A>
+<TR><TD ID=locDerEnc>DER encoded</TD><TD><A Href="certnew.cer?ReqID=61108&amp;Enc=bin">Download certificate</A><BR>
+<A Href="certnew.p7b?ReqID=61108&amp;Enc=bin">Download certificate chain</A></TD></TR>
+</Body></HTML>
+EOF
+crlf > "$p/issued_script" <<'EOF'
+<HTML><Head><Script Language="JavaScript">
+<!--
+	function handleInstallCA() {
+		location="certnew.cer?ReqID=CACert&Renewal=3&Mode=inst&Enc=b64";
+	}
+	function handleGetCert() {
+		location="certnew.cer?ReqID=61108&"+getEncoding();
+	}
+//-->
+</Script></Head><Body><P ID=locInfoIssued>The certificate you requested was issued to you.</P></Body></HTML>
+EOF
+crlf > "$p/pending" <<'EOF'
+<HTML><Body><P ID=locPageTitle> <B> Certificate Pending </B>
+<P ID=locInfoNewReq>Your certificate request has been received.</P>
+<P ID=locInfoReqID>Your Request Id is 57.</P>
+</Body></HTML>
+EOF
+crlf > "$p/denied" <<'EOF'
+<HTML><Body><P ID=locPageTitle> <B> Certificate Request Denied </B>
+<P ID=locDenied>Your certificate request was denied.</P>
+<P ID=locInfoReqIDandReason>Your Request Id is 61101. The disposition message is "Denied by Policy Module  0x80094800, The request was for a certificate template that is not supported by the Active Directory Certificate Services policy: WebServerX.".</P>
+</Body></HTML>
+EOF
+crlf > "$p/error" <<'EOF'
+<HTML><Body><P ID=locReqFailed>Your request failed. An error occurred while the server was processing your request.</P>
+<DL>
+<DT ID=locModeLabel>Request Mode:</DT>
+		<DD>(certnew.cer/certnew.p7b/certcrl.crl certificate/crl fetch)</DD>
+<DT ID=locDispLabel>Disposition:</DT>
+		<DD>5 - Under Submission</DD>
+<DT ID=locDispMsgLabel>Disposition message:</DT>
+		<DD>Taken Under Submission</DD>
+<DT ID=locResultLabel>Result:</DT>
+		<DD>The RPC server is unavailable. 0x800706ba (WIN32: 1722 RPC_S_SERVER_UNAVAILABLE)</DD>
+<DT ID=locLastStatLabel>LastStatus:</DT>
+		<DD>The requested property value is empty. 0x80094004 (-2146877436 CERTSRV_E_PROPERTY_EMPTY)</DD>
+</DL></Body></HTML>
+EOF
+crlf > "$p/certcarc" <<'EOF'
+<HTML><Head><Script Language="JavaScript">
+<!--
+	var nRenewals=3;
+//-->
+</Script></Head><Body><P ID=locErrorMsg>The Certification Authority Service has not been started.</P></Body></HTML>
+EOF
+printf '<p>Num&#233;ro&nbsp;: &#x41;&amp;&lt;&gt;&quot;&apos; &#12345678901; <!-- c --> <style>x</style></p>' > "$p/entities"
+printf '\x30\x07\x02\x01\x05\x04\x02\x41\x42' > "$p/der"
+{ printf -- '-----BEGIN CERTIFICATE-----\r\n'; base64 < "$p/der" | crlf; printf -- '-----END CERTIFICATE-----\r\n'; } > "$p/pem"
