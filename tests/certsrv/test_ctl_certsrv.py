@@ -462,6 +462,17 @@ class T01_Enrollment(ProbeCase):
                 self.assertIn('; fix: ', bad[0])
                 self.assertNotIn(self.emu.password, '\n'.join(lines))
 
+    def test_23_lowercase_path_and_no_redirect_followed(self):
+        self.configure(lowercase_redirect=True)        # §2.8: non-lowercase /certsrv -> 302
+        base = 'https://%s:%d' % (HOST, self.emu.port)
+        (r,) = self.call('login', url=base + '/CertSrv/')
+        self.assertEqual(r['kind'], 'issued', r['cause'])
+        self.assertEqual({e['path'] for e in self.emu.log()}, {'/certsrv/'})
+        self.emu.ctl('reset')
+        (r,) = self.call('submit', url=base + '/CertSrv/certsrv', auth='basic')
+        self.assertFailure(r, 'failed', 'redirect', 'HTTP 302', '/certsrv/certsrv/certfnsh.asp')
+        self.assertEqual([(e['method'], e['status']) for e in self.emu.log()], [('POST', 302)])
+
 
 class T02_NegotiateOnly(ProbeCase):
     emu_args = ('--auth', 'negotiate-only')
