@@ -308,12 +308,12 @@ static size_t ctl_on_body(char *ptr, size_t size, size_t nmemb, void *userdata) 
 static size_t ctl_on_header(char *ptr, size_t size, size_t nmemb, void *userdata) {
     ctl_conn_t *c = userdata;
     size_t n = size * nmemb;
-    if (n >= 12 && memcmp(ptr, "HTTP/", 5) == 0) {
-        const char *sp = memchr(ptr, ' ', n);
-        size_t off = sp ? (size_t)(sp - ptr) + 1 : n;
-        if (off + 3 > n || ptr[off] < '2' || ptr[off] > '5')
-            return n; /* 1xx or malformed: not the answer */
-        c->answer_status = (ptr[off] - '0') * 100 + (ptr[off + 1] - '0') * 10 + (ptr[off + 2] - '0');
+    ctl_cur_t line;
+    uint32_t code;
+    ctl_cur_init(&line, ptr, n);
+    if (ctl_cur_starts(&line, "HTTP/", false) && ctl_cur_find(&line, " ", false) &&
+        ctl_cur_skip(&line, 1) && ctl_cur_get_u32(&line, &code) && code >= 200 && code <= 599) {
+        c->answer_status = (int)code; /* 1xx and malformed lines are not the answer */
         c->body_len = 0;
         c->body_overflow = false;
         c->answer_since_body = true;
@@ -323,10 +323,12 @@ static size_t ctl_on_header(char *ptr, size_t size, size_t nmemb, void *userdata
 
 static int ctl_on_debug(CURL *h, curl_infotype type, char *data, size_t size, void *userdata) {
     ctl_conn_t *c = userdata;
+    ctl_cur_t out;
     (void)h;
+    ctl_cur_init(&out, data, size);
     if (type == CURLINFO_HEADER_OUT &&
-        ((size >= 4 && memcmp(data, "GET ", 4) == 0) || (size >= 5 && memcmp(data, "POST ", 5) == 0) ||
-         (size >= 5 && memcmp(data, "HEAD ", 5) == 0))) {
+        (ctl_cur_starts(&out, "GET ", false) || ctl_cur_starts(&out, "POST ", false) ||
+         ctl_cur_starts(&out, "HEAD ", false))) {
         c->requests++;
         c->xfer_requests++;
     } else if (type == CURLINFO_DATA_OUT && size > 0) {
