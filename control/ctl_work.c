@@ -29,7 +29,8 @@
 /* The record script. Verbs and their keys:
  *   LEASE     KEYS[1] stp:upstream:wait. ARGV[3] lease_ms, [4] n.
  *             Takes at most n members due at now (score <= now), moves each
- *             one's score to now + lease; replies the members.
+ *             one's score to now + lease; replies {next, members...} where
+ *             next is the earliest score left in the set ("" if empty).
  *   CA        KEYS[1] stp:ca:upstream, [2] stp:audit. ARGV[3] renewal,
  *             [4] chain, [5] ca_cert, [6] previous, [7] url, [8] "1" if
  *             `previous` is given. Replies {first|same|rollover, old renewal};
@@ -73,7 +74,10 @@ static const char ctl_lua[] =
     "if verb == 'LEASE' then\n"
     "  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', secs(now_ms), 'LIMIT', 0, num(ARGV[4]))\n"
     "  for _, m in ipairs(due) do redis.call('ZADD', KEYS[1], secs(now_ms + num(ARGV[3])), m) end\n"
-    "  return due\n"
+    "  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
+    "  local out = {first[2] or ''}\n"
+    "  for _, m in ipairs(due) do out[#out+1] = m end\n"
+    "  return out\n"
     "end\n"
     "if verb == 'CA' then\n"
     "  local old = redis.call('HGET', KEYS[1], 'renewal')\n"
@@ -442,6 +446,7 @@ typedef struct {
     ctl_conn_t *conn;
     int64_t next_claim;      /* monotonic ms */
     char claim_cursor[64];
+    int64_t next_due;        /* wall ms when the wait set's next member is due; 0 = none */
     ctl_job_t job;
     ctl_up_t res;
 } ctl_wk_t;
@@ -818,12 +823,20 @@ static void wk_entry(ctl_wk_t *w, const redisReply *e) {
     wk_record(w, "", 0, id, false);
 }
 
-/* wk_read reads one new stream entry (blocking up to block_ms if > 0). */
-static void wk_read(ctl_wk_t *w, bool block) {
+/* wk_read reads one new stream entry, waiting at most 1000 ms, less if
+ * the wait set's next member is due sooner; not at all if `busy`. */
+static void wk_read(ctl_wk_t *w, bool busy) {
+    int64_t block = 1000;
+    if (w->next_due) {
+        int64_t left = w->next_due - wall_ms();
+        block = left < 1 ? 1 : left < block ? left : block;
+    }
+    char block_s[16];
+    snprintf(block_s, sizeof(block_s), "%lld", (long long)block);
     const char *argv[] = {"XREADGROUP", "GROUP", CTL_GROUP, w->consumer, "COUNT", "1",
-                          "BLOCK", "1000", "STREAMS", CTL_STREAM, ">"};
+                          "BLOCK", block_s, "STREAMS", CTL_STREAM, ">"};
     const char *nb[] = {"XREADGROUP", "GROUP", CTL_GROUP, w->consumer, "COUNT", "1", "STREAMS", CTL_STREAM, ">"};
-    redisReply *rep = block ? rd_cmd(&w->redis, 11, argv, NULL) : rd_cmd(&w->redis, 9, nb, NULL);
+    redisReply *rep = busy ? rd_cmd(&w->redis, 9, nb, NULL) : rd_cmd(&w->redis, 11, argv, NULL);
     if (!rep) return;
     if (rep_error(rep, "NOGROUP")) { /* the stream was deleted: create it again */
         freeReplyObject(rep);
@@ -859,7 +872,9 @@ static void wk_claim(ctl_wk_t *w) {
     freeReplyObject(rep);
 }
 
-/* wk_lease takes one due wait-set member and drives it; false if none. */
+/* wk_lease takes one due wait-set member and drives it; false if none.
+ * Notes in w->next_due (wall ms, 0 = none) when the set's next member is
+ * due, so the stream read blocks no longer than that. */
 static bool wk_lease(ctl_wk_t *w) {
     const char *keys[] = {CTL_WAIT_SET};
     char now[24], lease[24];
@@ -868,9 +883,11 @@ static bool wk_lease(ctl_wk_t *w) {
     const char *args[] = {"LEASE", now, lease, "1"};
     redisReply *rep = rd_eval(&w->redis, 1, keys, 4, args, NULL, 0);
     if (!rep) return false;
-    bool got = rep->type == REDIS_REPLY_ARRAY && rep->elements > 0;
     if (rep->type == REDIS_REPLY_ERROR) DP_ERR("LEASE script error: %s", rep->str);
-    for (size_t i = 0; got && i < rep->elements; i++) {
+    const redisReply *next = rep_elem(rep, 0, REDIS_REPLY_STRING);
+    w->next_due = next && next->len ? (int64_t)(strtod(next->str, NULL) * 1000.0) : 0;
+    bool got = next && rep->elements > 1;
+    for (size_t i = 1; got && i < rep->elements; i++) {
         const redisReply *m = rep->element[i];
         if (m->type == REDIS_REPLY_STRING) wk_record(w, m->str, m->len, NULL, true);
     }
@@ -921,7 +938,7 @@ void *ctl_work_worker_main(void *arg) {
             w->next_claim = mono_ms() + w->cfg->claim_idle_ms;
         }
         for (int i = 0; i < CTL_LEASE_BURST && !rt_stopping(rt) && wk_lease(w); i++) busy = true;
-        if (!rt_stopping(rt)) wk_read(w, !busy);
+        if (!rt_stopping(rt)) wk_read(w, busy);
     }
     wk_leave(w);
     rd_drop(&w->redis);
