@@ -79,3 +79,24 @@ void capf_sign_lsc(capf_job_t *j, const capf_spki_policy_t *spki_pol, const cx_i
     }
     j->cert_len = len;
 }
+
+void capf_sign_request(capf_job_t *j, const capf_spki_policy_t *spki_pol, const cx_issuer_t *ra,
+                       const cx_lsc_policy_t *pol) {
+    j->cert_len = 0;
+    j->cx_err = CX_OK;
+    j->err = capf_spki_check(spki_pol, &j->key, CBS_data(&j->spki), CBS_len(&j->spki), NULL, j->key_hash);
+    if (j->err != CAPF_OK) return;
+    CBB out;
+    size_t len = 0;
+    if (!CBB_init_fixed(&out, j->cert, j->cert_cap)) {
+        j->err = CAPF_E_BUFFER;
+        return;
+    }
+    j->cx_err = cx_lsc_request(&out, ra, &j->spki, j->device, j->pid, j->sn, pol);
+    if (j->cx_err != CX_OK || !CBB_finish(&out, NULL, &len)) {
+        CBB_cleanup(&out);
+        j->err = CAPF_E_BUFFER;
+        return;
+    }
+    j->cert_len = len;
+}

@@ -4,7 +4,11 @@
  *                   hash (a deliberately slow hash: never on a core);
  *   capf_sign_lsc:  the phone's public key against what was asked for
  *                   (capf_spki_check), then the LSC (cx_lsc_issue), its
- *                   fingerprints and the key hash for the records.
+ *                   fingerprints and the key hash for the records;
+ *   capf_sign_request: online CA mode: the same key checks, then the
+ *                   PKCS#10 for the upstream CA (cx_lsc_request: the
+ *                   LSC's subject, the phone's key, signed by the CAPF key
+ *                   because a phone signs nothing) instead of the LSC.
  * The job lives in the session's pooled buffer; inputs are views into the
  * message the session keeps until the job returns. Nothing is allocated
  * beyond BoringSSL's parsing and signing contexts.
@@ -32,19 +36,22 @@ typedef struct {
     char sn[RA_DEVICE_PIDSN_MAX + 1];
     CBS password;                       /* auth: the string the phone sent */
     char auth_hash[RA_DEVICE_HASH_MAX]; /* auth: the device's crypt(3) hash */
-    capf_keyspec_t key;                 /* lsc: what KEY_GENERATE_REQUEST asked */
-    CBS spki;                           /* lsc: the PUBLIC_KEY value */
-    uint8_t *cert;                      /* lsc: where the DER goes (caller's buffer) */
+    capf_keyspec_t key;                 /* lsc, request: what KEY_GENERATE_REQUEST asked */
+    CBS spki;                           /* lsc, request: the PUBLIC_KEY value */
+    uint8_t *cert;                      /* lsc: where the DER goes (caller's buffer);
+                                           request: where the PKCS#10 goes */
     size_t cert_cap;
     /* outputs */
     bool auth_ok;
-    capf_err_t err;                     /* lsc: CAPF_OK, the key's fault, or
+    capf_err_t err;                     /* lsc, request: CAPF_OK, the key's fault, or
                                            CAPF_E_BUFFER (signing failed) */
-    cx_err_t cx_err;                    /* lsc: the signer's cause when err is CAPF_E_BUFFER */
-    size_t cert_len;
+    cx_err_t cx_err;                    /* lsc, request: the signer's cause when err is
+                                           CAPF_E_BUFFER */
+    size_t cert_len;                    /* lsc: the LSC's length; request: the PKCS#10's */
     uint8_t serial[CX_SERIAL_LEN];
     int64_t not_after;
-    uint8_t key_hash[CAPF_SPKI_HASH_LEN]; /* lsc: SHA-256 of the canonical key (reuse check) */
+    uint8_t key_hash[CAPF_SPKI_HASH_LEN]; /* lsc, request: SHA-256 of the canonical key
+                                             (reuse check) */
     /* certauth: the AUTH_RESPONSE (a view of the session's buffer) and the
      * session id it was signed for; outputs the verdict and its detail */
     const uint8_t *msg;
@@ -72,5 +79,13 @@ void capf_sign_certauth(capf_job_t *j, const capf_certauth_ctx_t *ctx);
  * Sets j->err (and j->cx_err), and on success cert_len, serial, not_after. */
 void capf_sign_lsc(capf_job_t *j, const capf_spki_policy_t *spki_pol, const cx_issuer_t *iss,
                    const cx_lsc_policy_t *pol, int64_t now);
+
+/* capf_sign_request checks j->spki against j->key under `spki_pol` (as
+ * capf_sign_lsc does, key_hash included), then writes the PKCS#10 that
+ * online CA mode submits upstream for j->device (cx_lsc_request: subject
+ * per `pol` with j->pid/j->sn and ra->subject, signed by ra->key) into
+ * j->cert. Sets j->err (and j->cx_err), and on success cert_len. */
+void capf_sign_request(capf_job_t *j, const capf_spki_policy_t *spki_pol, const cx_issuer_t *ra,
+                       const cx_lsc_policy_t *pol);
 
 #endif

@@ -13,13 +13,24 @@
  *             the LSC goes out only after ISSUED answered OK, and success is
  *             announced only after FINISH did (§5.10);
  *   signing   the authentication-string check and the key check + LSC
- *             signature run on a signer worker; a core never signs.
+ *             signature run on a signer worker; a core never signs;
+ *   online    ca_mode online: the signer builds the PKCS#10 for the upstream
+ *             CA instead of the LSC (capf_sign_request), SUBMIT records it
+ *             pending and queues it for stampede-control, and the session
+ *             parks in dp_online's wait table (no message to the phone,
+ *             which waits for STORE_CERTIFICATE_REQUEST) until its record
+ *             is issued (then ISSUED with the CA's certificate and STORE as
+ *             in local mode), rejected, or capf_online_timeout ends (FAIL,
+ *             END_SESSION 07, the operation stays: the phone retries).
  * A session waiting for the phone (S1, S3, S5-S7) holds no buffer: only its
  * TLS session and ~150 bytes of engine state. Timers per state (§5.3):
- * capf_auth_timeout, capf_keygen_timeout, capf_reply_timeout.
+ * capf_auth_timeout, capf_keygen_timeout, capf_reply_timeout, and in
+ * online mode capf_online_timeout while the session waits for the CA (it
+ * keeps its buffer then: the phone's key and the request are in it).
  * Every session ends with one log line naming the peer, the device (once
  * known), the session id and the cause.
  * Thread: the owning polling core; capf_sign runs on signer workers. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +39,7 @@
 
 #include <openssl/err.h>
 #include <openssl/mem.h>
+#include <openssl/sha.h>
 
 #include "dataplane/capf_sign.h"
 #include "dataplane/dp_core.h"
@@ -46,14 +58,21 @@ bool dp_sess_returned(dp_sess_t *s);
 void dp_sess_redrive(dp_sess_t *s);
 
 /* Layout of a CAPF session's buffer: the message being read, the server
- * message being written, then the LSC the signer writes. */
+ * message being written, then the LSC the signer writes. In online mode
+ * the last region first holds the PKCS#10 the signer builds (hiredis copies
+ * it when SUBMIT is queued), then the upstream CA's certificate. */
 #define CAPF_IN_CAP (CAPF_HEADER_LEN + 16384)
 #define CAPF_OUT_OFF CAPF_IN_CAP
 #define CAPF_CERT_OFF (CAPF_OUT_OFF + CAPF_SERVER_MSG_MAX)
 #define CAPF_CERT_CAP 8192
 
+/* dp_capf_buf_need: the buffer capacity this layout needs (dp_core.c). */
+size_t dp_capf_buf_need(void) { return CAPF_CERT_OFF + CAPF_CERT_CAP; }
+
 static bool capf_run(dp_sess_t *s, capf_step_t step);
 static void capf_go(dp_sess_t *s, capf_step_t step);
+static bool capf_submit_upstream(dp_sess_t *s);
+static void capf_on_recorded(dp_redis_req_t *req, redisReply *reply);
 void dp_capf_defer_fail(dp_core_t *c, const char *device, uint32_t id, const char *why);
 
 /* ---- small helpers ---- */
@@ -342,6 +361,7 @@ static void capf_on_recorded(dp_redis_req_t *req, redisReply *reply) {
 static bool capf_record(dp_sess_t *s) {
     dp_core_t *c = s->core;
     dp_buf_t *b = s->buf;
+    if (c->online.on) return capf_submit_upstream(s); /* the upstream CA signs */
     capf_job_t *j = &b->capf.job;
     ra_capf_cmd_t cmd;
     char token[RA_CAPF_TOKEN_MAX + 1], serial[2 * CX_SERIAL_LEN + 1];
@@ -443,6 +463,8 @@ void dp_capf_job_run(dp_buf_t *b, unsigned worker) {
         capf_certauth_ctx_t ctx = rt->capf_certauth;
         ctx.now = (int64_t)time(NULL);
         capf_sign_certauth(j, &ctx);
+    } else if (b->job.kind == DP_JOB_CAPF_REQUEST) { /* online: signed by the CAPF (CA) key */
+        capf_sign_request(j, &rt->capf_spki, &rt->est.issuer, &rt->capf_lsc);
     } else {
         capf_sign_lsc(j, &rt->capf_spki, &rt->est.issuer, &rt->capf_lsc, (int64_t)time(NULL));
     }
@@ -486,7 +508,16 @@ void dp_capf_job_done(dp_sess_t *s, dp_buf_t *b) {
         return;
     }
     if (j->err == CAPF_E_BUFFER)
-        DP_WARN("CAPF peer=%s device=%s: LSC signing failed: %s", s->peer, s->capf.device, cx_err_str(j->cx_err));
+        DP_WARN("CAPF peer=%s device=%s: %s failed: %s", s->peer, s->capf.device,
+                b->job.kind == DP_JOB_CAPF_REQUEST ? "building the request for the online CA" : "LSC signing",
+                cx_err_str(j->cx_err));
+    if (b->job.kind == DP_JOB_CAPF_REQUEST && j->err == CAPF_E_BUFFER) {
+        snprintf(b->capf.r.why, sizeof(b->capf.r.why), "Upgrade Failed: the request for the online CA could not be built");
+        s->capf.state = CAPF_S_FINISHING;
+        s->capf.success = false;
+        capf_go(s, CAPF_STEP_FAIL);
+        return;
+    }
     capf_go(s, capf_sess_signed(eng(s), j->err, &b->capf.r));
 }
 
@@ -536,7 +567,7 @@ static bool capf_sign(dp_sess_t *s) {
     j->spki = b->capf.r.spki;
     j->cert = b->data + CAPF_CERT_OFF;
     j->cert_cap = CAPF_CERT_CAP;
-    return capf_job(s, DP_JOB_CAPF_SIGN);
+    return capf_job(s, s->core->online.on ? DP_JOB_CAPF_REQUEST : DP_JOB_CAPF_SIGN);
 }
 
 /* ---- the step loop ---- */
@@ -671,18 +702,305 @@ void dp_capf_timeout(dp_sess_t *s) {
     capf_go(s, step);
 }
 
+static capf_step_t capf_online_lost(dp_sess_t *s);
+
 bool dp_capf_lost(dp_sess_t *s) {
     /* The transport failed under a session that holds the device: record
      * the loss (FAIL releases the lock), then let the close go on. */
     if (!s->capf.locked || s->state == DP_S_JOB || s->state == DP_S_RA || s->state == DP_S_CLOSED) return false;
     if (!capf_buf(s)) return false;
-    capf_step_t step = capf_sess_eof(eng(s), &s->buf->capf.r);
+    capf_step_t step = s->state == DP_S_ONLINE ? capf_online_lost(s) : capf_sess_eof(eng(s), &s->buf->capf.r);
     if (step != CAPF_STEP_FAIL) return false;
     s->capf_eof = true;
     s->capf_in_close = true; /* the close in progress frees the session, not capf_run */
     capf_close_record(s, false);
     s->capf_in_close = false;
     return s->state == DP_S_RA;
+}
+
+/* ---- online CA mode (docs/redis-schema.md "Online CA mode") ---- */
+
+/* capf_more continues the drive of `s` if a step asked for it (what
+ * capf_go does for a step, for callers that already ran theirs). */
+static void capf_more(dp_sess_t *s, bool more) {
+    if (more) dp_sess_redrive(s);
+}
+
+/* capf_online_log writes one line of the online wait: peer, device,
+ * session and request id, then `fmt`. */
+static void capf_online_log(dp_sess_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void capf_online_log(dp_sess_t *s, const char *fmt, ...) {
+    char what[260];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    DP_INFO("CAPF peer=%s device=%s session=%08x request=%s: %s", s->peer, capf_dev_name(s), s->capf.id,
+            s->buf && s->buf->online.id[0] ? s->buf->online.id : "-", what);
+}
+
+/* capf_online_end records FAIL with the status `why` (the device keeps its
+ * operation: the phone retries), then END_SESSION 07. Returns what
+ * capf_run returns. */
+static bool capf_online_end(dp_sess_t *s, const char *why) {
+    snprintf(s->buf->capf.r.why, sizeof(s->buf->capf.r.why), "%s", why);
+    s->capf.state = CAPF_S_FINISHING;
+    s->capf.success = false;
+    return capf_run(s, CAPF_STEP_FAIL);
+}
+
+/* capf_reply_text copies reply element `e` (a string) as printable text. */
+static void capf_reply_text(char *out, size_t cap, const redisReply *e) {
+    size_t n = 0;
+    if (e->type == REDIS_REPLY_STRING)
+        for (; n < e->len && n + 1 < cap; n++) out[n] = e->str[n] >= 0x20 && e->str[n] < 0x7f ? e->str[n] : '?';
+    out[n] = 0;
+}
+
+/* capf_spki_alg_key splits a SubjectPublicKeyInfo into its algorithm OID
+ * and its subjectPublicKey bits. */
+static bool capf_spki_alg_key(const CBS *spki, CBS *oid, CBS *bits) {
+    CBS in = *spki, seq, alg;
+    return CBS_get_asn1(&in, &seq, CBS_ASN1_SEQUENCE) && CBS_get_asn1(&seq, &alg, CBS_ASN1_SEQUENCE) &&
+           CBS_get_asn1(&alg, oid, CBS_ASN1_OBJECT) && CBS_get_asn1(&seq, bits, CBS_ASN1_BITSTRING);
+}
+
+/* capf_same_key: the certificate's key `cert_spki` is the phone's `spki`
+ * (the same bytes, or the same algorithm and key bits under an encoding of
+ * the parameters the CA chose). */
+static bool capf_same_key(const CBS *cert_spki, const CBS *spki) {
+    CBS o1, k1, o2, k2;
+    if (CBS_mem_equal(cert_spki, CBS_data(spki), CBS_len(spki))) return true;
+    return capf_spki_alg_key(cert_spki, &o1, &k1) && capf_spki_alg_key(spki, &o2, &k2) &&
+           CBS_mem_equal(&o1, CBS_data(&o2), CBS_len(&o2)) && CBS_mem_equal(&k1, CBS_data(&k2), CBS_len(&k2));
+}
+
+/* capf_serial_same compares two hex serials without case or leading zeros. */
+static bool capf_serial_same(const char *a, const char *b) {
+    while (a[0] == '0' && a[1]) a++;
+    while (b[0] == '0' && b[1]) b++;
+    return strcasecmp(a, b) == 0;
+}
+
+/* capf_online_unusable ends a session whose certificate from the upstream
+ * CA cannot be sent (`what`: why). */
+static bool capf_online_unusable(dp_sess_t *s, const char *what) {
+    char why[160];
+    capf_online_log(s, "the online CA's certificate cannot be sent: %s", what);
+    snprintf(why, sizeof(why), "Upgrade Failed: the online CA's certificate is unusable (%s)", what);
+    return capf_online_end(s, why);
+}
+
+/* capf_online_issued continues with the certificate `der` (`len` bytes)
+ * the upstream CA issued for the session's request (record serial
+ * `rec_serial`, for a cross-check): it is copied into the buffer, checked
+ * (a certificate for the phone's key), its serial, notAfter and
+ * fingerprints are taken (on the core: one small certificate), then ISSUED
+ * records it on the device (online: the record is stampede-control's, no
+ * second `issue` audit) and STORE_CERTIFICATE_REQUEST follows as in local
+ * mode. Returns what capf_run returns. */
+static bool capf_online_issued(dp_sess_t *s, const uint8_t *der, size_t len, const char *rec_serial) {
+    dp_core_t *c = s->core;
+    dp_buf_t *b = s->buf;
+    capf_job_t *j = &b->capf.job;
+    uint8_t *cert = b->data + CAPF_CERT_OFF;
+    CBS spki, serial;
+    int64_t not_after;
+    char hex[RA_CAPF_SERIAL_MAX + 1], what[80];
+    dp_timer_arm(s, DP_T_NONE);
+    if (len > CAPF_CERT_CAP) {
+        snprintf(what, sizeof(what), "%zu bytes, more than %d", len, CAPF_CERT_CAP);
+        return capf_online_unusable(s, what);
+    }
+    memcpy(cert, der, len);
+    j->cert_len = len;
+    if (cx_cert_parse_basic(cert, len, NULL, &spki, &serial, &not_after) != CX_OK)
+        return capf_online_unusable(s, "not a certificate");
+    if (!capf_same_key(&spki, &b->capf.r.spki)) return capf_online_unusable(s, "issued for another public key");
+    if (CBS_len(&serial) == 0 || (CBS_data(&serial)[0] & 0x80)) return capf_online_unusable(s, "negative serial");
+    while (CBS_len(&serial) > 1 && CBS_data(&serial)[0] == 0) CBS_skip(&serial, 1); /* no leading zero bytes */
+    if (CBS_len(&serial) * 2 > RA_CAPF_SERIAL_MAX) return capf_online_unusable(s, "serial over 32 bytes");
+    ra_hex(hex, CBS_data(&serial), CBS_len(&serial));
+    if (ra_capf_lsc_init(&b->capf.lsc, CBS_data(&b->capf.r.spki), CBS_len(&b->capf.r.spki), cert, len, hex,
+                         not_after) != RA_OK)
+        return capf_online_unusable(s, "notAfter before 1970");
+    b->capf.lsc.online = true;
+    b->capf.lsc.has_key_hash = true;
+    memcpy(b->capf.lsc.key_hash, j->key_hash, sizeof(j->key_hash));
+    if (rec_serial && rec_serial[0] && !capf_serial_same(rec_serial, hex))
+        DP_WARN("CAPF peer=%s device=%s request=%s: the record's serial %s is not the certificate's %s; the "
+                "certificate's is recorded", s->peer, s->capf.device, b->online.id, rec_serial, hex);
+    c->online.stats.certs++;
+    capf_online_log(s, "issued by the online CA serial=%s", hex);
+    ra_capf_cmd_t cmd;
+    char token[RA_CAPF_TOKEN_MAX + 1];
+    capf_token(c, s->capf.id, token, sizeof(token));
+    if (dp_redis_usable(&c->redis) &&
+        ra_capf_issued_cmd(&cmd, c->rt->capf_sha, s->capf.device, token, (int64_t)time(NULL), s->peer,
+                           &b->capf.lsc) == RA_OK &&
+        capf_command(s, &cmd, capf_on_recorded))
+        return false;
+    CBS none;
+    CBS_init(&none, NULL, 0);
+    return capf_run(s, capf_sess_recorded(eng(s), false, false, none, capf_out(s), &b->capf.r));
+}
+
+/* capf_online_park: the request is pending at the upstream CA; the session
+ * waits for it in dp_online's table (capf_online_timeout). */
+static void capf_online_park(dp_sess_t *s, bool queued) {
+    unsigned secs = s->core->rt->cfg.capf_online_timeout;
+    capf_online_log(s, "%s; waiting up to %u s", queued ? "queued for the online CA (stp:upstream)"
+                                                        : "already pending at the online CA: not queued again",
+                    secs);
+    s->core->online.stats.parked++;
+    dp_online_wait(s, s->buf);
+    dp_timer_arm(s, DP_T_CAPF_ONLINE);
+}
+
+static void capf_on_submitted(dp_redis_req_t *req, redisReply *reply) {
+    dp_buf_t *b = caa_container_of(req, dp_buf_t, rreq);
+    dp_sess_t *s = b->sess;
+    ra_capf_result_t res;
+    ra_capf_submitted_t sub;
+    char why[200];
+    ra_err_t e = ra_capf_parse_submit(reply, &res, &sub, why, sizeof(why));
+    if (!capf_returned(s, true)) return;
+    if (e != RA_OK) {
+        DP_WARN("CAPF peer=%s device=%s request=%s: not queued for the online CA: %s", s->peer, s->capf.device,
+                b->online.id, why);
+        capf_more(s, capf_online_end(s, "Upgrade Failed: the request could not be queued for the online CA "
+                                        "(registry unavailable)"));
+        return;
+    }
+    if (res.outcome == RA_CAPF_LOST_LOCK) { /* another session owns the device now */
+        CBS none;
+        CBS_init(&none, NULL, 0);
+        capf_online_log(s, "not queued for the online CA: %s", res.reason);
+        capf_go(s, capf_sess_recorded(eng(s), false, true, none, capf_out(s), &b->capf.r));
+        return;
+    }
+    if (res.outcome != RA_CAPF_OK) { /* key of another device, device gone, operation withdrawn */
+        char text[160];
+        snprintf(text, sizeof(text), "Upgrade Failed: %.120s", res.reason);
+        capf_online_log(s, "not queued for the online CA: %s", res.reason);
+        capf_more(s, capf_online_end(s, text));
+        return;
+    }
+    if (sub.state == RA_CAPF_SUBMIT_ISSUED) { /* the phone's retry: the CA answered meanwhile */
+        capf_online_log(s, "already issued by the online CA: not submitted again");
+        capf_more(s, capf_online_issued(s, sub.cert, sub.cert_len, sub.serial));
+        return;
+    }
+    capf_online_park(s, sub.state == RA_CAPF_SUBMIT_QUEUED);
+}
+
+/* capf_submit_upstream (CAPF_STEP_RECORD in online mode): SUBMIT the
+ * request the signer built; the reply parks the session or, if the record
+ * is already issued, goes on at once. */
+static bool capf_submit_upstream(dp_sess_t *s) {
+    dp_core_t *c = s->core;
+    dp_buf_t *b = s->buf;
+    const dp_config_t *cfg = &c->rt->cfg;
+    capf_job_t *j = &b->capf.job;
+    uint8_t spki_sha256[32];
+    ra_capf_submit_t sub = {
+        .spki_der = CBS_data(&b->capf.r.spki), .spki_len = CBS_len(&b->capf.r.spki),
+        .p10_der = j->cert, .p10_len = j->cert_len, .has_key_hash = true, .notify = c->online.channel,
+        /* the lock must outlast the wait and the phone's answer to STORE */
+        .lock_ttl_ms = ((int64_t)cfg->capf_online_timeout + cfg->capf_reply_timeout + 60) * 1000};
+    memcpy(sub.key_hash, j->key_hash, sizeof(sub.key_hash));
+    SHA256(sub.spki_der, sub.spki_len, spki_sha256);
+    ra_req_key(b->online.key, sizeof(b->online.key), s->capf.device, spki_sha256);
+    ra_req_id(b->online.id, sizeof(b->online.id), s->capf.device, spki_sha256);
+    b->online.capf = true;
+    b->online.expired = false;
+    ra_capf_cmd_t cmd;
+    char token[RA_CAPF_TOKEN_MAX + 1];
+    capf_token(c, s->capf.id, token, sizeof(token));
+    if (dp_redis_usable(&c->redis) &&
+        ra_capf_submit_cmd(&cmd, c->rt->capf_sha, s->capf.device, token, (int64_t)time(NULL), s->peer, &sub) ==
+            RA_OK &&
+        capf_command(s, &cmd, capf_on_submitted))
+        return false;
+    capf_online_log(s, "not queued for the online CA: registry unavailable");
+    return capf_online_end(s, "Upgrade Failed: the request could not be queued for the online CA (registry "
+                              "unavailable)");
+}
+
+/* capf_online_stop ends a wait because stampeded stops (SIGTERM): like
+ * EST's 202, the phone is let go at once (END 07; its retry finds the
+ * record, here or on another node). Returns what capf_run returns. */
+static bool capf_online_stop(dp_sess_t *s) {
+    dp_timer_arm(s, DP_T_NONE);
+    capf_online_log(s, "stampeded is stopping: the wait for the online CA ends (the phone may retry)");
+    return capf_online_end(s, "Upgrade Failed: online CA did not answer before stampeded stopped");
+}
+
+void dp_capf_online_fetched(dp_sess_t *s, dp_buf_t *b, const redisReply *rep) {
+    if (!capf_returned(s, true)) return;
+    dp_core_t *c = s->core;
+    char state[16] = "", reason[RA_CAPF_REASON_MAX] = "", serial[RA_CAPF_SERIAL_MAX + 1] = "";
+    bool shaped = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 5;
+    if (shaped) {
+        capf_reply_text(state, sizeof(state), rep->element[0]);
+        capf_reply_text(reason, sizeof(reason), rep->element[1]);
+        capf_reply_text(serial, sizeof(serial), rep->element[3]);
+    }
+    if (!strcmp(state, "issued") && rep->element[2]->type == REDIS_REPLY_STRING && rep->element[2]->len) {
+        capf_more(s, capf_online_issued(s, (const uint8_t *)rep->element[2]->str, rep->element[2]->len, serial));
+    } else if (!strcmp(state, "rejected")) {
+        char why[160];
+        const char *cause = reason[0] ? reason : "no reason given";
+        c->online.stats.refusals++;
+        dp_timer_arm(s, DP_T_NONE);
+        capf_online_log(s, "refused by the online CA: %s", cause);
+        snprintf(why, sizeof(why), "Upgrade Failed: online CA refused the request: %s", cause);
+        capf_more(s, capf_online_end(s, why));
+    } else if (b->online.expired) {
+        capf_online_log(s, "the online CA did not answer within %u s (record %s)", c->rt->cfg.capf_online_timeout,
+                        state[0] ? state : rep ? "unreadable" : "not read: registry unavailable");
+        capf_more(s, capf_online_end(s, "Upgrade Failed: online CA did not answer in time"));
+    } else if (c->draining) { /* still pending, but stampeded stops */
+        capf_more(s, capf_online_stop(s));
+    } else { /* still pending (or the read failed): wait on */
+        dp_online_wait(s, b);
+    }
+}
+
+/* capf_online_lost: the phone left while its session waited for the CA:
+ * out of the table, status Phone Communication Failure (then FAIL). */
+static capf_step_t capf_online_lost(dp_sess_t *s) {
+    dp_online_forget(s);
+    dp_timer_arm(s, DP_T_NONE);
+    capf_online_log(s, "the phone closed the connection while waiting for the online CA");
+    snprintf(s->buf->capf.r.why, sizeof(s->buf->capf.r.why),
+             "Upgrade Failed: Phone Communication Failure (connection closed by the phone while waiting for "
+             "the online CA)");
+    s->capf.state = CAPF_S_FINISHING;
+    s->capf.success = false;
+    return CAPF_STEP_FAIL;
+}
+
+void dp_capf_parked_io(dp_sess_t *s) {
+    /* The phone sends nothing while it waits for STORE_CERTIFICATE_REQUEST.
+     * Bytes it does send stay unread (peeked, not consumed): the engine
+     * judges them after STORE, as in local mode where a message sent
+     * during signing waits the same way. A close or reset is the loss of
+     * the phone, recorded now (FAIL releases the device). */
+    uint8_t byte;
+    int n = SSL_peek(s->ssl, &byte, 1);
+    if (n > 0) return;
+    int err = SSL_get_error(s->ssl, n);
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return;
+    ERR_clear_error();
+    capf_online_lost(s);
+    s->capf_eof = true;
+    capf_close_record(s, false);
+}
+
+void dp_capf_online_drain(dp_sess_t *s) {
+    dp_online_forget(s);
+    capf_more(s, capf_online_stop(s));
 }
 
 /* ---- FAILs that wait for Redis ---- */

@@ -27,6 +27,7 @@ void dp_capf_job_done(dp_sess_t *s, dp_buf_t *b);
 void dp_capf_buf_put(dp_buf_t *b);
 void dp_capf_service(dp_core_t *c);
 void dp_capf_cleanup(dp_core_t *c);
+size_t dp_capf_buf_need(void);
 
 int64_t dp_now_ms(void) {
     struct timespec ts;
@@ -54,6 +55,7 @@ int dp_core_init(dp_core_t *c, dp_runtime_t *rt, unsigned id) {
     c->timeout_ms[DP_T_CAPF_KEYGEN] = (int64_t)cfg->capf_keygen_timeout * 1000;
     c->timeout_ms[DP_T_CAPF_REPLY] = (int64_t)cfg->capf_reply_timeout * 1000;
     c->timeout_ms[DP_T_ONLINE] = cfg->online_wait_ms;
+    c->timeout_ms[DP_T_CAPF_ONLINE] = (int64_t)cfg->capf_online_timeout * 1000;
     c->capf_max_parked = (cfg->capf_max_keygen + rt->num_cores - 1) / rt->num_cores;
     /* request (header + body) + room for the longest response: the largest
      * CSR a body can carry (3/4 of it) becomes a slightly larger certificate,
@@ -62,6 +64,10 @@ int dp_core_init(dp_core_t *c, dp_runtime_t *rt, unsigned id) {
      * (3/4 of max_body each, plus the certificate's own fields). */
     c->buf_cap = cfg->max_header + cfg->max_body + cfg->max_body + cfg->max_body / 2 + 4096 +
                  cfg->max_body / 4 * 3 * 2 + 2048;
+    /* A CAPF session lays its messages, the LSC and the upstream request
+     * out in the same buffer (dp_capf.c): small EST limits must not shrink
+     * it below that. */
+    if (cfg->capf_listen[0] && c->buf_cap < dp_capf_buf_need()) c->buf_cap = dp_capf_buf_need();
     c->scratch_cap = c->buf_cap;
     dp_redis_init(&c->redis, c, rt->est.registry ? &rt->redis_addr : NULL, (int64_t)cfg->redis_timeout_ms);
     if (cfg->max_per_address && dp_addrcap_init(&c->addrs, cfg->max_sessions)) return -1;
@@ -172,7 +178,8 @@ void dp_core_on_completions(dp_core_t *c) {
         if (j->kind == DP_JOB_ENROLL) {
             dp_buf_t *b = caa_container_of(j, dp_buf_t, job);
             dp_sess_job_done(b->sess, b);
-        } else if (j->kind == DP_JOB_CAPF_AUTH || j->kind == DP_JOB_CAPF_SIGN || j->kind == DP_JOB_CAPF_CERTAUTH) {
+        } else if (j->kind == DP_JOB_CAPF_AUTH || j->kind == DP_JOB_CAPF_SIGN || j->kind == DP_JOB_CAPF_CERTAUTH ||
+                   j->kind == DP_JOB_CAPF_REQUEST) {
             dp_buf_t *b = caa_container_of(j, dp_buf_t, job);
             dp_capf_job_done(b->sess, b);
         } else {

@@ -41,6 +41,7 @@ typedef enum {
     DP_T_CAPF_KEYGEN,    /* CAPF S3: the phone generates its key */
     DP_T_CAPF_REPLY,     /* CAPF S5-S7: waiting for the store/fetch/delete answer */
     DP_T_ONLINE,         /* EST, online CA mode: waiting for the upstream CA (online_wait_ms) */
+    DP_T_CAPF_ONLINE,    /* CAPF, online CA mode: waiting for the upstream CA (capf_online_timeout) */
     DP_T__COUNT,
     DP_T_NONE = DP_T__COUNT
 } dp_timer_kind_t;
@@ -59,7 +60,7 @@ typedef enum {
 
 /* Job kinds (cx_job_t.kind). */
 enum { DP_JOB_KEY_SIGN = 1, DP_JOB_KEY_DECRYPT, DP_JOB_ENROLL, DP_JOB_CAPF_AUTH, DP_JOB_CAPF_SIGN,
-       DP_JOB_CAPF_CERTAUTH };
+       DP_JOB_CAPF_CERTAUTH, DP_JOB_CAPF_REQUEST /* online CA mode: the upstream PKCS#10 */ };
 
 /* Protocols a listener serves (dp_listener_t.proto, dp_sess_t.proto). */
 enum { DP_PROTO_EST = 0, DP_PROTO_CAPF };
@@ -100,9 +101,11 @@ typedef struct dp_buf {
                                  record read of an online wait (dp_online.c) */
     struct {                  /* online CA mode: a parked enrollment (dp_online.c) */
         char key[RA_REQ_KEY_MAX]; /* its request record */
+        char id[RA_REQ_ID_MAX];   /* CAPF: its request id (for the log) */
         struct dp_buf *next;  /* chain in the core's wait table */
         bool parked;          /* in the table */
         bool expired;         /* the wait ran out while a read was in flight */
+        bool capf;            /* a CAPF session (dp_capf.c answers), else EST */
     } online;
     /* request / response bookkeeping */
     size_t len;               /* request bytes buffered in data */

@@ -1,4 +1,4 @@
-/* dp_online: parked EST sessions waiting for the upstream CA (see
+/* dp_online: parked EST and CAPF sessions waiting for the upstream CA (see
  * dp_online.h). The table is a fixed array of chains (FNV-1a of the record
  * key), allocated once per core at start-up; a chain link lives in the
  * parked buffer. Thread: the owning polling core only. */
@@ -72,6 +72,10 @@ static bool online_fetch(dp_core_t *c, dp_buf_t *b);
 static void on_fetched(dp_redis_req_t *req, redisReply *rep) {
     dp_buf_t *b = caa_container_of(req, dp_buf_t, rreq);
     dp_sess_t *s = b->sess;
+    if (b->online.capf) { /* CAPF: the session decides (and frees itself if it closed) */
+        dp_capf_online_fetched(s, b, rep);
+        return;
+    }
     if (!dp_sess_returned(s)) return;
     dp_core_t *c = s->core;
     est_enroll_t *e = &b->enroll;
@@ -184,6 +188,7 @@ void dp_online_park(dp_sess_t *s, dp_buf_t *b) {
     est_enroll_t *e = &b->enroll;
     ra_req_key(b->online.key, sizeof(b->online.key), e->identity, e->csr_sha256);
     b->online.expired = false;
+    b->online.capf = false; /* a pooled buffer may have served a CAPF session */
     c->online.stats.parked++;
     if (c->timeout_ms[DP_T_ONLINE] == 0) {
         online_accepted(s, b);
@@ -196,13 +201,20 @@ void dp_online_park(dp_sess_t *s, dp_buf_t *b) {
     dp_timer_arm(s, DP_T_ONLINE);
 }
 
+void dp_online_wait(dp_sess_t *s, dp_buf_t *b) {
+    s->state = DP_S_ONLINE;
+    online_insert(&s->core->online, b);
+}
+
 void dp_online_timeout(dp_sess_t *s) {
     dp_buf_t *b = s->buf;
     dp_timer_arm(s, DP_T_NONE);
     b->online.expired = true;
     if (s->state == DP_S_RA) return; /* a read is in flight: its answer decides */
     online_remove(&s->core->online, b);
-    if (!online_fetch(s->core, b)) online_accepted(s, b);
+    if (online_fetch(s->core, b)) return;
+    if (b->online.capf) dp_capf_online_fetched(s, b, NULL);
+    else online_accepted(s, b);
 }
 
 void dp_online_drain(dp_sess_t *s) {

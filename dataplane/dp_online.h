@@ -1,8 +1,9 @@
 /* dp_online: the online CA mode's waiting room on a polling core
  * (docs/redis-schema.md "Online CA mode"). An enrollment the upstream CA
- * must sign is recorded pending by the request script and queued for
- * stampede-control; its session then parks here, holding its buffer, keyed
- * by its request record, until one of:
+ * must sign is recorded pending (EST: by the request script; CAPF: by the
+ * CAPF script's SUBMIT) and queued for stampede-control; its session then
+ * parks here, holding its buffer, keyed by its request record, until one
+ * of:
  *   - a notice on the core's own channel `stp:done:NODE:CORE` (its own
  *     subscriber connection) names the record: the core reads the record
  *     (one HMGET) and answers with the certificate or the CA's refusal, or
@@ -13,6 +14,12 @@
  * When the subscription comes back after a loss every parked record is
  * read once (notices sent meanwhile are lost), so nothing waits for a
  * notice that was never delivered.
+ * A parked buffer says whether it is an EST or a CAPF session
+ * (b->online.capf). The table, the subscriber, the reads and the final read
+ * at expiry are the same for both; what a record read means is the
+ * protocol's: EST answers here (certificate, 403 or 202), CAPF hands every
+ * read to dp_capf_online_fetched (dp_capf.c: ISSUED and STORE, or FAIL and
+ * END_SESSION 07), whose timer is DP_T_CAPF_ONLINE (capf_online_timeout).
  * Thread: the owning polling core only. Nothing here blocks; parking,
  * notices and answers allocate nothing. */
 #ifndef DP_ONLINE_H
@@ -58,13 +65,29 @@ int dp_online_service(dp_core_t *c, int max_ms);
  * online_wait_ms is 0. */
 void dp_online_park(dp_sess_t *s, dp_buf_t *b);
 
-/* dp_online_timeout: the session's wait ran out (timer DP_T_ONLINE). */
+/* dp_online_wait parks session `s` (a CAPF session) under b->online.key,
+ * which the caller set with b->online.capf: state DP_S_ONLINE until a
+ * notice or the subscription's return reads the record. The caller arms
+ * the timer. */
+void dp_online_wait(dp_sess_t *s, dp_buf_t *b);
+
+/* dp_online_timeout: the session's wait ran out (timer DP_T_ONLINE or
+ * DP_T_CAPF_ONLINE): one last read of the record decides (a CAPF session
+ * whose record cannot be read gets dp_capf_online_fetched with no reply
+ * and `expired` set). */
 void dp_online_timeout(dp_sess_t *s);
+
+/* dp_capf_online_fetched (dp_capf.c) continues a parked CAPF session after
+ * a read of its record: `rep` is HMGET state reason cert serial not_after
+ * (untrusted shape), or NULL if the read failed; b->online.expired says the
+ * wait is over. It also frees a session that closed meanwhile. */
+void dp_capf_online_fetched(dp_sess_t *s, dp_buf_t *b, const redisReply *rep);
 
 /* dp_online_drain answers a parked session 202 at once (SIGTERM). */
 void dp_online_drain(dp_sess_t *s);
 
-/* dp_online_forget takes a parked session out of the table (it closes). */
+/* dp_online_forget takes a parked session out of the table (it closes, or
+ * a CAPF session ends otherwise); nothing if it is not parked. */
 void dp_online_forget(dp_sess_t *s);
 
 #endif

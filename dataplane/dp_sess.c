@@ -47,6 +47,8 @@ void dp_capf_timeout(dp_sess_t *s);
 bool dp_capf_lost(dp_sess_t *s);
 void dp_capf_job_run(dp_buf_t *b, unsigned worker);
 void dp_capf_unpark(dp_sess_t *s);
+void dp_capf_parked_io(dp_sess_t *s);
+void dp_capf_online_drain(dp_sess_t *s);
 
 static void sess_drive(dp_sess_t *s);
 
@@ -58,7 +60,8 @@ static void dp_job_run(cx_job_t *j, unsigned worker) {
     if (j->kind == DP_JOB_ENROLL) {
         dp_buf_t *b = caa_container_of(j, dp_buf_t, job);
         est_enroll_run(&b->sess->core->rt->est, &b->enroll, worker);
-    } else if (j->kind == DP_JOB_CAPF_AUTH || j->kind == DP_JOB_CAPF_SIGN || j->kind == DP_JOB_CAPF_CERTAUTH) {
+    } else if (j->kind == DP_JOB_CAPF_AUTH || j->kind == DP_JOB_CAPF_SIGN || j->kind == DP_JOB_CAPF_CERTAUTH ||
+               j->kind == DP_JOB_CAPF_REQUEST) {
         dp_capf_job_run(caa_container_of(j, dp_buf_t, job), worker);
     } else {
         dp_keyop_t *k = caa_container_of(j, dp_keyop_t, job);
@@ -580,8 +583,10 @@ static void sess_drive_inner(dp_sess_t *s) {
         case DP_S_READ: more = s->proto == DP_PROTO_CAPF ? dp_capf_read(s) : sess_read(s); break;
         case DP_S_WRITE: more = s->proto == DP_PROTO_CAPF ? dp_capf_write(s) : sess_send(s); break;
         case DP_S_LINGER: sess_linger_read(s); return;
+        case DP_S_ONLINE: /* EST: nothing to read until the CA answers; a close shows when we write */
+            if (s->proto == DP_PROTO_CAPF) dp_capf_parked_io(s); /* CAPF: a phone that leaves is recorded now */
+            return;
         case DP_S_JOB:
-        case DP_S_ONLINE: /* nothing to read until the CA answers; a close shows when we write */
         case DP_S_CLOSED: return;
         }
         if (!more) return;
@@ -674,8 +679,8 @@ void dp_sess_timeout(dp_sess_t *s) {
     static const char *const phase[DP_T__COUNT] = {"handshake",      "request header", "request body",
                                                    "idle keep-alive", "response write", "linger",
                                                    "CAPF auth",      "CAPF keygen",    "CAPF reply",
-                                                   "online CA wait"};
-    if (s->timer == DP_T_ONLINE) {
+                                                   "online CA wait", "CAPF online CA wait"};
+    if (s->timer == DP_T_ONLINE || s->timer == DP_T_CAPF_ONLINE) {
         dp_online_timeout(s);
         return;
     }
@@ -691,6 +696,10 @@ void dp_sess_timeout(dp_sess_t *s) {
 void dp_sess_drain(dp_sess_t *s) {
     s->closing = true;
     if (s->proto == DP_PROTO_CAPF) { /* sessions with a phone finish or time out; idle ones close */
+        if (s->state == DP_S_ONLINE) { /* waiting for the online CA: END 07 now, the phone retries */
+            dp_capf_online_drain(s);
+            return;
+        }
         if (s->state == DP_S_LINGER || (s->state == DP_S_READ && !s->capf.locked && !s->buf))
             sess_close(s, s->state != DP_S_LINGER);
         return;
