@@ -628,6 +628,9 @@ static bool wk_ackid(ctl_wk_t *w, uint32_t *req_id, const char *ca_state) {
     redisReply *rep = wk_record_eval(w, "ACKID", 3, args, NULL);
     if (!rep) return false;
     bool ok = rep_is(rep, 0, "ok");
+    if (rep_is(rep, 0, "gone"))
+        DP_WARN("request %s identity=%s: the CA took it as request %u, but the record is no longer pending (%s): "
+                "nothing stored", j->id, j->identity, *req_id, rep_elem(rep, 1, REDIS_REPLY_STRING) ? rep->element[1]->str : "");
     if (rep_is(rep, 0, "conflict")) {
         uint32_t stored;
         if (rep_u32(rep, 1, &stored)) {
@@ -661,6 +664,7 @@ static void wk_submit(ctl_wk_t *w, bool again) {
     j->http += res->requests;
     if ((k == CTL_UP_ISSUED || k == CTL_UP_PENDING) && !res->has_req_id) {
         snprintf(res->cause, sizeof(res->cause), "the CA's answer (%s) carries no request id", ctl_up_kind_str(k));
+        res->diag = CTL_D_PAGE;
         k = CTL_UP_UNKNOWN;
     }
     uint32_t rid = res->req_id;

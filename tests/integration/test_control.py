@@ -293,8 +293,14 @@ class Control(fx.Daemon):
 
 
 def run_control(args, timeout=60):
+    """run_control runs a short stampede-control command (doctor, --help);
+    returns (exit code, stdout, stderr); a sanitizer report fails."""
     cp = fx.run([STAMPEDE_CONTROL] + [str(a) for a in args], timeout=timeout, check=False)
-    return cp.returncode, cp.stdout.decode(errors='replace'), cp.stderr.decode(errors='replace')
+    out, err = cp.stdout.decode(errors='replace'), cp.stderr.decode(errors='replace')
+    bad = [m for m in fx.SANITIZER_MARKERS if m in err]
+    if bad:
+        raise AssertionError('sanitizer report(s) %s from %s:\n%s' % (bad, args, err[-8000:]))
+    return cp.returncode, out, err
 
 
 # ---------------------------------------------------------------- Redis side
