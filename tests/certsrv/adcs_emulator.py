@@ -51,7 +51,7 @@ import urllib.parse
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -570,6 +570,10 @@ class _TLSServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         emu = self.emu
         emu._track(request, True)
         try:
+            # headers and body go out in two writes: without NODELAY the body
+            # waits for the client's delayed ACK (40 ms per answer), which IIS
+            # does not do
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.tls:
                 if emu.cfg['tls_stall']:
                     # accept TCP, never answer the handshake (bounded; ends on stop())
@@ -686,6 +690,12 @@ DEFAULTS = {
     'lowercase_redirect': False,
     'ca_name': 'Stampede Test Issuing CA',
     'officer': 'EMU\\ca-officer',
+    # PEM texts of registration-authority certificates: a PKCS#10 whose own
+    # signature does not verify is accepted if one of these keys signed it
+    # (a CA set up to take requests an enrollment agent signs: how a CAPF,
+    # whose phones send a bare public key, submits; [DESIGN], see
+    # docs/redis-schema.md "CAPF requests upstream"). Empty: strict, as ADCS.
+    'ra_certs': [],
 }
 
 
@@ -1494,11 +1504,27 @@ class AdcsEmulator:
         except Exception:
             return None, (0x8009310B, HRESULTS[0x8009310B][1])
         try:
-            if not csr.is_signature_valid:
-                return csr, (0x80090006, HRESULTS[0x80090006][1])
+            if csr.is_signature_valid or self._ra_signed(csr):
+                return csr, None
         except Exception:
-            return csr, (0x80090006, HRESULTS[0x80090006][1])
-        return csr, None
+            pass
+        return csr, (0x80090006, HRESULTS[0x80090006][1])
+
+    def _ra_signed(self, csr):
+        """True if a configured registration authority signed `csr`."""
+        for pem in self.cfg['ra_certs']:
+            key = x509.load_pem_x509_certificate(pem.encode() if isinstance(pem, str) else pem).public_key()
+            try:
+                if isinstance(key, ec.EllipticCurvePublicKey):
+                    key.verify(csr.signature, csr.tbs_certrequest_bytes,
+                               ec.ECDSA(csr.signature_hash_algorithm))
+                else:
+                    key.verify(csr.signature, csr.tbs_certrequest_bytes, padding.PKCS1v15(),
+                               csr.signature_hash_algorithm)
+                return True
+            except Exception:
+                continue
+        return False
 
     def _deny(self, req, entry, message, code):
         req.state, req.message, req.hresult = 'denied', message, code
@@ -1756,6 +1782,9 @@ def main(argv=None):
     ap.add_argument('--idle-timeout', type=float, default=DEFAULTS['idle_timeout'])
     ap.add_argument('--ca-down', action='store_true')
     ap.add_argument('--seed', type=int, default=None, help='seed for challenges, cookies')
+    ap.add_argument('--ra-cert', action='append', default=[], metavar='PEM_FILE',
+                    help='accept requests signed by this registration authority certificate '
+                         '(repeatable; default: only self-signed PKCS#10, as ADCS)')
     ap.add_argument('--template', action='append', default=[], metavar='NAME[:POLICY[:DISPLAY]]',
                     help='add a template (policy auto|manual|deny); repeatable')
     a = ap.parse_args(argv)
@@ -1768,6 +1797,12 @@ def main(argv=None):
                        per_request_auth=a.per_request_auth, first_id=a.first_id,
                        force_variant=a.force_variant, idle_timeout=a.idle_timeout,
                        ca_down=a.ca_down)
+    if a.ra_cert:
+        certs = []
+        for path in a.ra_cert:
+            with open(path) as f:
+                certs.append(f.read())
+        emu.configure(ra_certs=certs)
     for spec in a.template:
         parts = spec.split(':')
         emu.add_template(Template(parts[0], parts[2] if len(parts) > 2 else None,
