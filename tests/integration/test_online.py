@@ -63,18 +63,23 @@ class OnlineBase(unittest.TestCase):
 
     wait_ms = 8000
     extra_emulator = ()
+    extra_stampeded = ()
+    trust_capf = False
 
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix='online-it-')
         cls.emu = cls.fwd = cls.ctl = cls.d = None
         try:
-            cls.emu = tc.Emulator(cls.tmp, args=['--template', 'Manual:manual'] +
-                                  list(cls.extra_emulator)).start()
-            cls.fwd = tc.Forwarder(cls.emu.port).up()
             cls.d = fx.Daemon(cls.tmp, args=['--ca-mode', 'online', '--online-wait-ms', str(cls.wait_ms),
-                                              '--online-retry-after', '2', '--cores', '1'])
+                                              '--online-retry-after', '2', '--cores', '1'] +
+                              list(cls.extra_stampeded))
             cls.d.start()
+            emu_args = ['--template', 'Manual:manual'] + list(cls.extra_emulator)
+            if cls.trust_capf:  # the CA takes requests the CAPF signs (docs/redis-schema.md)
+                emu_args += ['--ra-cert', cls.d.ca_path]
+            cls.emu = tc.Emulator(cls.tmp, args=emu_args).start()
+            cls.fwd = tc.Forwarder(cls.emu.port).up()
             cls.pwfile = os.path.join(cls.tmp, 'upstream-password')
             fd = os.open(cls.pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, 'w') as f:
@@ -280,6 +285,59 @@ class TestOnlineEst(OnlineBase):
         out = cp.stdout.decode()
         self.assertEqual(cp.returncode, 1, out)
         self.assertRegex(out, r'PROBLEM .*auth')
+
+
+class TestOnlineCapf(OnlineBase):
+    """Phones (CAPF, tests/integration/capf_client.py) through the real
+    stampede-control: the LSC is signed by the emulator's CA. The emulator
+    trusts stampeded's CAPF certificate as a registration authority, since a
+    phone sends a bare public key that nobody but the CAPF can sign a
+    request for."""
+
+    trust_capf = True
+    extra_stampeded = ('--capf-online-timeout', '20')
+
+    def add_device(self, name):
+        cp = fx.run([STAMPEDECTL, '--data-dir', self.d.data_dir, 'device', 'add', name, '--op', 'install',
+                     '--auth', 'null', '--replace'])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+
+    def show(self, name):
+        return fx.run([STAMPEDECTL, '--data-dir', self.d.data_dir, 'device', 'show', name]).stdout.decode()
+
+    def test_01_v2_and_v3_phones_get_upstream_lscs(self):
+        import capf_client as cc
+        for version, name in ((2, 'SEP00AA00BB00C2'), (3, 'SEP00AA00BB00C3')):
+            self.add_device(name)
+            with cc.CapfClient('127.0.0.1', self.d.capf_port, version=version, timeout=BOUND) as c:
+                res = c.install(name)
+            self.assertTrue(res.installed, '%s v%d: %s' % (name, version, res))
+            cert = res.certificate
+            self.assert_from_upstream(cert, cert.public_key())
+            self.assertEqual(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value, name)
+            show = self.show(name)
+            self.assertRegex(show, r'status\s+success')
+            self.assertIn('%x' % cert.serial_number, show.replace(':', '').lower())
+
+    def test_02_ca_refuses_phone_declined_device_retryable(self):
+        import capf_client as cc
+        name = 'SEP00AA00BB00D1'
+        self.add_device(name)
+        self.restart_control('NoSuchTemplate', 'control-capf-badtpl')
+        try:
+            with cc.CapfClient('127.0.0.1', self.d.capf_port, version=2, timeout=BOUND) as c:
+                res = c.install(name)
+            self.assertFalse(res.installed, res)
+            self.assertEqual((res.end_reason, res.ended_after), (7, 'key'), res)
+            show = self.show(name)
+            self.assertRegex(show, r'status\s+failed')
+            self.assertIn('online CA', show)
+            self.assertRegex(show, r'operation\s+install')
+        finally:
+            self.restart_control('WebServer', 'control-capf-2')
+        with cc.CapfClient('127.0.0.1', self.d.capf_port, version=2, timeout=BOUND) as c:
+            res = c.install(name)
+        self.assertTrue(res.installed, res)
 
 
 if __name__ == '__main__':
