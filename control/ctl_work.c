@@ -25,6 +25,7 @@
 #define CTL_CLAIM_COUNT "8"
 #define CTL_LEASE_BURST 8 /* wait-set members taken (one at a time) per loop turn */
 #define CTL_P10_MAX (64 * 1024)
+#define CTL_CHAIN_CHECK_MS 10000 /* the chain thread checks stp:ca:upstream is still there */
 
 /* The record script. Verbs and their keys:
  *   LEASE     KEYS[1] stp:upstream:wait. ARGV[3] lease_ms, [4] n.
@@ -1016,6 +1017,28 @@ static bool chain_once(ctl_chainer_t *c) {
     return chain_publish(c, with_prev);
 }
 
+/* chain_sleep waits `ms`, but looks every CTL_CHAIN_CHECK_MS whether the
+ * published hash is still in Redis (a Redis that came back empty must not
+ * wait chain_refresh_s for it); false if stop was set. */
+static bool chain_sleep(ctl_chainer_t *c, int64_t ms) {
+    int64_t end = mono_ms() + ms;
+    for (;;) {
+        int64_t left = end - mono_ms();
+        if (left <= 0) return !rt_stopping(c->rt);
+        if (!rt_sleep(c->rt, left < CTL_CHAIN_CHECK_MS ? left : CTL_CHAIN_CHECK_MS)) return false;
+        if (!c->published || mono_ms() >= end) continue;
+        const char *argv[] = {"EXISTS", CTL_CA_KEY};
+        redisReply *rep = rd_cmd(&c->redis, 2, argv, NULL);
+        bool gone = rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0;
+        if (rep) freeReplyObject(rep);
+        if (gone) {
+            DP_WARN("%s is gone from Redis: reading the chain again now", CTL_CA_KEY);
+            c->published = false; /* republish with `previous` */
+            return !rt_stopping(c->rt);
+        }
+    }
+}
+
 void *ctl_work_chain_main(void *arg) {
     ctl_rt_t *rt = arg;
     dp_log_set_thread("chain");
@@ -1030,7 +1053,7 @@ void *ctl_work_chain_main(void *arg) {
     c->rt = rt;
     c->redis.rt = rt;
     int64_t delay = 0, backoff = 0;
-    while (rt_sleep(rt, delay)) {
+    while (chain_sleep(c, delay)) {
         if (chain_once(c)) {
             backoff = 0;
             delay = (int64_t)rt->cfg->chain_refresh_s * 1000;

@@ -754,6 +754,8 @@ class TestControl(ControlBase):
         self.assertIsNotNone(self.r.command('ZSCORE', 'stp:reqs:open', rid))
 
     def test_10_redelivery_is_idempotent(self):
+        # (a flushed script cache: the worker reloads the script on NOSCRIPT)
+        self.r.command('SCRIPT', 'FLUSH')
         # the same entry delivered twice (at-least-once): the second is a no-op
         k, csr, key, rid = self.enroll('twice')
         self.check_issued(key, rid, 'twice', k)
@@ -802,12 +804,26 @@ class TestControl(ControlBase):
         consumers = [c[1] for c in self.r.command('XINFO', 'CONSUMERS', 'stp:upstream', 'ctl')]
         self.assertNotIn(b'it-stop/w0', consumers)
 
+    def test_13_redis_restarted_empty(self):
+        # Redis comes back empty (no persistence here): stampede-control
+        # reconnects, loads its script, makes the consumer group again and
+        # publishes the chain again
+        self.redis.kill()
+        time.sleep(1.5)
+        self.redis.start()
+        wait_for(lambda: self.r.command('HGET', 'stp:ca:upstream', 'chain'), ISSUE_BOUND, 'chain published again')
+        wait_for(lambda: self.r.command('EXISTS', 'stp:upstream'), ISSUE_BOUND, 'consumer group made again')
+        k, csr, key, rid = self.enroll('after-redis')
+        self.check_issued(key, rid, 'after-redis', k)
+        self.assertIn('connected again', self.ctl.stderr())
+
 
 class TestControlCrash(ControlBase):
-    """kill -9 mid-flight: a second instance finishes the work through the
-    wait-set leases, never POSTs a request whose CA request id was stored,
-    and POSTs a request whose POST outcome was unknown at most once more
-    (audited upstream-resubmit)."""
+    """Instances with an hour's chain_refresh_s, started per test. kill -9
+    mid-flight: a second instance finishes the work through the wait-set
+    leases, never POSTs a request whose CA request id was stored, and POSTs
+    a request whose POST outcome was unknown at most once more (audited
+    upstream-resubmit)."""
 
     extra = dict(submit_timeout_ms=5000, fetch_timeout_ms=5000, lease_s=14, chain_refresh_s=3600)
 
@@ -858,6 +874,20 @@ class TestControlCrash(ControlBase):
             for p in (a, b):
                 if p is not None:
                     p.kill()
+
+    def test_chain_republished_when_gone(self):
+        # chain_refresh_s is an hour here: a Redis that lost stp:ca:upstream
+        # gets it back within the chain thread's 10 s check
+        c = Control(self.tmp, dict(self.settings, consumer='chain-check'), name='chain-check').start()
+        try:
+            wait_for(lambda: 'published in stp:ca:upstream' in c.stderr(), ISSUE_BOUND, 'chain read')
+            self.r.command('DEL', 'stp:ca:upstream')
+            ca = wait_for(lambda: self.r.hgetall('stp:ca:upstream'), 15, 'stp:ca:upstream published again')
+            self.assertIn('is gone from Redis', c.stderr())
+            self.assertEqual(ca['renewal'], str(self.emu.state()['renewal_index']).encode())
+            c.stop(timeout=15)
+        finally:
+            c.kill()
 
 
 class TestControlCommandLine(unittest.TestCase):
