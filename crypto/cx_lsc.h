@@ -135,8 +135,11 @@ cx_err_t cx_lsc_issue(CBB *out, uint8_t serial[CX_SERIAL_LEN], const cx_issuer_t
  * CA checks a PKCS#10's signature against the key in it, unless the
  * certificate template accepts requests signed by an enrollment agent (then
  * the CAPF certificate must be an enrollment-agent certificate the CA
- * trusts and the request is normally wrapped in a CMC/PKCS#7 signed by it);
- * whether a bare PKCS#10 signed by another key is accepted is not known.
+ * trusts, and ADCS normally takes the request wrapped in a CMC/PKCS#7
+ * signed by it); whether a bare PKCS#10 signed by another key is accepted
+ * is not known. If not, the CA refuses it and the phone's session ends with
+ * END_SESSION 07 and the CA's words (docs/redis-schema.md, "CAPF requests
+ * upstream").
  *
  * Only ra->subject and ra->key are read (not ski or not_after: no
  * validity is involved). `pid`, `sn` and `pol` as for cx_lsc_issue (only
