@@ -19,7 +19,9 @@ record's `notify` channel), with a test CA generated at test time.
 * No answer within capf_online_timeout (the minimum, 5 s): END 07, "online
   CA did not answer in time", op install, record still pending; the retry is
   not queued twice and gets the certificate.
-* A COMPLETE whose PUBLISH is lost is found by the final read at expiry.
+* A COMPLETE whose PUBLISH is lost is found when the subscription comes
+  back (the core's subscriber killed), or at the latest by the final read
+  at expiry.
 * SIGTERM while a phone waits: END 07 at once (recorded), exit 0.
 
 Every session's log lines name peer, device, session and request. Bounded
@@ -383,6 +385,26 @@ class TestCapfOnline(CapfOnlineCase):
         self.assertIn('Phone Communication Failure', dev['reason'])
         self.assertTrue(tc.wait_for(lambda: self.lock_holder(name) is None, tc.STATE_BOUND), 'lock kept')
         self.assertTrue(self.d.running())
+
+    def test_publish_lost_found_when_subscription_returns(self):
+        """The notice is lost while the core's subscriber is away: when the
+        subscription comes back every parked record is read, long before
+        capf_online_timeout (60 s here)."""
+        name = self.add(self.dev('ONresub'))
+        mark = self.stream_mark()
+        c, fut = self.start_install(name, 3)
+        eid, key, rid = self.next_entry(mark, name)
+        _, csr = self.check_pending(key, rid, name)
+        self.wait_online_log(c, name, rid, 'queued for the online CA')
+        t0 = time.monotonic()
+        der, shex = self.complete(key, csr, publish=False, eid=eid)
+        killed = self.redis.command('CLIENT', 'KILL', 'TYPE', 'pubsub')
+        self.assertGreaterEqual(killed, 1, 'no subscriber connection to kill')
+        res = self.result(fut)
+        self.assertTrue(res.installed, res)
+        self.assertEqual(res.cert_der, der)
+        self.assertLess(time.monotonic() - t0, LONG_TIMEOUT / 2, 'found only by the final read')
+        self.assertEqual(self.show(name)['lsc_serial'], shex)
 
 
 class TestCapfOnlineTimeout(CapfOnlineCase):
