@@ -749,14 +749,6 @@ static bool capf_online_end(dp_sess_t *s, const char *why) {
     return capf_run(s, CAPF_STEP_FAIL);
 }
 
-/* capf_reply_text copies reply element `e` (a string) as printable text. */
-static void capf_reply_text(char *out, size_t cap, const redisReply *e) {
-    size_t n = 0;
-    if (e->type == REDIS_REPLY_STRING)
-        for (; n < e->len && n + 1 < cap; n++) out[n] = e->str[n] >= 0x20 && e->str[n] < 0x7f ? e->str[n] : '?';
-    out[n] = 0;
-}
-
 /* capf_spki_alg_key splits a SubjectPublicKeyInfo into its algorithm OID
  * and its subjectPublicKey bits. */
 static bool capf_spki_alg_key(const CBS *spki, CBS *oid, CBS *bits) {
@@ -942,9 +934,9 @@ void dp_capf_online_fetched(dp_sess_t *s, dp_buf_t *b, const redisReply *rep) {
     char state[16] = "", reason[RA_CAPF_REASON_MAX] = "", serial[RA_CAPF_SERIAL_MAX + 1] = "";
     bool shaped = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 5;
     if (shaped) {
-        capf_reply_text(state, sizeof(state), rep->element[0]);
-        capf_reply_text(reason, sizeof(reason), rep->element[1]);
-        capf_reply_text(serial, sizeof(serial), rep->element[3]);
+        dp_online_text(state, sizeof(state), rep->element[0]);
+        dp_online_text(reason, sizeof(reason), rep->element[1]);
+        dp_online_text(serial, sizeof(serial), rep->element[3]);
     }
     if (!strcmp(state, "issued") && rep->element[2]->type == REDIS_REPLY_STRING && rep->element[2]->len) {
         capf_more(s, capf_online_issued(s, (const uint8_t *)rep->element[2]->str, rep->element[2]->len, serial));

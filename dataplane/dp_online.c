@@ -57,8 +57,7 @@ static void online_accepted(dp_sess_t *s, dp_buf_t *b) {
     online_answer(s, b);
 }
 
-/* online_str copies reply element `e` (a string) as printable text. */
-static void online_str(char *out, size_t cap, const redisReply *e) {
+void dp_online_text(char *out, size_t cap, const redisReply *e) {
     size_t n = 0;
     if (e->type == REDIS_REPLY_STRING)
         for (; n < e->len && n + 1 < cap; n++) out[n] = e->str[n] >= 0x20 && e->str[n] < 0x7f ? e->str[n] : '?';
@@ -82,9 +81,9 @@ static void on_fetched(dp_redis_req_t *req, redisReply *rep) {
     char state[16] = "", reason[RA_REQ_REASON_MAX] = "", serial[RA_REQ_SERIAL_MAX + 1] = "";
     bool shaped = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 5;
     if (shaped) {
-        online_str(state, sizeof(state), rep->element[0]);
-        online_str(reason, sizeof(reason), rep->element[1]);
-        online_str(serial, sizeof(serial), rep->element[3]);
+        dp_online_text(state, sizeof(state), rep->element[0]);
+        dp_online_text(reason, sizeof(reason), rep->element[1]);
+        dp_online_text(serial, sizeof(serial), rep->element[3]);
     }
     if (!strcmp(state, "issued") && rep->element[2]->type == REDIS_REPLY_STRING && rep->element[2]->len) {
         est_cert_response(e, (const uint8_t *)rep->element[2]->str, rep->element[2]->len);
