@@ -378,7 +378,7 @@ static redisReply *rd_eval(ctl_redis_t *r, int nkeys, const char *const *keys, i
     }
 }
 
-/* rep_str: element i of an array reply as a string (NULL if not one). */
+/* rep_elem: element i of an array reply if it has `type`, else NULL. */
 static const redisReply *rep_elem(const redisReply *rep, size_t i, int type) {
     if (!rep || rep->type != REDIS_REPLY_ARRAY || i >= rep->elements) return NULL;
     const redisReply *e = rep->element[i];

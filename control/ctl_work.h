@@ -50,6 +50,7 @@ typedef enum {
     CTL_W__COUNT
 } ctl_work_err_t;
 
+/* ctl_work_err_str names `e` ("unknown" if out of range). Thread: any. */
 const char *ctl_work_err_str(ctl_work_err_t e);
 
 /* ctl_counters_t: what the process did since it started (any thread adds,
