@@ -614,6 +614,19 @@ class TestControl(ControlBase):
         self.assertEqual(len(self.emu.requests_for(csr)), 1)
         self.assertEqual(s(rec['submits']), '1')
 
+    def test_03b_pending_then_denied_by_officer(self):
+        self.emu.control('pending-next', count=1)
+        _, csr, key, rid = self.enroll('officer-says-no')
+        rec = wait_for(lambda: (lambda r: r if s(r.get('ca_state')) == 'approval' else None)(self.record(key)),
+                       ISSUE_BOUND, 'record waiting for CA manager approval')
+        self.emu.control('deny', id=int(rec['ca_req_id']))
+        rec = self.wait_state(key, 'rejected')
+        self.assertIn('Denied by', s(rec['reason']))
+        self.assertEqual(s(rec['ca_diag']), 'denied')
+        self.assertEqual(len(self.emu.requests_for(csr)), 1)
+        self.assertEqual(len(audit_entries(self.r, rid, 'deny')), 1)
+        self.assertIsNone(self.r.command('ZSCORE', 'stp:upstream:wait', key))
+
     def test_04_denied_template_rejected(self):
         self.emu.control('template', name='WebServer', published=False)
         sub = Subscriber(self.redis.sock, 'stp:done:it:deny')
