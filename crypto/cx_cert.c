@@ -437,11 +437,12 @@ cx_err_t cx_pkcs7_certs_only(CBB *out, const CBS *certs, size_t num_certs) {
         !cx_add_oid(&encap, cx_oid_data, sizeof(cx_oid_data)) ||
         !CBB_add_asn1(&sd, &cert_set, CX_TAG_CTX_CONS(0)))
         return CX_E_NOMEM;
-    /* Kept in the caller's order (leaf first for EST clients), not sorted. */
+    /* certificates is a SET OF: DER orders it by encoding (strict parsers,
+     * e.g. Python's cryptography, warn about any other order). */
     for (size_t i = 0; i < num_certs; i++)
         if (!CBB_add_bytes(&cert_set, CBS_data(&certs[i]), CBS_len(&certs[i])))
             return CX_E_NOMEM;
-    if (!CBB_add_asn1(&sd, &signers, CBS_ASN1_SET) || !CBB_flush(out))
+    if (!CBB_flush_asn1_set_of(&cert_set) || !CBB_add_asn1(&sd, &signers, CBS_ASN1_SET) || !CBB_flush(out))
         return CX_E_NOMEM;
     return CX_OK;
 }

@@ -114,8 +114,9 @@ cx_err_t cx_name_build(CBB *out, const char *org, const char *cn);
 
 /* cx_pkcs7_certs_only writes a degenerate SignedData ContentInfo
  * (certs-only, no signers; RFC 5652 / RFC 7030 §4.1.3) holding `certs[i]`
- * (each a certificate DER TLV, copied raw) to `out`. The certificates keep
- * the caller's order (not DER SET OF sorting), so put the leaf first.
+ * (each a certificate DER TLV, copied raw) to `out`. `certificates` is a SET
+ * OF, written in DER order (sorted by encoding, X.690 11.6) whatever the
+ * order given; readers find the leaf by its key or name, not its position.
  * Returns CX_OK or CX_E_NOMEM. */
 cx_err_t cx_pkcs7_certs_only(CBB *out, const CBS *certs, size_t num_certs);
 

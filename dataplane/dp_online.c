@@ -11,7 +11,12 @@
 #include "dataplane/dp_core.h"
 #include "dataplane/dp_log.h"
 #include "dataplane/dp_runtime.h"
+#include "crypto/cx_b64.h"
+#include "crypto/cx_cert.h"
 #include "ra/ra_req.h"
+
+#include <openssl/pkcs7.h>
+#include <openssl/sha.h>
 
 void dp_sess_online_answer(dp_sess_t *s, dp_buf_t *b); /* dp_sess.c */
 void dp_timer_arm(dp_sess_t *s, dp_timer_kind_t k);  /* dp_core.c */
@@ -174,12 +179,113 @@ int dp_online_init(dp_core_t *c) {
 
 void dp_online_cleanup(dp_core_t *c) {
     dp_redis_close(&c->online.sub);
+    free(c->online.cacerts_b64);
+    c->online.cacerts_b64 = NULL;
+    c->online.cacerts_len = 0;
     free(c->online.table);
     c->online.table = NULL;
 }
 
+/* ---- /cacerts from stp:ca:upstream ---- */
+
+#define DP_CACERTS_POLL_MS 5000     /* re-read: a rollover shows within seconds */
+#define DP_CACERTS_EMPTY_MS 1000    /* while nothing is published yet */
+
+int dp_online_chain_p7(const uint8_t *chain, size_t chain_len, const uint8_t *prev, size_t prev_len,
+                       uint8_t **out, size_t *out_len) {
+    STACK_OF(CRYPTO_BUFFER) *certs = sk_CRYPTO_BUFFER_new_null();
+    CBS in[2], list[32];
+    size_t n = 0;
+    int rc = -1;
+    uint8_t *p7 = NULL;
+    size_t p7_len;
+    CBB cbb;
+    CBB_zero(&cbb);
+    CBS_init(&in[0], chain, chain_len);
+    CBS_init(&in[1], prev, prev_len);
+    if (!certs) return -1;
+    for (int i = 0; i < 2; i++)
+        if (CBS_len(&in[i]) && (!PKCS7_get_raw_certificates(certs, &in[i], NULL) || CBS_len(&in[i])))
+            goto done;
+    for (size_t i = 0; i < sk_CRYPTO_BUFFER_num(certs) && n < 32; i++) {
+        const CRYPTO_BUFFER *b = sk_CRYPTO_BUFFER_value(certs, i);
+        bool dup = false;
+        for (size_t j = 0; j < n && !dup; j++)
+            dup = CBS_len(&list[j]) == CRYPTO_BUFFER_len(b) &&
+                  !memcmp(CBS_data(&list[j]), CRYPTO_BUFFER_data(b), CRYPTO_BUFFER_len(b));
+        if (!dup) CBS_init(&list[n++], CRYPTO_BUFFER_data(b), CRYPTO_BUFFER_len(b));
+    }
+    if (n == 0 || !CBB_init(&cbb, 4096) || cx_pkcs7_certs_only(&cbb, list, n) || !CBB_finish(&cbb, &p7, &p7_len))
+        goto done;
+    if (!(*out = malloc(cx_b64_encoded_len(p7_len)))) goto done;
+    *out_len = cx_b64_encode(*out, p7, p7_len);
+    rc = 0;
+done:
+    CBB_cleanup(&cbb);
+    OPENSSL_free(p7);
+    sk_CRYPTO_BUFFER_pop_free(certs, CRYPTO_BUFFER_free);
+    return rc;
+}
+
+/* on_chain: HMGET stp:ca:upstream chain previous (untrusted shape). */
+static void on_chain(dp_redis_req_t *req, redisReply *rep) {
+    dp_online_t *o = caa_container_of(req, dp_online_t, cacerts_req);
+    dp_core_t *c = caa_container_of(o, dp_core_t, online);
+    o->cacerts_busy = false;
+    o->cacerts_next_ms = c->now_ms + (o->cacerts_len ? DP_CACERTS_POLL_MS : DP_CACERTS_EMPTY_MS);
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 || rep->element[0]->type != REDIS_REPLY_STRING)
+        return; /* not published yet (nil), or unreadable: keep what we have */
+    const redisReply *chain = rep->element[0], *prev = rep->element[1];
+    size_t prev_len = prev->type == REDIS_REPLY_STRING ? prev->len : 0;
+    uint8_t digest[SHA256_DIGEST_LENGTH];
+    SHA256_CTX h;
+    SHA256_Init(&h);
+    SHA256_Update(&h, chain->str, chain->len);
+    SHA256_Update(&h, "|", 1);
+    if (prev_len) SHA256_Update(&h, prev->str, prev_len);
+    SHA256_Final(digest, &h);
+    if (o->cacerts_len && !memcmp(digest, o->cacerts_digest, sizeof(digest))) return; /* unchanged */
+    uint8_t *b64;
+    size_t len;
+    if (dp_online_chain_p7((const uint8_t *)chain->str, chain->len, (const uint8_t *)prev->str, prev_len, &b64,
+                           &len)) {
+        if (c->id == 0) DP_WARN("online CA: stp:ca:upstream holds no readable PKCS#7 chain; /cacerts unchanged");
+        return;
+    }
+    free(o->cacerts_b64);
+    o->cacerts_b64 = b64;
+    o->cacerts_len = len;
+    memcpy(o->cacerts_digest, digest, sizeof(digest));
+    o->cacerts_next_ms = c->now_ms + DP_CACERTS_POLL_MS;
+    if (c->id == 0) DP_INFO("online CA: /cacerts serves the upstream CA chain%s", prev_len ? " and the previous one" : "");
+}
+
+static void online_chain_poll(dp_core_t *c) {
+    dp_online_t *o = &c->online;
+    if (o->cacerts_busy || c->now_ms < o->cacerts_next_ms || !dp_redis_usable(&c->redis)) return;
+    const char *argv[] = {"HMGET", "stp:ca:upstream", "chain", "previous"};
+    o->cacerts_req.done = on_chain;
+    if (dp_redis_command(&c->redis, &o->cacerts_req, 4, argv, NULL)) o->cacerts_busy = true;
+}
+
+void dp_online_cacerts(dp_core_t *c, est_reply_t *r) {
+    static const char not_yet[] = "the upstream CA chain is not known yet (stampede-control has not published "
+                                  "stp:ca:upstream): retry later\n";
+    dp_online_t *o = &c->online;
+    if (!o->on || r->body != c->rt->est.cacerts_b64) return;
+    if (o->cacerts_len) {
+        r->body = o->cacerts_b64;
+        r->body_len = o->cacerts_len;
+        return;
+    }
+    *r = (est_reply_t){503, "text/plain", NULL, (const uint8_t *)not_yet, sizeof(not_yet) - 1, false,
+                       "upstream CA chain not known yet"}; /* with the configured Retry-After */
+}
+
 int dp_online_service(dp_core_t *c, int max_ms) {
-    return c->online.on ? dp_redis_service(&c->online.sub, max_ms) : max_ms;
+    if (!c->online.on) return max_ms;
+    online_chain_poll(c);
+    return dp_redis_service(&c->online.sub, max_ms);
 }
 
 void dp_online_park(dp_sess_t *s, dp_buf_t *b) {

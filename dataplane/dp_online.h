@@ -42,6 +42,15 @@ typedef struct {
 /* dp_online_t: one per core (inside dp_core_t). */
 typedef struct {
     bool on;                  /* ca_mode online */
+    /* /cacerts: the upstream CA's chain as stampede-control published it in
+     * stp:ca:upstream (current + previous during a rollover), read by this
+     * core every few seconds; base64 certs-only PKCS#7, malloc'd on change */
+    uint8_t *cacerts_b64;
+    size_t cacerts_len;
+    uint8_t cacerts_digest[32]; /* of what it was built from */
+    int64_t cacerts_next_ms;
+    bool cacerts_busy;
+    dp_redis_req_t cacerts_req;
     char channel[160];        /* stp:done:NODE:CORE */
     dp_redis_t sub;           /* subscribed to `channel` */
     dp_buf_t **table;         /* parked buffers by record key, chained */
@@ -59,6 +68,22 @@ void dp_online_cleanup(dp_core_t *c);
 /* dp_online_service runs the subscriber connection (connect, reconnect).
  * Returns the ms until it next needs to run, capped at `max_ms`. */
 int dp_online_service(dp_core_t *c, int max_ms);
+
+/* dp_online_cacerts answers GET /cacerts in online mode: rewrites `r`
+ * (stampeded's own CA, prepared by est_route) to the upstream chain, or to
+ * 503 (+ the configured Retry-After) while stampede-control has not published it yet. The
+ * body stays valid until the core's next loop iteration. No-op in local
+ * mode or for any other reply. */
+typedef struct est_reply est_reply_t;
+void dp_online_cacerts(dp_core_t *c, est_reply_t *r);
+
+/* dp_online_chain_p7 merges the certificates of the DER PKCS#7 `chain` and
+ * `prev` (either may be empty; duplicates once) into one base64 certs-only
+ * PKCS#7. Ownership: *out is malloc'd for the caller. Returns 0, or -1 if a
+ * non-empty input is not a PKCS#7 SignedData or there is no certificate.
+ * Thread: any (pure). */
+int dp_online_chain_p7(const uint8_t *chain, size_t chain_len, const uint8_t *prev, size_t prev_len,
+                       uint8_t **out, size_t *out_len);
 
 /* dp_online_park parks session `s` whose record the request script found
  * or made pending (b->enroll.online_wait), or answers 202 at once when

@@ -374,6 +374,7 @@ static int sess_request(dp_sess_t *s, const est_http_req_t *req) {
     est_reply_t reply;
     est_action_t act = est_route(&c->rt->est, req, body, &peer, &reply, &b->enroll);
     if (act == EST_REPLY) {
+        dp_online_cacerts(c, &reply); /* online mode: the upstream CA's chain */
         c->stats.requests++;
         /* A body we have not read makes the connection unusable. */
         bool whole = req->content_length <= 0 || avail >= want;

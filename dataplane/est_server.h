@@ -97,7 +97,7 @@ typedef struct {
 typedef enum { EST_REPLY = 0, EST_ENROLL } est_action_t;
 
 /* est_reply_t: a ready answer. Body points to static or est_ctx_t memory. */
-typedef struct {
+typedef struct est_reply {
     int status;
     const char *content_type;
     const char *extra_headers;  /* CRLF-terminated lines or NULL */

@@ -286,6 +286,37 @@ class TestOnlineEst(OnlineBase):
         self.assertEqual(cp.returncode, 1, out)
         self.assertRegex(out, r'PROBLEM .*auth')
 
+    def test_08_cacerts_is_the_upstream_chain_and_follows_a_rollover(self):
+        """/cacerts (curl) serves what stampede-control published: the
+        emulator's CA chain, not stampeded's own CA; after the CA rolls over,
+        the new and the previous chain side by side."""
+        def cacert_subjects():
+            r = fx.curl(self.d, 'cacerts')
+            if r.status == 503:  # the core has not read stp:ca:upstream yet (it polls every 1-5 s)
+                self.assertIn(b'upstream CA chain is not known yet', r.body)
+                self.assertEqual(r.header('Retry-After'), '1')
+                return set()
+            self.assertEqual(r.status, 200, r.body)
+            return {c.fingerprint(hashes.SHA256()) for c in p7_certs(r.body)}
+        published = {c.fingerprint(hashes.SHA256())
+                     for c in p7_certs(base64.b64encode(self.r.command('HGET', 'stp:ca:upstream', 'chain')))}
+        got = tc.wait_for(lambda: (lambda g: g if g == published else None)(cacert_subjects()), BOUND,
+                          '/cacerts = the published upstream chain')
+        with open(self.d.ca_path, 'rb') as f:
+            local = x509.load_pem_x509_certificate(f.read())
+        self.assertNotIn(local.fingerprint(hashes.SHA256()), got)
+        before = int(self.r.command('HGET', 'stp:ca:upstream', 'renewal'))
+        self.emu.control('roll-ca')
+        tc.wait_for(lambda: int(self.r.command('HGET', 'stp:ca:upstream', 'renewal')) == before + 1, BOUND,
+                    'rollover published')
+        both = tc.wait_for(lambda: (lambda g: g if published < g else None)(cacert_subjects()), BOUND,
+                           '/cacerts holds the new and the previous chain')
+        self.assertGreater(len(both), len(published))
+        # and a new enrollment is signed by the new CA, which /cacerts now has
+        key, der = csr_for('online-est-8')
+        r = fx.py_enroll(self.d, der, password=self.d.password, timeout=BOUND)
+        self.assertEqual(r.status, 200, r.body)
+        self.assert_from_upstream(p7_certs(r.body)[0], key.public_key())
 
 class TestOnlineCapf(OnlineBase):
     """Phones (CAPF, tests/integration/capf_client.py) through the real
