@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import html
 import http.server
+import io
 import ipaddress
 import json
 import os
@@ -942,14 +943,19 @@ class AdcsEmulator:
         with self._lock:
             return self.generations[self.renewal_index if index is None else index].cert
 
-    def set_fault(self, route, delay=None, status=None, drop=False, times=None):
+    def set_fault(self, route, delay=None, status=None, drop=False, times=None, rst_after=None):
         """Fault on `route` ('/certsrv/certfnsh.asp', ... or '*'): sleep `delay` s (capped) before
         answering (certfnsh.asp commits the request first); answer `status` (500|503) instead of
-        the page; `drop`: close the connection without an answer. `times`: how many requests the
-        fault applies to (None = until cleared)."""
+        the page; `drop`: close the connection without an answer; `rst_after`: send only the
+        first N bytes of the answer (status line, headers, body as one stream; at most all but
+        the last byte), then reset the connection (TCP RST, no TLS close_notify) after the
+        request was handled (certfnsh.asp commits it). `times`: how many requests the fault
+        applies to (None = until cleared)."""
         with self._lock:
             self.faults[route.lower()] = {'delay': min(float(delay or 0), MAX_DELAY),
-                                          'status': status, 'drop': bool(drop), 'times': times}
+                                          'status': status, 'drop': bool(drop), 'times': times,
+                                          'rst_after': None if rst_after is None
+                                          else max(0, int(rst_after))}
 
     def clear_faults(self):
         with self._lock:
@@ -1274,7 +1280,7 @@ class AdcsEmulator:
                  'ua': h.headers.get('User-Agent', ''), 'auth': None, 'auth_result': None,
                  'user': None, 'ntlm_leg': None, 'probe': False, 'content_type':
                  h.headers.get('Content-Type'), 'form': None, 'outcome': None, 'req_id': None,
-                 'status': None, 'tls': h.server.tls}
+                 'status': None, 'tls': h.server.tls, 'variant': None}
         try:
             try:
                 body = self._read_body(h)
@@ -1320,9 +1326,37 @@ class AdcsEmulator:
                 entry['outcome'] = (entry['outcome'] or '') + ' (fault: %d)' % st
                 self._send(h, st, iis_status_page(st, reason, 'injected fault'), entry=entry)
                 return
+            if fault and fault.get('rst_after') is not None:
+                self._send_rst(h, status, rbody, headers, entry, fault['rst_after'])
+                return
             self._send(h, status, rbody, headers=headers, entry=entry)
         finally:
             self._commit_log(entry)
+
+    def _send_rst(self, h, status, body, headers, entry, n):
+        """The answer _send would write, cut after `n` bytes, then a TCP RST (fault rst_after)."""
+        real, buf = h.wfile, io.BytesIO()
+        h.wfile = buf
+        try:
+            self._send(h, status, body, headers=headers, entry=entry)
+        finally:
+            h.wfile = real
+        data = buf.getvalue()
+        n = min(n, len(data) - 1)
+        entry['outcome'] = (entry['outcome'] or '') + ' (fault: reset after %d of %d bytes)' % (
+            n, len(data))
+        h.close_connection = True
+        try:
+            if n:
+                real.write(data[:n])
+                real.flush()
+            self._stopping.wait(0.2)        # the client reads the part before the reset
+            # linger 0: close() sends RST; the socket really closes when the handler lets go
+            # of its rfile/wfile (right after this returns)
+            h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+            h.connection.close()
+        except OSError:
+            pass
 
     def _commit_log(self, entry):
         with self._lock:
@@ -1488,7 +1522,8 @@ class AdcsEmulator:
                 return 200, pending_page(rid), [('Set-Cookie', cookie)]
             self._issue(req)
             entry['outcome'] = 'issued'
-            return 200, issued_page(rid, req.ca_index, self._variant(h)), []
+            entry['variant'] = self._variant(h)
+            return 200, issued_page(rid, req.ca_index, entry['variant']), []
 
     def _parse_csr(self, text):
         """-> (csr, None) or (None, (hresult, text))."""
@@ -1546,7 +1581,8 @@ class AdcsEmulator:
             return self._error(entry, 'chkpnd', '(none)', 0x80094004, outcome='error: unknown id')
         if r.state == 'issued':
             entry['outcome'] = 'issued'
-            return 200, issued_page(r.id, r.ca_index, self._variant_from(entry)), []
+            entry['variant'] = self._variant_from(entry)
+            return 200, issued_page(r.id, r.ca_index, entry['variant']), []
         if r.state == 'pending':
             entry['outcome'] = 'pending'
             return 200, pending_page(r.id, recheck=True), []

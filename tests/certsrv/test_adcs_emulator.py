@@ -374,6 +374,8 @@ class T02_Enrollment(EmuCase):
         self.emu.configure(force_variant='script')
         _, body = self.post(form(csr_pem), ua=UA_PLAIN)
         self.assertIn('+getEncoding();', body.decode())
+        self.assertEqual([e['variant'] for e in self.emu.log('/certsrv/certfnsh.asp')],
+                         ['text', 'script', 'text', 'script'])      # logged (E29)
 
     def test_unencoded_plus_is_parse_error_and_consumes_id(self):
         _, csr_pem = make_csr()
@@ -512,6 +514,30 @@ class T02_Enrollment(EmuCase):
         self.emu.set_fault('/certsrv/', drop=True, times=1)
         cp = self.curl(self.emu.url('/certsrv/'), user=self.basic_user(), check_exit=False)
         self.assertEqual(cp.returncode, 52, cp.stderr)        # empty reply from server
+
+    def test_injected_reset_mid_answer(self):
+        # rst_after: part of the answer, then a TCP RST; certfnsh.asp commits the request first
+        self.emu.set_fault('/certsrv/certfnsh.asp', rst_after=60, times=1)
+        path = os.path.join(self.tmp, 'form-rst.txt')
+        with open(path, 'wb') as f:
+            f.write(form(make_csr()[1]))
+        cp = self.curl('--data-binary', '@' + path, self.emu.url('/certsrv/certfnsh.asp'),
+                       user=self.basic_user(), check_exit=False)
+        self.assertEqual(cp.returncode, 56, cp.stderr)  # CURLE_RECV_ERROR: reset by peer
+        self.assertIn(b'reset by peer', cp.stderr)
+        cp = self.curl('-o', '/dev/null', self.emu.url('/certsrv/'), user=self.basic_user())
+        self.assertEqual(cp.returncode, 0)              # once only
+        (e,) = self.emu.log('/certsrv/certfnsh.asp')
+        self.assertIn('fault: reset after 60 of', e['outcome'])
+        self.assertEqual([r['state'] for r in self.emu.state()['requests']], ['issued'])
+        # a reset, not a clean close (curl tells them apart: 52 empty reply / 56 reset); on a
+        # GET too, and the client had the status line first (written with --include)
+        self.emu.set_fault('/certsrv/', rst_after=40, times=1)
+        cp = self.curl('--include', self.emu.url('/certsrv/'), user=self.basic_user(),
+                       check_exit=False)
+        self.assertEqual(cp.returncode, 56, cp.stderr)
+        self.assertIn(b'reset by peer', cp.stderr)
+        self.assertTrue(cp.stdout.startswith(b'HTTP/1.1 200 OK\r\n'), cp.stdout)
 
     def test_content_type_knobs_and_lowercase_redirect(self):
         res, _ = self.submit_curl()
