@@ -878,6 +878,17 @@ static void ctl_csr_hash(const uint8_t *p10, size_t len, char hex[65]) {
         snprintf(hex + 2 * i, 3, "%02x", md[i]);
 }
 
+/* ctl_text_page adds what an error/denial page said: its message (or the
+ * start of its text) and its HRESULT. */
+static void ctl_text_page(ctl_text_t *t, const ctl_page_t *pg) {
+    if (pg->message[0])
+        ctl_text_add(t, ", message \"%.200s\"", pg->message);
+    else if (pg->text[0])
+        ctl_text_add(t, ", page \"%.160s\"", pg->text);
+    if (pg->has_hresult)
+        ctl_text_add(t, ", HRESULT 0x%08X", (unsigned)pg->hresult);
+}
+
 /* ctl_page_denial fills `res` from a DENIED/ERROR page of certfnsh.asp or
  * certnew.*: the class from the HRESULT (or the markers), kind DENIED for a
  * final answer about this request and FAILED for CA down / unknown id /
@@ -934,12 +945,7 @@ static ctl_up_kind_t ctl_page_denial(ctl_conn_t *c, const ctl_page_t *pg, ctl_ph
     }
     if (res->has_req_id && d != CTL_D_UNKNOWN_ID)
         ctl_text_add(&t, ", request %u", res->req_id);
-    if (pg->message[0])
-        ctl_text_add(&t, ", message \"%.200s\"", pg->message);
-    else if (pg->text[0])
-        ctl_text_add(&t, ", page \"%.160s\"", pg->text);
-    if (pg->has_hresult)
-        ctl_text_add(&t, ", HRESULT 0x%08X", (unsigned)pg->hresult);
+    ctl_text_page(&t, pg);
     if (pg->has_disposition)
         ctl_text_add(&t, ", disposition %u", (unsigned)pg->disposition);
     ctl_text_ctx(&t, c, ph == CTL_PH_SUBMIT || d == CTL_D_TEMPLATE || d == CTL_D_PERMISSION);
@@ -1127,12 +1133,7 @@ static ctl_up_kind_t ctl_fail_ca_page(ctl_conn_t *c, const ctl_page_t *pg, uint3
         ctl_text_add(&t, "the web enrollment server cannot reach the CA (service down or delegation)");
     else
         ctl_text_add(&t, "error page instead of CA certificate %u", (unsigned)k);
-    if (pg->message[0])
-        ctl_text_add(&t, ", message \"%.200s\"", pg->message);
-    else if (pg->text[0])
-        ctl_text_add(&t, ", page \"%.160s\"", pg->text);
-    if (pg->has_hresult)
-        ctl_text_add(&t, ", HRESULT 0x%08X", (unsigned)pg->hresult);
+    ctl_text_page(&t, pg);
     ctl_text_ctx(&t, c, false);
     return ctl_up_set(res, CTL_UP_FAILED, d, &t);
 }

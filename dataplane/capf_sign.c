@@ -54,18 +54,26 @@ void capf_sign_certauth(capf_job_t *j, const capf_certauth_ctx_t *ctx) {
     if (j->cert_used == CAPF_CERT_MIC) capf_mic_pidsn(j, &der);
 }
 
-void capf_sign_lsc(capf_job_t *j, const capf_spki_policy_t *spki_pol, const cx_issuer_t *iss,
-                   const cx_lsc_policy_t *pol, int64_t now) {
+/* capf_sign_begin checks the phone's key and points `out` at the job's
+ * certificate buffer: the common start of the LSC and the upstream request.
+ * Returns false with j->err set. */
+static bool capf_sign_begin(capf_job_t *j, const capf_spki_policy_t *spki_pol, CBB *out) {
     j->cert_len = 0;
     j->cx_err = CX_OK;
     j->err = capf_spki_check(spki_pol, &j->key, CBS_data(&j->spki), CBS_len(&j->spki), NULL, j->key_hash);
-    if (j->err != CAPF_OK) return;
+    if (j->err != CAPF_OK) return false;
+    if (!CBB_init_fixed(out, j->cert, j->cert_cap)) {
+        j->err = CAPF_E_BUFFER;
+        return false;
+    }
+    return true;
+}
+
+void capf_sign_lsc(capf_job_t *j, const capf_spki_policy_t *spki_pol, const cx_issuer_t *iss,
+                   const cx_lsc_policy_t *pol, int64_t now) {
     CBB out;
     size_t len = 0;
-    if (!CBB_init_fixed(&out, j->cert, j->cert_cap)) {
-        j->err = CAPF_E_BUFFER;
-        return;
-    }
+    if (!capf_sign_begin(j, spki_pol, &out)) return;
     j->cx_err = cx_lsc_issue(&out, j->serial, iss, &j->spki, j->device, j->pid, j->sn, pol, now);
     if (j->cx_err != CX_OK || !CBB_finish(&out, NULL, &len)) {
         CBB_cleanup(&out);
@@ -82,16 +90,9 @@ void capf_sign_lsc(capf_job_t *j, const capf_spki_policy_t *spki_pol, const cx_i
 
 void capf_sign_request(capf_job_t *j, const capf_spki_policy_t *spki_pol, const cx_issuer_t *ra,
                        const cx_lsc_policy_t *pol) {
-    j->cert_len = 0;
-    j->cx_err = CX_OK;
-    j->err = capf_spki_check(spki_pol, &j->key, CBS_data(&j->spki), CBS_len(&j->spki), NULL, j->key_hash);
-    if (j->err != CAPF_OK) return;
     CBB out;
     size_t len = 0;
-    if (!CBB_init_fixed(&out, j->cert, j->cert_cap)) {
-        j->err = CAPF_E_BUFFER;
-        return;
-    }
+    if (!capf_sign_begin(j, spki_pol, &out)) return;
     j->cx_err = cx_lsc_request(&out, ra, &j->spki, j->device, j->pid, j->sn, pol);
     if (j->cx_err != CX_OK || !CBB_finish(&out, NULL, &len)) {
         CBB_cleanup(&out);

@@ -931,26 +931,21 @@ static bool capf_online_stop(dp_sess_t *s) {
 void dp_capf_online_fetched(dp_sess_t *s, dp_buf_t *b, const redisReply *rep) {
     if (!capf_returned(s, true)) return;
     dp_core_t *c = s->core;
-    char state[16] = "", reason[RA_CAPF_REASON_MAX] = "", serial[RA_CAPF_SERIAL_MAX + 1] = "";
-    bool shaped = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 5;
-    if (shaped) {
-        dp_online_text(state, sizeof(state), rep->element[0]);
-        dp_online_text(reason, sizeof(reason), rep->element[1]);
-        dp_online_text(serial, sizeof(serial), rep->element[3]);
-    }
-    if (!strcmp(state, "issued") && rep->element[2]->type == REDIS_REPLY_STRING && rep->element[2]->len) {
-        capf_more(s, capf_online_issued(s, (const uint8_t *)rep->element[2]->str, rep->element[2]->len, serial));
-    } else if (!strcmp(state, "rejected")) {
+    dp_online_rec_t rec;
+    dp_online_rec_read(rep, &rec);
+    if (rec.cert) {
+        capf_more(s, capf_online_issued(s, rec.cert, rec.cert_len, rec.serial));
+    } else if (!strcmp(rec.state, "rejected")) {
         char why[160];
-        const char *cause = reason[0] ? reason : "no reason given";
+        const char *cause = rec.reason[0] ? rec.reason : "no reason given";
         c->online.stats.refusals++;
         dp_timer_arm(s, DP_T_NONE);
         capf_online_log(s, "refused by the online CA: %s", cause);
-        snprintf(why, sizeof(why), "Upgrade Failed: online CA refused the request: %s", cause);
+        snprintf(why, sizeof(why), "Upgrade Failed: online CA refused the request: %.110s", cause);
         capf_more(s, capf_online_end(s, why));
     } else if (b->online.expired) {
         capf_online_log(s, "the online CA did not answer within %u s (record %s)", c->rt->cfg.capf_online_timeout,
-                        state[0] ? state : rep ? "unreadable" : "not read: registry unavailable");
+                        rec.state[0] ? rec.state : rep ? "unreadable" : "not read: registry unavailable");
         capf_more(s, capf_online_end(s, "Upgrade Failed: online CA did not answer in time"));
     } else if (c->draining) { /* still pending, but stampeded stops */
         capf_more(s, capf_online_stop(s));

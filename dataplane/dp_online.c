@@ -69,6 +69,19 @@ void dp_online_text(char *out, size_t cap, const redisReply *e) {
     out[n] = 0;
 }
 
+void dp_online_rec_read(const redisReply *rep, dp_online_rec_t *out) {
+    memset(out, 0, sizeof(*out));
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 5) return;
+    dp_online_text(out->state, sizeof(out->state), rep->element[0]);
+    dp_online_text(out->reason, sizeof(out->reason), rep->element[1]);
+    dp_online_text(out->serial, sizeof(out->serial), rep->element[3]);
+    const redisReply *cert = rep->element[2];
+    if (!strcmp(out->state, "issued") && cert->type == REDIS_REPLY_STRING && cert->len) {
+        out->cert = (const uint8_t *)cert->str;
+        out->cert_len = cert->len;
+    }
+}
+
 static bool online_fetch(dp_core_t *c, dp_buf_t *b);
 
 /* on_fetched: the record as HMGET state reason cert serial not_after
@@ -83,26 +96,21 @@ static void on_fetched(dp_redis_req_t *req, redisReply *rep) {
     if (!dp_sess_returned(s)) return;
     dp_core_t *c = s->core;
     est_enroll_t *e = &b->enroll;
-    char state[16] = "", reason[RA_REQ_REASON_MAX] = "", serial[RA_REQ_SERIAL_MAX + 1] = "";
-    bool shaped = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 5;
-    if (shaped) {
-        dp_online_text(state, sizeof(state), rep->element[0]);
-        dp_online_text(reason, sizeof(reason), rep->element[1]);
-        dp_online_text(serial, sizeof(serial), rep->element[3]);
-    }
-    if (!strcmp(state, "issued") && rep->element[2]->type == REDIS_REPLY_STRING && rep->element[2]->len) {
-        est_cert_response(e, (const uint8_t *)rep->element[2]->str, rep->element[2]->len);
+    dp_online_rec_t rec;
+    dp_online_rec_read(rep, &rec);
+    if (rec.cert) {
+        est_cert_response(e, rec.cert, rec.cert_len);
         c->online.stats.certs++;
-        DP_INFO("EST issued by the upstream CA serial=%s cn=%s peer=%s identity=%s", serial, e->subject_cn,
+        DP_INFO("EST issued by the upstream CA serial=%s cn=%s peer=%s identity=%s", rec.serial, e->subject_cn,
                 e->peer.addr, e->identity);
         online_answer(s, b);
-    } else if (!strcmp(state, "rejected")) {
+    } else if (!strcmp(rec.state, "rejected")) {
         char text[RA_REQ_REASON_MAX + 32];
-        snprintf(text, sizeof(text), "upstream CA: %s", reason[0] ? reason : "request denied");
+        snprintf(text, sizeof(text), "upstream CA: %.170s", rec.reason[0] ? rec.reason : "request denied");
         est_deny_response(e, 403, text);
         c->online.stats.refusals++;
         DP_INFO("EST denied by the upstream CA peer=%s identity=%s status=403: %s", e->peer.addr, e->identity,
-                reason);
+                rec.reason);
         online_answer(s, b);
     } else if (b->online.expired) {
         online_accepted(s, b);

@@ -102,6 +102,22 @@ void dp_online_wait(dp_sess_t *s, dp_buf_t *b);
  * and `expired` set). */
 void dp_online_timeout(dp_sess_t *s);
 
+/* dp_online_rec_t: a request record as a parked session reads it (HMGET
+ * state reason cert serial not_after). Strings are printable copies; `cert`
+ * points into the reply (valid while it is). */
+#define DP_ONLINE_REASON_MAX 200
+typedef struct {
+    char state[16];             /* "" if the reply was not the expected shape */
+    char reason[DP_ONLINE_REASON_MAX];
+    char serial[72];
+    const uint8_t *cert;        /* state "issued" with a certificate, else NULL */
+    size_t cert_len;
+} dp_online_rec_t;
+
+/* dp_online_rec_read fills `out` from reply `rep` (untrusted shape; NULL
+ * when the read failed: everything empty). This function can't fail. */
+void dp_online_rec_read(const redisReply *rep, dp_online_rec_t *out);
+
 /* dp_online_text copies reply element `e` (a string; anything else gives
  * "") into out[cap] as printable text (other bytes become '?'), cut to
  * cap - 1 bytes. This function can't fail. */
