@@ -63,6 +63,14 @@ static void ctl_doc_problem(ctl_doc_t *d, const char *check, const char *cause, 
     d->problems++;
 }
 
+/* ctl_doc_problem2 prints a PROBLEM line whose cause names two classes (the
+ * doctor cannot tell them apart): both fixes. */
+static void ctl_doc_problem2(ctl_doc_t *d, const char *check, const char *cause, ctl_diag_t a,
+                             ctl_diag_t b) {
+    fprintf(d->out, "PROBLEM %s: %s; fix: %s; or %s\n", check, cause, ctl_diag_fix(a), ctl_diag_fix(b));
+    d->problems++;
+}
+
 /* ctl_doc_problem_res prints a connector result (its cause ends in the fix). */
 static void ctl_doc_problem_res(ctl_doc_t *d, const char *check, const ctl_up_t *res) {
     fprintf(d->out, "PROBLEM %s: %s\n", check, res->cause);
@@ -166,11 +174,14 @@ static bool ctl_doc_config(ctl_doc_t *d) {
         ctl_doc_problem(d, "config", why, CTL_D_CONFIG);
         return false;
     }
+    /* the pin is read whatever else is wrong: the DNS check below uses it */
+    char pin_why[400];
+    bool pin_ok = ctl_doc_pin(d, pin_why, sizeof(pin_why));
     if (!d->https) {
         snprintf(why, sizeof(why), "certsrv_url %.200s is plain http", cfg->certsrv_url);
         diag = CTL_D_HTTPS_REQUIRED;
-    } else if (!ctl_doc_pin(d, why, sizeof(why))) {
-        /* why set */
+    } else if (!pin_ok) {
+        snprintf(why, sizeof(why), "%s", pin_why);
     } else if (an == NULL || (ctl_doc_set(cfg->auth) && strcasecmp(cfg->auth, an) != 0)) {
         snprintf(why, sizeof(why), "auth \"%.40s\" is not basic, ntlm, negotiate or none",
                  cfg->auth ? cfg->auth : "");
@@ -552,7 +563,7 @@ static void ctl_doc_template(ctl_doc_t *d, ctl_conn_t *c) {
         snprintf(line, sizeof(line), "template %s is not among those certrqxt.asp offers to %s (%s): "
                  "unknown, not published on this CA, or no Enroll permission", want,
                  cfg->user ? cfg->user : "(anonymous)", r.names);
-        ctl_doc_problem(d, "template", line, CTL_D_TEMPLATE);
+        ctl_doc_problem2(d, "template", line, CTL_D_TEMPLATE, CTL_D_PERMISSION);
     }
     free(res);
 }

@@ -64,6 +64,9 @@
  * ARGV[1] is the verb, ARGV[2] the caller's time in unix milliseconds.
  * Arguments the script cannot use get an error reply "ctl: bad ..." and
  * nothing is written. */
+/* The script keeps 640 characters of a reason (text(..., 640) in REJECT and
+ * WAIT): a whole connector cause line, whose fix comes last. */
+_Static_assert(CTL_CAUSE_MAX <= 640, "the record script cuts reasons at 640 characters");
 static const char ctl_lua[] =
     "local verb, now_ms = ARGV[1], tonumber(ARGV[2])\n"
     "local function bad(what) return redis.error_reply('ERR ctl: bad ' .. what) end\n"
@@ -183,7 +186,7 @@ static const char ctl_lua[] =
     "elseif verb == 'REJECT' then\n"
     "  if mode == 'online' and state == 'rejected' and ca_state == 'done' then return {'done', ''} end\n"
     "  if not pending then return gone() end\n"
-    "  reject(text(ARGV[4], 600), text(ARGV[3], 40), text(ARGV[5], 10))\n"
+    "  reject(text(ARGV[4], 640), text(ARGV[3], 40), text(ARGV[5], 10))\n"
     "  return {'rejected', ''}\n"
     "elseif verb == 'WAIT' then\n"
     "  local states = {approval = 'approval', retry = 'retry', unknown = 'submitting'}\n"
@@ -201,7 +204,7 @@ static const char ctl_lua[] =
     "    delay, retries = math.min(delay, num(ARGV[7])), retries + 1\n"
     "  end\n"
     "  local due = now_ms + delay\n"
-    "  redis.call('HSET', key, 'ca_state', cs, 'reason', text(ARGV[5], 600), 'next_try',\n"
+    "  redis.call('HSET', key, 'ca_state', cs, 'reason', text(ARGV[5], 640), 'next_try',\n"
     "    tostring(math.ceil(due / 1000)), 'retries', tostring(retries), 'updated', now)\n"
     "  if ARGV[4] ~= '' then redis.call('HSET', key, 'ca_diag', text(ARGV[4], 40))\n"
     "  else redis.call('HDEL', key, 'ca_diag') end\n"
