@@ -610,7 +610,14 @@ static ctl_up_kind_t ctl_fail_timeout(ctl_conn_t *c, ctl_phase_t ph, CURLcode rc
     ctl_diag_t d;
     double secs = (double)total / 1e6;
     bool tmpl = ph == CTL_PH_SUBMIT;
-    if (!ctl_connected(c)) {
+    if (!ctl_connected(c) && strstr(c->errbuf, "Resolving timed out") != NULL) {
+        /* the name lookup itself ran out of time (the DNS servers do not
+         * answer): a DNS problem, not the path to IIS (libcurl says so only
+         * in its message; the code is 28 as for any timeout) */
+        d = CTL_D_DNS;
+        ctl_text_add(&t, "cannot resolve %s: the DNS servers did not answer within "
+                     "connect_timeout_ms %u", c->host, cfg->connect_timeout_ms);
+    } else if (!ctl_connected(c)) {
         d = CTL_D_TIMEOUT_CONNECT;
         ctl_text_add(&t, "timed out after %.1f s during the %s with %s:%ld (connect_timeout_ms %u)",
                      secs, in_tls ? "TLS handshake" : "TCP connect", c->host, c->port,

@@ -16,7 +16,9 @@ test: "no retry storm" is exact).
 
 Coverage map. §6 failure mode -> work loop test here | stampedectl doctor test
 (tests/certsrv/test_doctor.py) | connector tests (tests/certsrv/test_ctl_certsrv.py):
-  DNS resolution                  test_dns                   | test_02_dns
+  DNS resolution                  test_dns (name does not exist), test_dns_servers_silent (resolver
+                                  does not answer; needs root + a private mount namespace, else
+                                  skipped) | test_02_dns, test_dns_servers_silent
   connection refused/unreachable  test_connection_refused, test_control test_05 | test_03_connection_refused
   self-signed / untrusted (leaf-only) / name mismatch / not yet valid / expired
                                   TestTlsProfiles.test_tls_profiles | TestDoctorTls.test_tls_profiles | T05
@@ -63,6 +65,8 @@ process is stopped or killed on the way out.
 """
 import faulthandler
 import os
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -82,6 +86,8 @@ from test_control import HOST, audit_entries, s, wait_for           # noqa: E402
 
 USER = 'EMU\\svc-stampede'
 BOUND = 20.0
+STAMPEDECTL = os.environ.get('STAMPEDECTL') or os.path.join(fx.BUILD_ROOT, 'ra', 'stampedectl')
+SILENT_DNS = '127.83.0.1'     # a loopback address for a DNS server that never answers
 
 # a distinctive piece of each class's fix (control/ctl_diag.c)
 FIX = {
@@ -117,6 +123,45 @@ def make_csr(cn, bad_signature=False):
         der = der[:-8] + bytes(b ^ 0x5A for b in der[-8:])
         x509.load_der_x509_csr(der)
     return key, der
+
+
+def silent_dns(workdir):
+    """(socket, resolv.conf path) for a DNS server on SILENT_DNS:53 that reads
+    queries and never answers, if this host lets a test put its own
+    /etc/resolv.conf into a private mount namespace (root with
+    CAP_SYS_ADMIN: `unshare -m` + `mount --bind`); else (None, why)."""
+    if os.geteuid() != 0:
+        return None, 'needs root (port 53, a private mount namespace)'
+    conf = os.path.join(workdir, 'resolv-silent.conf')
+    with open(conf, 'w') as f:
+        f.write('nameserver %s\noptions timeout:2 attempts:1\n' % SILENT_DNS)
+    try:
+        cp = subprocess.run(['unshare', '-m', 'sh', '-c', 'mount --bind "$0" /etc/resolv.conf && cat /etc/resolv.conf',
+                             conf], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, 'unshare: %s' % e
+    if cp.returncode != 0 or SILENT_DNS not in cp.stdout.decode(errors='replace'):
+        return None, 'no private mount namespace here: %s' % cp.stderr.decode(errors='replace').strip()
+    sk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sk.bind((SILENT_DNS, 53))
+    except OSError as e:
+        sk.close()
+        return None, 'cannot bind %s:53: %s' % (SILENT_DNS, e)
+    return sk, conf
+
+
+class NsControl(tc.Control):
+    """stampede-control with `resolv_conf` as its /etc/resolv.conf (private
+    mount namespace; unshare and sh exec, so the pid is stampede-control's)."""
+
+    def __init__(self, workdir, settings, resolv_conf, name):
+        super().__init__(workdir, settings, name=name)
+        self.resolv_conf = resolv_conf
+
+    def command(self):
+        return ['unshare', '-m', 'sh', '-c', 'mount --bind "$0" /etc/resolv.conf && exec "$@"',
+                self.resolv_conf] + super().command()
 
 
 class FailureBase(tc.ControlBase):
@@ -161,9 +206,10 @@ class FailureBase(tc.ControlBase):
         emu.control('configure', **opts)
         self.addCleanup(emu.control, 'configure', **{k: old[k] for k in opts})
 
-    def start_control(self, emu=None, final=False, **over):
+    def start_control(self, emu=None, final=False, resolv_conf=None, **over):
         """Starts stampede-control against `emu` with the test's settings;
-        stopped (SIGTERM, exit 0, no sanitizer report) after the test."""
+        stopped (SIGTERM, exit 0, no sanitizer report) after the test.
+        `resolv_conf`: run it with that file as its /etc/resolv.conf."""
         emu = emu or self.emu
         st = dict(redis=self.redis.sock, certsrv_url='https://%s:%d/certsrv' % (HOST, emu.port),
                   resolve='%s:%d:127.0.0.1' % (HOST, emu.port), ca_bundle=emu.ready['tls_root'],
@@ -175,7 +221,10 @@ class FailureBase(tc.ControlBase):
         st.update(over)
         st = {k: v for k, v in st.items() if v is not None}
         self.settings = st
-        ctl = tc.Control(self.tmp, st, name='control-' + st['consumer'])
+        if resolv_conf:
+            ctl = NsControl(self.tmp, st, resolv_conf, name='control-' + st['consumer'])
+        else:
+            ctl = tc.Control(self.tmp, st, name='control-' + st['consumer'])
         self.addCleanup(ctl.kill)
         self.addCleanup(ctl.stop, 15)
         self.ctl = ctl.start()
@@ -234,6 +283,36 @@ class TestWorkLoopFailures(FailureBase):
         _, csr, key, rid = self.enroll('dns-1')
         self.check_failure(key, rid, 'dns', ['cannot resolve adcs.invalid'], 'retry')
         self.assertEqual(self.posts_of(csr), 0)
+
+    def test_dns_servers_silent(self):
+        # the DNS servers do not answer (firewalled): libcurl's name lookup runs out of
+        # connect_timeout_ms with code 28 like any timeout; still a DNS diagnosis
+        sk, conf = silent_dns(self.tmp)
+        if sk is None:
+            self.skipTest(conf)
+        self.addCleanup(sk.close)
+        host = 'adcs-silent-dns.example.com'
+        url = 'https://%s:%d/certsrv' % (host, self.emu.port)
+        self.start_control(resolv_conf=conf, certsrv_url=url, resolve='', connect_timeout_ms=1000)
+        _, csr, key, rid = self.enroll('dns-silent-1')
+        self.check_failure(key, rid, 'dns', ['cannot resolve %s: the DNS servers did not answer' % host,
+                                             'connect_timeout_ms 1000', 'Resolving timed out'], 'retry')
+        sk.settimeout(0)
+        self.assertTrue(sk.recv(512), 'the query reached the silent server')
+        # stampedectl doctor, with the same resolver: its DNS check names it too
+        pw = os.path.join(self.tmp, 'pw-doctor')
+        with open(os.open(pw, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 'w') as f:
+            f.write(self.emu.password + '\n')
+        cp = fx.run(['unshare', '-m', 'sh', '-c', 'mount --bind "$0" /etc/resolv.conf && exec "$@"', conf,
+                     STAMPEDECTL, 'doctor', '--certsrv-url', url, '--auth', 'ntlm', '--user', USER,
+                     '--password-file', pw, '--template', 'WebServer'], check=False, timeout=60,
+                    env=dict(os.environ, STAMPEDE_CONTROL=tc.STAMPEDE_CONTROL))
+        out = cp.stdout.decode(errors='replace')
+        self.assertEqual(cp.returncode, 1, out + cp.stderr.decode(errors='replace'))
+        bad = [ln for ln in out.splitlines() if ln.startswith('PROBLEM')]
+        self.assertEqual(len(bad), 1, out)
+        self.assertTrue(bad[0].startswith('PROBLEM dns: cannot resolve %s' % host), out)
+        self.assertIn('; fix: ' + FIX['dns'], bad[0])
 
     def test_connection_refused(self):
         port = fx.free_port()
