@@ -1015,10 +1015,10 @@ ctl_up_kind_t ctl_certsrv_submit(ctl_conn_t *c, const uint8_t *p10, size_t p10_l
             break;
         }
     }
-    if (res->kind == CTL_UP_UNKNOWN) {
+    if (res->kind == CTL_UP_UNKNOWN) { /* the caller logs it (stampede-control: with the request) */
         char hex[65];
         ctl_csr_hash(p10, p10_len, hex);
-        DP_WARN("certsrv: outcome unknown for CSR sha256 %s: %s", hex, res->cause);
+        DP_DEBUG("certsrv: outcome unknown for CSR sha256 %s: %s", hex, res->cause);
     }
     free(form);
     return ctl_end(c, res, start);

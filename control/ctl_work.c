@@ -541,12 +541,17 @@ static void wk_wait(ctl_wk_t *w, const char *kind, ctl_diag_t diag, const char *
         rep_copy(rep, 1, due, sizeof(due));
         rep_copy(rep, 2, tries, sizeof(tries));
         double in_s = (double)(strtoll(due, NULL, 10) - wall_ms()) / 1000.0;
+        char what[160];
+        /* outcome unknown: the one line names the CSR hash, to find the request on the CA (§5.13) */
+        if (!strcmp(kind, "unknown"))
+            snprintf(what, sizeof(what), "outcome of the POST of CSR sha256 %s unknown (resubmitted at most once)",
+                     j->csr_sha);
+        else
+            snprintf(what, sizeof(what), "upstream failed");
         if (!strcmp(kind, "approval"))
             DP_INFO("request %s identity=%s: %s; next poll in %.0f s", j->id, j->identity, cause, in_s);
         else
-            DP_WARN("request %s identity=%s: %s, attempt %s, next in %.1f s [%s]: %s", j->id, j->identity,
-                    !strcmp(kind, "unknown") ? "outcome of the POST unknown (resubmitted at most once)"
-                                             : "upstream failed",
+            DP_WARN("request %s identity=%s: %s, attempt %s, next in %.1f s [%s]: %s", j->id, j->identity, what,
                     tries, in_s, ctl_diag_name(diag), cause);
     }
     freeReplyObject(rep);

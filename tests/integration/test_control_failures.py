@@ -25,7 +25,8 @@ Coverage map. §6 failure mode -> work loop test here | stampedectl doctor test
   TLS handshake stall             test_connect_timeout       | test_04_tls_handshake_timeout | test_15
   login timeout                   test_login_timeout         | (no: see report)        | test_14
   enrollment timeout              test_enrollment_timeout, test_control test_08/09 | -  | test_12
-  bad credentials                 test_bad_credentials_ntlm, _basic | test_05_bad_credentials | test_04
+  bad credentials                 test_bad_credentials_ntlm, _basic, test_auth_negotiate_without_ticket
+                                  | test_05_bad_credentials | test_04
   EPA / channel binding           test_epa_required_ntlm_refused_basic_works | test_07_epa_required | T03
   TLS required (plain HTTP 403)   test_https_required        | test_08_https_required  | test_18
   wrong template                  test_wrong_template, test_control test_04 | test_10_template_unknown | test_07
@@ -43,8 +44,8 @@ Coverage map. §6 failure mode -> work loop test here | stampedectl doctor test
   denied no permission            test_no_permission
   bad CSR, no retry storm         test_bad_csr_no_retry (exactly one POST per request)
   unknown id on poll              test_unknown_id_on_poll; test_ctl_certsrv test_10
-  auth failure each scheme        test_bad_credentials_ntlm, _basic (Negotiate: no KDC, see
-                                  test_negotiate_only); test_ctl_certsrv test_04
+  auth failure each scheme        test_bad_credentials_ntlm, _basic, test_auth_negotiate_without_ticket
+                                  (no KDC: a wrong Kerberos password cannot be tried); test_ctl_certsrv test_04
   NTLM disabled                   test_negotiate_only; test_doctor test_06
   EPA required (Basic works)      test_epa_required_ntlm_refused_basic_works
   connection loss: idle timeout   test_idle_connection_closed_by_iis; test_ctl_certsrv test_16
@@ -64,6 +65,7 @@ reaches stampede-control through a 0600 file; every wait is bounded; every
 process is stopped or killed on the way out.
 """
 import faulthandler
+import hashlib
 import os
 import socket
 import subprocess
@@ -271,6 +273,7 @@ class FailureBase(tc.ControlBase):
         self.assertTrue(lines[0].endswith(' [%s]: %s' % (diag, reason)),         # the whole cause
                         'log: %s\nrecord: %s' % (lines[0], reason))
         self.assertIn(' WARN ', lines[0])
+        self.assertEqual(self.ctl.stderr().count(reason), 1, 'the cause logged more than once')
         self.assertNotIn(self.emu.password, self.ctl.stderr())
         return rec
 
@@ -345,7 +348,9 @@ class TestWorkLoopFailures(FailureBase):
         rec = self.check_failure(key, rid, 'timeout-submit',
                                  ['waiting for the answer to the POST', 'submit_timeout_ms 3000',
                                   'outcome unknown'], 'submitting')
-        self.assertIn('outcome of the POST unknown', self.lines_about(rid)[0])
+        # one line, with the CSR hash to find the request on the CA by (§5.13)
+        self.assertIn('outcome of the POST of CSR sha256 %s unknown' % hashlib.sha256(csr).hexdigest(),
+                      self.lines_about(rid)[0])
         self.assertEqual(s(rec['submits']), '1')
         wait_for(lambda: self.posts_of(csr) == 1, 10, 'the CA took the slow POST')  # committed
 
@@ -368,6 +373,14 @@ class TestWorkLoopFailures(FailureBase):
         _, csr, key, rid = self.enroll('badpw-basic')
         self.check_failure(key, rid, 'auth', ['authentication failed as %s with basic' % USER,
                                               'server offers Negotiate, NTLM, Basic'], 'retry')
+        self.assertEqual(self.posts_of(csr), 0)
+
+    def test_auth_negotiate_without_ticket(self):
+        # Negotiate (Kerberos) with no ticket for HTTP/host (no KDC here): refused, said so
+        self.start_control(auth='negotiate', password_file=None)
+        _, csr, key, rid = self.enroll('nego-noticket')
+        self.check_failure(key, rid, 'auth', ['authentication failed as %s with negotiate' % USER,
+                                              'Negotiate needs a Kerberos ticket for HTTP/%s' % HOST], 'retry')
         self.assertEqual(self.posts_of(csr), 0)
 
     def test_negotiate_only(self):
@@ -592,7 +605,7 @@ class TestScenarios(FailureBase):
         resub = audit_entries(self.r, rid, 'upstream-resubmit')
         self.assertEqual(len(resub), 1)
         lines = self.lines_about(rid)
-        self.assertTrue([ln for ln in lines if 'outcome of the POST unknown' in ln and '[timeout-submit]' in ln
+        self.assertTrue([ln for ln in lines if 'outcome of the POST of CSR sha256' in ln and '[timeout-submit]' in ln
                          and 'lost after the POST body was sent' in ln], lines)
         self.assertTrue([ln for ln in lines if 'submitting again' in ln], lines)
         (cut,) = [e for e in self.emu.log() if 'fault: reset' in (e['outcome'] or '')]
