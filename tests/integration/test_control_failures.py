@@ -18,12 +18,12 @@ Coverage map. §6 failure mode -> work loop test here | stampedectl doctor test
 (tests/certsrv/test_doctor.py) | connector tests (tests/certsrv/test_ctl_certsrv.py):
   DNS resolution                  test_dns (name does not exist), test_dns_servers_silent (resolver
                                   does not answer; needs root + a private mount namespace, else
-                                  skipped) | test_02_dns, test_dns_servers_silent
+                                  skipped) | test_02_dns; test_dns_servers_silent (here)
   connection refused/unreachable  test_connection_refused, test_control test_05 | test_03_connection_refused
   self-signed / untrusted (leaf-only) / name mismatch / not yet valid / expired
                                   TestTlsProfiles.test_tls_profiles | TestDoctorTls.test_tls_profiles | T05
   TLS handshake stall             test_connect_timeout       | test_04_tls_handshake_timeout | test_15
-  login timeout                   test_login_timeout         | (no: see report)        | test_14
+  login timeout                   test_login_timeout         | - (see notes)           | test_14
   enrollment timeout              test_enrollment_timeout, test_control test_08/09 | -  | test_12
   bad credentials                 test_bad_credentials_ntlm, _basic, test_auth_negotiate_without_ticket
                                   | test_05_bad_credentials | test_04
@@ -35,6 +35,8 @@ Coverage map. §6 failure mode -> work loop test here | stampedectl doctor test
   CA unreachable behind IIS       test_ca_down_no_renewal0_fallback | test_09_ca_down  | T04
   pending (not a failure)         test_control test_03       | -                       | test_05
   IIS/ASP 500 / 503               test_server_error_500_post_503_fetch | -            | test_17
+  any cause: the record keeps it whole (fix last), up to 639 characters
+                                  TestLongCause.test_long_cause_keeps_the_fix
 §7.5 scenario -> test:
   issued, warm connection         test_control test_01; test_ctl_certsrv test_01/02
   text vs script variant          test_page_variants (emulator logs the variant served)
@@ -59,6 +61,12 @@ Coverage map. §6 failure mode -> work loop test here | stampedectl doctor test
   CA rollover                     test_control test_06; test_online test_08
   HTTPS required                  test_https_required
   redirect (no POST follows)      test_redirect_not_followed; test_ctl_certsrv test_23
+
+Notes: the doctor has no login-timeout check of its own: a server slow to send
+its 401 shows as a timeout of the doctor's first (anonymous) GET, under "tls".
+EPA cannot be told from a wrong password by the work loop (libcurl sends no
+channel binding; the reason names both, the doctor tells them apart by trying
+Basic). RST mid-answer uses the emulator's `rst_after` fault.
 
 127.0.0.1 only (Redis on a unix socket); the emulator's password is random and
 reaches stampede-control through a 0600 file; every wait is bounded; every
