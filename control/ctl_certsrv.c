@@ -769,9 +769,11 @@ static ctl_up_kind_t ctl_fail_status(ctl_conn_t *c, ctl_phase_t ph, ctl_up_t *re
     ctl_text_ctx(&t, c, tmpl);
     if (st != 401)
         ctl_text_add(&t, ", HTTP %ld", st);
-    /* A 5xx to a POST whose body went out: the ASP page may have failed after
-     * the CA took the request, so it is not a plain failure (§5.13) */
-    if (ph == CTL_PH_SUBMIT && c->body_sent && st >= 500) {
+    /* A 5xx (but 503) to a POST whose body went out: the ASP page may have
+     * failed after the CA took the request, so it is not a plain failure
+     * (§5.13). 503 comes from HTTP.sys before any page runs (application
+     * pool down or queue full): nothing reached the CA, retry normally. */
+    if (ph == CTL_PH_SUBMIT && c->body_sent && st >= 500 && st != 503) {
         ctl_text_add(&t, "; outcome unknown: the CA may have taken the request");
         return ctl_up_set(res, CTL_UP_UNKNOWN, d, &t);
     }
