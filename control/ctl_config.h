@@ -2,9 +2,10 @@
  * (ctl_config.c) gives every setting its name, type, default, bounds and
  * help; the INI config file (libinih) and the command-line flags (--name,
  * '_' written as '-') derive from it, and so do --help and --dump-config
- * (docs/stampede-control.conf is generated from it). Precedence: built-in
- * default < config file < flag. The upstream password is read from
- * `password_file` (never a flag, never logged).
+ * (docs/stampede-control.conf is generated from it), by the engine shared
+ * with stampeded, ra/ra_conf. Precedence: built-in default < config file <
+ * flag. The upstream password is read from `password_file` (never a flag,
+ * never logged).
  * Thread: startup only; the ctl_config_t is frozen before workers start. */
 #ifndef CTL_CONFIG_H
 #define CTL_CONFIG_H

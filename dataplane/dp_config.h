@@ -1,7 +1,9 @@
 /* dp_config: stampeded's settings. One declarative table (dp_config.c) gives
  * every setting its name, type, default, bounds and help; the config file
  * (INI, read with Debian's libinih) and the command-line flags (--name, with
- * '_' written as '-') are both derived from it, and so is --help.
+ * '_' written as '-') are both derived from it, and so are --help and
+ * --dump-config (docs/stampeded.conf), by the engine shared with
+ * stampede-control, ra/ra_conf.
  * Precedence: built-in default < config file < flag.
  * Thread: startup only; the dp_config_t is frozen before cores start. */
 #ifndef DP_CONFIG_H
