@@ -14,8 +14,6 @@ import http.client
 import json
 import os
 import re
-import select
-import signal
 import socket
 import ssl
 import subprocess
@@ -29,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import adcs_emulator as emu_mod  # noqa: E402
+import adcs_fixture  # noqa: E402
 from adcs_emulator import AdcsEmulator, NtlmClient  # noqa: E402
 
 from cryptography import x509  # noqa: E402
@@ -884,29 +883,19 @@ class T06_Tls(unittest.TestCase):
 
 class T07_Cli(unittest.TestCase):
     def test_cli_subprocess_control_channel(self):
-        p = subprocess.Popen([sys.executable, os.path.join(HERE, 'adcs_emulator.py'),
-                              '--auth', 'basic', '--user', USER, '--control-port', '0'],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        emu = adcs_fixture.Emulator(args=['--auth', 'basic', '--user', USER, '--control-port', '0'],
+                                    timeout=NET_TIMEOUT)
         try:
-            r, _, _ = select.select([p.stdout], [], [], 30)
-            self.assertTrue(r, 'no ready line within 30 s')
-            info = json.loads(p.stdout.readline())
+            emu.start(bound=30)
+            info = emu.ready
             self.assertTrue(info['ready'])
-            port, cport = info['https_port'], info['control_port']
+            port = info['https_port']
             self.assertTrue(os.path.exists(info['tls_root']))
 
             def ctl(op, **args):
-                c = http.client.HTTPConnection('127.0.0.1', cport, timeout=NET_TIMEOUT)
-                try:
-                    if op.startswith('GET '):
-                        c.request('GET', '/control/' + op[4:])
-                    else:
-                        c.request('POST', '/control/' + op, body=json.dumps(args),
-                                  headers={'Content-Type': 'application/json'})
-                    r = c.getresponse()
-                    return r.status, json.loads(r.read())
-                finally:
-                    c.close()
+                if op.startswith('GET '):
+                    return emu.request('GET', op[4:])
+                return emu.request('POST', op, args)
 
             base = ['curl', '-sS', '--max-time', '10', '--cacert', info['tls_root'], '--resolve',
                     'adcs.test:%d:127.0.0.1' % port, '-u', '%s:%s' % (USER, info['password'])]
@@ -936,17 +925,8 @@ class T07_Cli(unittest.TestCase):
             self.assertEqual(ctl('reset')[0], 200)
             self.assertEqual(ctl('GET counts')[1]['total'], 0)
         finally:
-            p.send_signal(signal.SIGTERM)
-            try:
-                rc = p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-                rc = 'killed'
-            p.stdout.close()
-            err = p.stderr.read().decode()
-            p.stderr.close()
-        self.assertEqual(rc, 0, err)
+            rc = emu.stop()
+        self.assertEqual(rc, 0, emu.stderr())
 
 
 if __name__ == '__main__':

@@ -14,18 +14,11 @@ CSRs and passwords are generated at test time; the emulator generates its own PK
 binds 127.0.0.1; every subprocess is time-bounded; emulators are stopped in tearDown(Class).
 """
 import faulthandler
-import http.client
 import json
 import os
 import secrets
-import select
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 import unittest
 
 from cryptography import x509
@@ -34,23 +27,17 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-EMULATOR = os.path.join(HERE, 'adcs_emulator.py')
+sys.path.insert(0, HERE)
+
+import adcs_fixture as adcs  # noqa: E402
+from adcs_fixture import HOST, QUALIFIED_USER  # noqa: E402
+
 PROBE = os.environ.get('CTL_CERTSRV_PROBE')
-USER, DOMAIN, HOST = 'svc-stampede', 'EMU', 'adcs.test'
-QUALIFIED_USER = DOMAIN + '\\' + USER
 PROBE_TIMEOUT = 60.0
-NET_TIMEOUT = 10.0
 FIRST_ID = 61100
 
-_TMP = None
+tmpdir = adcs.LazyTmpDir('ctl-certsrv-test-')
 _KEYS = {}
-
-
-def tmpdir():
-    global _TMP
-    if _TMP is None:
-        _TMP = tempfile.mkdtemp(prefix='ctl-certsrv-test-')
-    return _TMP
 
 
 def key(name):
@@ -79,117 +66,36 @@ def garbage_csr_file():
     return path
 
 
-def secret_file(name, text):
-    path = os.path.join(tmpdir(), name)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, 'w') as f:
-        f.write(text + '\n')
-    return path
-
-
 def spki(k):
     return k.public_key().public_bytes(serialization.Encoding.DER,
                                        serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def free_port():
-    """A loopback port nobody listens on (bound, then closed)."""
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Emulator:
-    """adcs_emulator.py as a process: ready line, control channel, SIGTERM on stop."""
-
-    def __init__(self, *args):
-        self.password = 'Pw+%s:x' % secrets.token_urlsafe(9)     # '+' and ':' on purpose
-        self.p = subprocess.Popen([sys.executable, EMULATOR, '--user', USER, '--domain', DOMAIN,
-                                   '--password', self.password, '--host', HOST] + list(args),
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        r, _, _ = select.select([self.p.stdout], [], [], 60)
-        if not r:
-            self.stop()
-            raise RuntimeError('emulator: no ready line within 60 s')
-        line = self.p.stdout.readline()
-        if not line:
-            err = self.stop()
-            raise RuntimeError('emulator exited: %s' % err)
-        self.info = json.loads(line)
-        self.port = self.info['https_port']
-        self.http_port = self.info['http_port']
-        self.cport = self.info['control_port']
-        self.tls_root = self.info['tls_root']
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(15)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(5)
-        self.p.stdout.close()
-        err = self.p.stderr.read().decode('utf-8', 'replace')
-        self.p.stderr.close()
-        return err
-
-    def ctl(self, op, **args):
-        c = http.client.HTTPConnection('127.0.0.1', self.cport, timeout=NET_TIMEOUT)
-        try:
-            if op.startswith('GET '):
-                c.request('GET', '/control/' + op[4:])
-            else:
-                c.request('POST', '/control/' + op, body=json.dumps(args),
-                          headers={'Content-Type': 'application/json'})
-            r = c.getresponse()
-            body = json.loads(r.read())
-            if r.status != 200:
-                raise RuntimeError('control %s: %s' % (op, body))
-            return body['result'] if isinstance(body, dict) and 'result' in body else body
-        finally:
-            c.close()
-
-    def log(self):
-        return self.ctl('GET log')
-
-    def url(self):
-        return 'https://%s:%d/certsrv' % (HOST, self.port)
-
-
 def probe(emu, *actions, auth='ntlm', password=None, template='WebServer', csr='a', url=None,
           resolve=None, extra=(), cert_out=None, timeout=PROBE_TIMEOUT):
     """Runs ctl_certsrv_probe; returns (results, doctor lines, exit code, stderr)."""
-    pw = secret_file('pw-%s' % secrets.token_hex(4), password if password is not None
-                     else emu.password)
     port = emu.port if emu else 1
-    args = [PROBE, '--url', url or emu.url(),
-            '--resolve', resolve or '%s:%d:127.0.0.1' % (HOST, port),
-            '--auth', auth, '--user', QUALIFIED_USER, '--password-file', pw,
-            '--template', template,
-            '--connect-timeout-ms', '3000', '--login-timeout-ms', '10000',
-            '--submit-timeout-ms', '15000', '--fetch-timeout-ms', '10000']
-    if emu:
-        args += ['--ca-bundle', emu.tls_root]
-    if csr:
-        args += ['--csr', csr if os.path.sep in csr else csr_file(csr)]
-    if cert_out:
-        args += ['--cert-out', cert_out]
-    args += list(extra) + list(actions)
-    try:
+    with adcs.temp_secret_file(tmpdir(), password if password is not None else emu.password) as pw:
+        args = [PROBE, '--url', url or emu.url(),
+                '--resolve', resolve or '%s:%d:127.0.0.1' % (HOST, port),
+                '--auth', auth, '--user', QUALIFIED_USER, '--password-file', pw,
+                '--template', template,
+                '--connect-timeout-ms', '3000', '--login-timeout-ms', '10000',
+                '--submit-timeout-ms', '15000', '--fetch-timeout-ms', '10000']
+        if emu:
+            args += ['--ca-bundle', emu.tls_root]
+        if csr:
+            args += ['--csr', csr if os.path.sep in csr else csr_file(csr)]
+        if cert_out:
+            args += ['--cert-out', cert_out]
+        args += list(extra) + list(actions)
         cp = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
-    finally:
-        os.unlink(pw)
     out = cp.stdout.decode('utf-8', 'replace')
     err = cp.stderr.decode('utf-8', 'replace')
-    for bad in ('AddressSanitizer', 'LeakSanitizer', 'runtime error:'):   # sanitizer builds
-        if bad in err:
-            raise AssertionError('ctl_certsrv_probe %s: %s' % (' '.join(actions), err))
+    adcs.check_sanitizers(err, 'ctl_certsrv_probe %s' % ' '.join(actions),   # sanitizer builds
+                          markers=('AddressSanitizer', 'LeakSanitizer', 'runtime error:'))
     results = [json.loads(x) for x in out.splitlines() if x.startswith('{')]
-    lines = [x for x in out.splitlines() if x.startswith('ok ') or x.startswith('PROBLEM ')]
-    return results, lines, cp.returncode, err
+    return results, adcs.doctor_lines(out), cp.returncode, err
 
 
 class ProbeCase(unittest.TestCase):
@@ -200,7 +106,7 @@ class ProbeCase(unittest.TestCase):
     def setUpClass(cls):
         if not PROBE or not os.access(PROBE, os.X_OK):
             raise unittest.SkipTest('CTL_CERTSRV_PROBE not set (run through meson test)')
-        cls.emu = Emulator(*cls.emu_args)
+        cls.emu = adcs.emulator(*cls.emu_args)
 
     @classmethod
     def tearDownClass(cls):
@@ -208,7 +114,7 @@ class ProbeCase(unittest.TestCase):
             cls.emu.stop()
 
     def setUp(self):
-        self.emu.ctl('reset')
+        self.emu.control('reset')
 
     def call(self, *actions, **kw):
         res, lines, rc, err = probe(self.emu, *actions, **kw)
@@ -227,18 +133,12 @@ class ProbeCase(unittest.TestCase):
 
     def wait_log(self, route, n, timeout=10.0):
         """The log entries of `route` once there are `n` (or after `timeout`)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            got = self.emu.ctl('GET log?route=' + route)
-            if len(got) >= n or time.monotonic() > deadline:
-                return got
-            time.sleep(0.1)
+        return adcs.poll(lambda: self.emu.log(route), timeout, done=lambda got: len(got) >= n,
+                         interval=0.1)
 
     def configure(self, **opts):
         """Emulator settings that reset() keeps: restored after the test."""
-        old = self.emu.ctl('GET state')['cfg']
-        self.emu.ctl('configure', **opts)
-        self.addCleanup(self.emu.ctl, 'configure', **{k: old[k] for k in opts})
+        self.emu.configure(self, **opts)
 
 
 class T01_Enrollment(ProbeCase):
@@ -291,7 +191,7 @@ class T01_Enrollment(ProbeCase):
         log = self.emu.log()
         self.assertEqual([(e['method'], e['probe'], e['body_len'] > 0) for e in log],
                          [('POST', True, False), ('POST', False, True)])
-        self.assertEqual(self.emu.ctl('GET state')['next_id'], FIRST_ID + 1)
+        self.assertEqual(self.emu.state()['next_id'], FIRST_ID + 1)
 
     def test_04_wrong_password_each_scheme(self):
         for auth in ('ntlm', 'basic'):
@@ -310,7 +210,7 @@ class T01_Enrollment(ProbeCase):
         r1, r2 = self.call('submit', 'fetch', template='StampedeManual')
         self.assertEqual((r1['kind'], r1['diag'], r1['req_id']), ('pending', 'ok', FIRST_ID))
         self.assertEqual((r2['kind'], r2['req_id']), ('pending', FIRST_ID), r2['cause'])
-        self.emu.ctl('approve', id=FIRST_ID)
+        self.emu.control('approve', id=FIRST_ID)
         (r3,) = self.call('fetch:%d' % FIRST_ID, template='StampedeManual')  # a new connection
         self.assertEqual(r3['kind'], 'issued', r3['cause'])
         self.assertGreater(r3['der_len'], 0)
@@ -318,7 +218,7 @@ class T01_Enrollment(ProbeCase):
     def test_06_pending_denied_by_officer(self):
         (r1,) = self.call('submit', template='StampedeManual')
         self.assertEqual(r1['kind'], 'pending')
-        self.emu.ctl('deny', id=r1['req_id'])
+        self.emu.control('deny', id=r1['req_id'])
         (r2,) = self.call('fetch:%d' % r1['req_id'])
         self.assertFailure(r2, 'denied', 'denied', 'Denied by', '0x80094014')
         self.assertEqual(r2['hresult'], '0x80094014')
@@ -341,7 +241,7 @@ class T01_Enrollment(ProbeCase):
         (r,) = self.call('submit', csr=garbage_csr_file())
         self.assertFailure(r, 'denied', 'bad-csr', 'could not parse')
         self.assertFalse(r['retryable'])
-        self.assertEqual(len(self.emu.ctl('GET log?route=/certsrv/certfnsh.asp')), 2)  # no retry
+        self.assertEqual(len(self.emu.log('/certsrv/certfnsh.asp')), 2)  # no retry
 
     def test_10_unknown_id_poll(self):
         (r,) = self.call('fetch:99999')
@@ -354,18 +254,18 @@ class T01_Enrollment(ProbeCase):
         self.assertFailure(r2, 'failed', 'page', 'does not match the CSR')
 
     def test_12_slow_post_is_outcome_unknown(self):
-        self.emu.ctl('fault', route='/certsrv/certfnsh.asp', delay=4)
+        self.emu.control('fault', route='/certsrv/certfnsh.asp', delay=4)
         r1, r2 = self.call('login', 'submit', extra=['--submit-timeout-ms', '1500'])
         self.assertFailure(r2, 'unknown', 'timeout-submit', 'outcome unknown', 'submit_timeout_ms 1500')
         self.assertEqual(r2['curl'], 28)
         posts = self.wait_log('/certsrv/certfnsh.asp', 1)       # logged when it answers
         self.assertEqual(len(posts), 1)
         # the emulator committed it: exactly what "outcome unknown" protects against
-        self.assertEqual(self.emu.ctl('GET state')['requests'][0]['state'], 'issued')
+        self.assertEqual(self.emu.state()['requests'][0]['state'], 'issued')
 
     def test_13_connection_lost_after_post_is_not_resent(self):
         # libcurl would silently resend a POST whose reused connection died (CURLOPT_POSTFIELDS)
-        self.emu.ctl('fault', route='/certsrv/certfnsh.asp', drop=True, times=1)
+        self.emu.control('fault', route='/certsrv/certfnsh.asp', drop=True, times=1)
         r1, r2 = self.call('login', 'submit')
         self.assertFailure(r2, 'unknown', 'timeout-submit', 'lost after the POST body was sent')
         posts = [e for e in self.emu.log() if e['route'] == '/certsrv/certfnsh.asp']
@@ -397,7 +297,7 @@ class T01_Enrollment(ProbeCase):
     def test_17_server_errors(self):
         for st in (500, 503):
             with self.subTest(status=st):
-                self.emu.ctl('fault', route='/certsrv/certfnsh.asp', status=st, times=1)
+                self.emu.control('fault', route='/certsrv/certfnsh.asp', status=st, times=1)
                 (r,) = self.call('submit')
                 if st == 500:  # the ASP page failed, maybe after the CA took the request (§5.13)
                     self.assertFailure(r, 'unknown', 'http', 'HTTP 500', 'outcome unknown')
@@ -414,7 +314,7 @@ class T01_Enrollment(ProbeCase):
         (r,) = self.call('chain')
         self.assertEqual((r['kind'], r['renewal']), ('issued', 0), r['cause'])
         self.assertEqual(r['requests'], 4)              # NTLM type-1 + certcarc, p7b, cer
-        self.emu.ctl('roll-ca')
+        self.emu.control('roll-ca')
         r1, r2 = self.call('chain', 'chain-at:0')
         self.assertEqual((r1['kind'], r1['renewal']), ('issued', 1), r1['cause'])
         self.assertEqual((r2['kind'], r2['renewal']), ('issued', 0), r2['cause'])
@@ -422,10 +322,10 @@ class T01_Enrollment(ProbeCase):
         queries = [e['query'] for e in self.emu.log() if e['route'] == '/certsrv/certnew.p7b']
         self.assertEqual(queries[-2:], ['ReqID=CACert&Renewal=1&Enc=bin',
                                         'ReqID=CACert&Renewal=0&Enc=bin'])
-        self.emu.ctl('reset', keep_ca=False)
+        self.emu.control('reset', keep_ca=False)
 
     def test_20_connection_refused(self):
-        port = free_port()
+        port = adcs.free_port()
         res, lines, rc, err = probe(None, 'login', url='https://%s:%d/certsrv' % (HOST, port),
                                     resolve='%s:%d:127.0.0.1' % (HOST, port), password='x')
         self.assertFailure(res[0], 'failed', 'connect', 'cannot connect to adcs.test:%d' % port)
@@ -471,7 +371,7 @@ class T01_Enrollment(ProbeCase):
         (r,) = self.call('login', url=base + '/CertSrv/')
         self.assertEqual(r['kind'], 'issued', r['cause'])
         self.assertEqual({e['path'] for e in self.emu.log()}, {'/certsrv/'})
-        self.emu.ctl('reset')
+        self.emu.control('reset')
         (r,) = self.call('submit', url=base + '/CertSrv/certsrv', auth='basic')
         self.assertFailure(r, 'failed', 'redirect', 'HTTP 302', '/certsrv/certsrv/certfnsh.asp')
         self.assertEqual([(e['method'], e['status']) for e in self.emu.log()], [('POST', 302)])
@@ -549,7 +449,7 @@ class T05_TlsProfiles(unittest.TestCase):
         seen = set()
         for profile, (diag, verify, words) in self.EXPECT.items():
             with self.subTest(profile=profile):
-                emu = Emulator('--tls-profile', profile)
+                emu = adcs.emulator('--tls-profile', profile)
                 try:
                     (r,), _, _, err = probe(emu, 'login')
                     self.assertEqual((r['kind'], r['diag']), ('failed', diag), r['cause'])
@@ -568,8 +468,7 @@ class T05_TlsProfiles(unittest.TestCase):
 
 
 def tearDownModule():
-    if _TMP:
-        shutil.rmtree(_TMP, True)
+    tmpdir.remove()
 
 
 if __name__ == '__main__':

@@ -34,59 +34,25 @@ import faulthandler
 import os
 import re
 import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from test_ctl_certsrv import DOMAIN, HOST, QUALIFIED_USER, USER, Emulator, free_port  # noqa: E402
+import adcs_fixture as adcs  # noqa: E402
+from adcs_fixture import FIX, HOST, QUALIFIED_USER, free_port  # noqa: E402
 
 BUILD = os.environ.get('STAMPEDE_BUILD', '')
 STAMPEDECTL = os.environ.get('STAMPEDECTL') or os.path.join(BUILD, 'ra', 'stampedectl')
 STAMPEDE_CONTROL = os.environ.get('STAMPEDE_CONTROL') or os.path.join(BUILD, 'control',
                                                                       'stampede-control')
-SANITIZER_MARKERS = ('ERROR: AddressSanitizer', 'ERROR: LeakSanitizer', 'runtime error:')
 RUN_TIMEOUT = 60
 
-# the fix text of each failure class (control/ctl_diag.c), a distinctive piece of it
-FIX = {
-    'dns': 'check the host name in certsrv_url and this host\'s DNS servers',
-    'connect': 'check that IIS listens on that host and port',
-    'tls-untrusted': 'put the root CA (and intermediates) that issued the IIS certificate into ca_bundle',
-    'tls-self-signed': 'replace the self-signed IIS certificate',
-    'tls-name': 'use a host name in certsrv_url that the IIS certificate covers',
-    'tls-clock': 'check the clock (NTP) of this host and of IIS',
-    'timeout-connect': 'or raise connect_timeout_ms',
-    'auth': 'check user (DOMAIN\\user or user@domain) and password_file',
-    'auth-scheme': 'set auth to a scheme the server offers',
-    'epa': 'use auth = basic over HTTPS, or set Extended Protection of CertSrv in IIS to Accept',
-    'https-required': 'use an https:// certsrv_url',
-    'ca-down': 'start Active Directory Certificate Services on the CA',
-    'template': 'set template to the template\'s name (cn, not its display name)',
-    'permission': 'grant the service account Read and Enroll on the template',
-}
 CHECKS = ['config', 'dns', 'tcp', 'tls', 'auth', 'pages', 'ca', 'template']
 
-_TMP = None
-
-
-def tmpdir():
-    global _TMP
-    if _TMP is None:
-        _TMP = tempfile.mkdtemp(prefix='doctor-test-')
-    return _TMP
-
-
-def password_file(text):
-    path = os.path.join(tmpdir(), 'pw-%s' % secrets.token_hex(4))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, 'w') as f:
-        f.write(text + '\n')
-    return path
+tmpdir = adcs.LazyTmpDir('doctor-test-')
 
 
 def doctor(emu, password=None, url=None, resolve=None, env=None, **settings):
@@ -94,32 +60,24 @@ def doctor(emu, password=None, url=None, resolve=None, env=None, **settings):
     (overridden by the keyword arguments; None drops one). Returns (exit code,
     ok/PROBLEM lines, whole stdout, stderr)."""
     port = emu.port if emu else free_port()
-    st = {'certsrv-url': url or 'https://%s:%d/certsrv' % (HOST, port),
-          'resolve': resolve if resolve is not None else '%s:%d:127.0.0.1' % (HOST, port),
-          'ca-bundle': emu.tls_root if emu else None,
-          'auth': 'ntlm', 'user': QUALIFIED_USER,
-          'password-file': password_file(password if password is not None else
-                                         (emu.password if emu else 'x')),
-          'template': 'WebServer', 'connect-timeout-ms': 1500, 'login-timeout-ms': 5000,
-          'submit-timeout-ms': 5000, 'fetch-timeout-ms': 5000}
-    st.update({k.replace('_', '-'): v for k, v in settings.items()})
-    args = [STAMPEDECTL, 'doctor']
-    for k, v in st.items():
-        if v is not None and v != '':
-            args += ['--' + k, str(v)]
-    e = dict(os.environ, STAMPEDE_CONTROL=STAMPEDE_CONTROL)
-    e.update(env or {})
-    try:
+    password = password if password is not None else (emu.password if emu else 'x')
+    with adcs.temp_secret_file(tmpdir(), password) as pw:
+        st = {'certsrv_url': url or 'https://%s:%d/certsrv' % (HOST, port),
+              'resolve': resolve if resolve is not None else '%s:%d:127.0.0.1' % (HOST, port),
+              'ca_bundle': emu.tls_root if emu else None,
+              'auth': 'ntlm', 'user': QUALIFIED_USER, 'password_file': pw,
+              'template': 'WebServer', 'connect_timeout_ms': 1500, 'login_timeout_ms': 5000,
+              'submit_timeout_ms': 5000, 'fetch_timeout_ms': 5000}
+        st.update(settings)
+        args = [STAMPEDECTL, 'doctor'] + adcs.setting_flags(
+            {k: v for k, v in st.items() if v is not None and v != ''})
+        e = dict(os.environ, STAMPEDE_CONTROL=STAMPEDE_CONTROL)
+        e.update(env or {})
         cp = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e,
                             stdin=subprocess.DEVNULL, timeout=RUN_TIMEOUT)
-    finally:
-        os.unlink(st['password-file'])
     out, err = cp.stdout.decode('utf-8', 'replace'), cp.stderr.decode('utf-8', 'replace')
-    bad = [m for m in SANITIZER_MARKERS if m in err]
-    if bad:
-        raise AssertionError('sanitizer report(s) %s from stampedectl doctor:\n%s' % (bad, err[-8000:]))
-    lines = [x for x in out.splitlines() if x.startswith('ok ') or x.startswith('PROBLEM ')]
-    return cp.returncode, lines, out, err
+    adcs.check_sanitizers(err, 'stampedectl doctor')
+    return cp.returncode, adcs.doctor_lines(out), out, err
 
 
 def check_of(line):
@@ -161,23 +119,21 @@ class TestDoctor(DoctorCase):
         for p in (STAMPEDECTL, STAMPEDE_CONTROL):
             if not os.access(p, os.X_OK):
                 raise unittest.SkipTest('%s not built (run through meson test)' % p)
-        cls.emu = Emulator('--auth', 'negotiate+ntlm+basic', '--http-port', '0')
+        cls.emu = adcs.emulator('--auth', 'negotiate+ntlm+basic', '--http-port', '0')
 
     @classmethod
     def tearDownClass(cls):
         cls.emu.stop()
 
     def setUp(self):
-        self.emu.ctl('reset')
+        self.emu.control('reset')
 
     def tearDown(self):
         # the doctor never submits a request, whatever it found
         self.assertEqual([e for e in self.emu.log() if e['route'] == '/certsrv/certfnsh.asp'], [])
 
     def configure(self, **opts):
-        old = self.emu.ctl('GET state')['cfg']
-        self.emu.ctl('configure', **opts)
-        self.addCleanup(self.emu.ctl, 'configure', **{k: old[k] for k in opts})
+        self.emu.configure(self, **opts)
 
     def test_01_good_upstream(self):
         rc, lines, out, err = doctor(self.emu)
@@ -271,8 +227,8 @@ class TestDoctor(DoctorCase):
             ('template', ['template StampedeRestricted is not among those', 'no Enroll permission'],
              ('template', 'permission'))], self.emu)
         # no template at all for this account: a permission problem
-        for t in self.emu.ctl('GET state')['templates']:
-            self.emu.ctl('template', name=t['name'], users=['nobody-else'])
+        for t in self.emu.state()['templates']:
+            self.emu.control('template', name=t['name'], users=['nobody-else'])
         self.assertProblems(doctor(self.emu), [
             ('template', ['offers no template at all to %s (template WebServer)' % QUALIFIED_USER],
              'permission')], self.emu)
@@ -303,7 +259,7 @@ class TestDoctorTls(DoctorCase):
     def test_tls_profiles(self):
         for profile, words, fix in self.EXPECT:
             with self.subTest(profile=profile):
-                emu = Emulator('--tls-profile', profile)
+                emu = adcs.emulator('--tls-profile', profile)
                 try:
                     lines = self.assertProblems(doctor(emu), [('tls', words, fix)], emu, last='tls')
                     self.assertEqual([check_of(x) for x in lines], ['config', 'dns', 'tcp', 'tls'])
@@ -313,8 +269,7 @@ class TestDoctorTls(DoctorCase):
 
 
 def tearDownModule():
-    if _TMP:
-        shutil.rmtree(_TMP, True)
+    tmpdir.remove()
 
 
 if __name__ == '__main__':

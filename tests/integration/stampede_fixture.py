@@ -98,7 +98,11 @@ class Daemon:
     """Daemon is one stampeded process. `args` are extra flags; `data_dir`
     defaults to a fresh directory inside `workdir`; the port is free_port()
     unless `port` is given. Use as a context manager or call start()/stop()
-    and always kill() in a finally."""
+    and always kill() in a finally. A subclass for another program sets
+    PROG (its name in messages) and READY (the text of its ready line) and
+    overrides command()."""
+    PROG = 'stampeded'
+    READY = READY_LINE
 
     def __init__(self, workdir, args=(), data_dir=None, port=None, name='stampeded',
                  listen_flag=True):
@@ -147,15 +151,16 @@ class Daemon:
         _live.add(self.proc)
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
-            if READY_LINE in self.stderr():
+            if self.READY in self.stderr():
                 return self
             if self.proc.poll() is not None:
                 self._reap()
-                raise AssertionError('stampeded exited with %s before it was ready:\n%s' % (
-                    self.returncode, self.stderr()[-4000:]))
+                raise AssertionError('%s exited with %s before it was ready:\n%s' % (
+                    self.PROG, self.returncode, self.stderr()[-4000:]))
             time.sleep(0.05)
         self.kill()
-        raise AssertionError('stampeded not ready within %ss:\n%s' % (ready_timeout, self.stderr()[-4000:]))
+        raise AssertionError('%s not ready within %ss:\n%s' % (self.PROG, ready_timeout,
+                                                               self.stderr()[-4000:]))
 
     def stderr(self):
         if not self.stderr_path or not os.path.exists(self.stderr_path):
@@ -170,8 +175,8 @@ class Daemon:
     def assert_clean(self):
         bad = self.sanitizer_reports()
         if bad:
-            raise AssertionError('sanitizer report(s) %s in stampeded stderr (%s):\n%s' % (
-                bad, self.stderr_path, self.stderr()[-8000:]))
+            raise AssertionError('sanitizer report(s) %s in %s stderr (%s):\n%s' % (
+                bad, self.PROG, self.stderr_path, self.stderr()[-8000:]))
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
@@ -192,8 +197,8 @@ class Daemon:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError('stampeded did not exit within %ss of SIGTERM:\n%s' % (
-                timeout, self.stderr()[-4000:]))
+            raise AssertionError('%s did not exit within %ss of SIGTERM:\n%s' % (
+                self.PROG, timeout, self.stderr()[-4000:]))
         self._reap()
         return self.returncode
 
@@ -207,8 +212,8 @@ class Daemon:
         rc = self.wait(timeout)
         self.assert_clean()
         if rc != 0:
-            raise AssertionError('stampeded exited %s after SIGTERM (expected 0):\n%s' % (
-                rc, self.stderr()[-4000:]))
+            raise AssertionError('%s exited %s after SIGTERM (expected 0):\n%s' % (
+                self.PROG, rc, self.stderr()[-4000:]))
 
     def kill(self):
         """kill ends the process at once if it is still running (cleanup)."""

@@ -25,16 +25,10 @@ test time (the emulator's random password reaches stampede-control through a
 0600 password file); every wait is bounded; every process is stopped or
 killed on the way out. Python 3.11 standard library + `cryptography`.
 """
-import base64
 import hashlib
-import http.client
-import json
 import os
 import select
-import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -43,47 +37,25 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'certsrv'))
 
 from cryptography import x509                                        # noqa: E402
-from cryptography.hazmat.primitives import hashes, serialization    # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec            # noqa: E402
+from cryptography.hazmat.primitives import serialization            # noqa: E402
 from cryptography.hazmat.primitives.serialization import pkcs7      # noqa: E402
-from cryptography.x509.oid import NameOID                           # noqa: E402
 
+import adcs_fixture as adcs                                          # noqa: E402
 import stampede_fixture as fx                                        # noqa: E402
+from adcs_fixture import HOST, wait_for                              # noqa: E402
 
 STAMPEDE_CONTROL = os.environ.get('STAMPEDE_CONTROL') or os.path.join(fx.BUILD_ROOT, 'control',
                                                                       'stampede-control')
-EMULATOR = os.path.join(os.path.dirname(HERE), 'certsrv', 'adcs_emulator.py')
 READY_TEXT = 'stampede-control %s ready:' % fx.VERSION
-HOST = 'adcs.test'
 ISSUE_BOUND = 20.0           # seconds for a request to reach its final state
 KEEP = fx.KEEP
 
 
-def wait_for(fn, bound, what, interval=0.05):
-    """wait_for returns fn()'s first truthy value within `bound` seconds,
-    else raises AssertionError naming `what`."""
-    deadline = time.monotonic() + bound
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError('%s: not within %.0f s' % (what, bound))
-        time.sleep(interval)
-
-
 def s(v):
     return v.decode(errors='replace') if isinstance(v, bytes) else v
-
-
-def make_csr(cn):
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-           .sign(key, hashes.SHA256()))
-    return key, csr.public_bytes(serialization.Encoding.DER)
 
 
 def spki(pub):
@@ -91,94 +63,6 @@ def spki(pub):
 
 
 # ---------------------------------------------------------------- processes
-
-class Emulator:
-    """Emulator is adcs_emulator.py as a process: ready JSON line on stdout,
-    JSON control channel on its own loopback port."""
-
-    def __init__(self, workdir, name='emulator', args=()):
-        self.dir = os.path.join(workdir, name)
-        os.makedirs(self.dir, exist_ok=True)
-        self.args = list(args)
-        self.proc = None
-        self.ready = None
-        self.stderr_path = os.path.join(workdir, name + '.stderr')
-
-    def start(self, bound=60.0):
-        with open(self.stderr_path, 'ab') as err:
-            self.proc = subprocess.Popen([sys.executable, EMULATOR, '--port', '0', '--control-port', '0',
-                                          '--workdir', self.dir] + self.args,
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
-        fx._live.add(self.proc)
-        deadline = time.monotonic() + bound
-        line = b''
-        while not line.endswith(b'\n'):
-            left = deadline - time.monotonic()
-            if left <= 0 or self.proc.poll() is not None:
-                self.kill()
-                raise AssertionError('emulator not ready within %.0f s' % bound)
-            r, _, _ = select.select([self.proc.stdout], [], [], min(left, 0.5))
-            if r:
-                chunk = os.read(self.proc.stdout.fileno(), 4096)
-                if not chunk:
-                    continue
-                line += chunk
-        self.ready = json.loads(line.decode())
-        assert self.ready['ready'] is True
-        return self
-
-    @property
-    def port(self):
-        return self.ready['https_port']
-
-    @property
-    def password(self):
-        return self.ready['password']
-
-    def _http(self, method, path, body=None):
-        conn = http.client.HTTPConnection('127.0.0.1', self.ready['control_port'], timeout=15)
-        try:
-            data = None if body is None else json.dumps(body).encode()
-            conn.request(method, path, body=data, headers={'Content-Type': 'application/json'})
-            r = conn.getresponse()
-            out = json.loads(r.read() or b'null')
-            if r.status != 200:
-                raise AssertionError('emulator control %s %s: %s %s' % (method, path, r.status, out))
-            return out
-        finally:
-            conn.close()
-
-    def control(self, op, **args):
-        return self._http('POST', '/control/' + op, args)
-
-    def state(self):
-        return self._http('GET', '/control/state')
-
-    def log(self):
-        return self._http('GET', '/control/log')
-
-    def requests_for(self, csr_der):
-        h = hashlib.sha256(csr_der).hexdigest()
-        return [r for r in self.state()['requests'] if r['csr_sha256'] == h]
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                pass
-        self.kill()
-
-    def kill(self):
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(10)
-            if self.proc.stdout:
-                self.proc.stdout.close()
-            fx._live.discard(self.proc)
-
 
 class Forwarder:
     """Forwarder is a TCP relay 127.0.0.1:port -> 127.0.0.1:target on
@@ -257,39 +141,17 @@ class Forwarder:
 
 
 class Control(fx.Daemon):
-    """Control is one stampede-control process (fx.Daemon's stop/kill/
+    """Control is one stampede-control process (fx.Daemon's start/stop/kill/
     sanitizer checks, its own command line and ready line)."""
+    PROG = 'stampede-control'
+    READY = READY_TEXT
 
     def __init__(self, workdir, settings, name='control', args=()):
         super().__init__(workdir, args=args, name=name, listen_flag=False)
         self.settings = dict(settings)
 
     def command(self):
-        cmd = [STAMPEDE_CONTROL]
-        for k, v in self.settings.items():
-            cmd += ['--' + k.replace('_', '-'), str(v)]
-        return cmd + self.args
-
-    def start(self, ready_timeout=fx.READY_TIMEOUT):
-        self._runs += 1
-        self.stderr_path = os.path.join(self.workdir, '%s-%d.stderr' % (self.name, self._runs))
-        self.returncode = None
-        with open(self.stderr_path, 'wb') as err:
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=err, cwd=self.workdir)
-        fx._live.add(self.proc)
-        deadline = time.monotonic() + ready_timeout
-        while time.monotonic() < deadline:
-            if READY_TEXT in self.stderr():
-                return self
-            if self.proc.poll() is not None:
-                self._reap()
-                raise AssertionError('stampede-control exited %s before it was ready:\n%s' % (
-                    self.returncode, self.stderr()[-4000:]))
-            time.sleep(0.05)
-        self.kill()
-        raise AssertionError('stampede-control not ready within %ss:\n%s' % (ready_timeout,
-                                                                             self.stderr()[-4000:]))
+        return [STAMPEDE_CONTROL] + adcs.setting_flags(self.settings) + self.args
 
 
 def run_control(args, timeout=60):
@@ -297,9 +159,7 @@ def run_control(args, timeout=60):
     returns (exit code, stdout, stderr); a sanitizer report fails."""
     cp = fx.run([STAMPEDE_CONTROL] + [str(a) for a in args], timeout=timeout, check=False)
     out, err = cp.stdout.decode(errors='replace'), cp.stderr.decode(errors='replace')
-    bad = [m for m in fx.SANITIZER_MARKERS if m in err]
-    if bad:
-        raise AssertionError('sanitizer report(s) %s from %s:\n%s' % (bad, args, err[-8000:]))
+    adcs.check_sanitizers(err, args)
     return cp.returncode, out, err
 
 
@@ -416,12 +276,9 @@ class ControlBase(unittest.TestCase):
         try:
             cls.redis = fx.RedisServer(cls.tmp).start()
             cls.r = cls.redis.client
-            cls.emu = Emulator(cls.tmp).start()
+            cls.emu = adcs.Emulator(cls.tmp).start()
             cls.fwd = Forwarder(cls.emu.port).up()
-            cls.pwfile = os.path.join(cls.tmp, 'upstream-password')
-            fd = os.open(cls.pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, 'w') as f:
-                f.write(cls.emu.password + '\n')
+            cls.pwfile = adcs.secret_file(os.path.join(cls.tmp, 'upstream-password'), cls.emu.password)
             cls.settings = cls.control_settings('it-' + cls.__name__)
             cls.ctl = Control(cls.tmp, cls.settings, name='control').start()
             wait_for(lambda: cls.r.command('HGET', 'stp:ca:upstream', 'chain'), ISSUE_BOUND,
@@ -434,7 +291,7 @@ class ControlBase(unittest.TestCase):
     def control_settings(cls, consumer):
         st = dict(redis=cls.redis.sock, certsrv_url='https://%s:%d/certsrv' % (HOST, cls.fwd.port),
                   resolve='%s:%d:127.0.0.1' % (HOST, cls.fwd.port), ca_bundle=cls.emu.ready['tls_root'],
-                  auth='ntlm', user='EMU\\svc-stampede', password_file=cls.pwfile, template='WebServer',
+                  auth='ntlm', user=adcs.QUALIFIED_USER, password_file=cls.pwfile, template='WebServer',
                   pool_size=1, connect_timeout_ms=1000, login_timeout_ms=2000, submit_timeout_ms=3000,
                   fetch_timeout_ms=2000, lease_s=9, retry_min_ms=200, retry_max_ms=1000, poll_pending_s=1,
                   claim_idle_ms=1500, chain_refresh_s=2, consumer=consumer)
@@ -519,7 +376,7 @@ class ControlBase(unittest.TestCase):
         return rec
 
     def enroll(self, identity, protocol='est'):
-        key_, csr = make_csr(identity)
+        key_, csr = adcs.ec_csr(identity)
         key, rid = queue(self.r, identity, csr, protocol)
         return key_, csr, key, rid
 
@@ -550,7 +407,7 @@ class TestControl(ControlBase):
             counts = []
             for i in range(4):
                 seq = self.last_seq()
-                k, csr = make_csr('warm-%d' % i)
+                k, csr = adcs.ec_csr('warm-%d' % i)
                 key, rid = queue(self.r, 'warm-%d' % i, csr, notify='stp:done:it:0')
                 self.check_issued(key, rid, 'warm-%d' % i, k)
                 sub.wait(key)
@@ -637,7 +494,7 @@ class TestControl(ControlBase):
             self.r.command('HSET', dev, 'op', 'install', 'auth', 'null', 'keys', 'ec256', 'by', 0,
                            'status', 'pending', 'reason', '', 'lsc_serial', '', 'lsc_not_after', 0,
                            'created', now, 'updated', now)
-            _, csr = make_csr(name)
+            _, csr = adcs.ec_csr(name)
             key, rid = queue(self.r, name, csr, notify='stp:done:it:deny')
             rec = self.wait_state(key, 'rejected')
             sub.wait(key)
@@ -718,7 +575,7 @@ class TestControl(ControlBase):
         x509.load_der_x509_certificate(rec['cert']).verify_directly_issued_by(new)
 
     def test_07_xautoclaim_takes_over_a_dead_consumers_entry(self):
-        k, csr = make_csr('orphan')
+        k, csr = adcs.ec_csr('orphan')
         key, rid, fields = record_fields('orphan', csr, 'est', '')
         # a consumer reads the entry and dies before handing it over: the
         # read happens in the same transaction as the append, so
@@ -783,18 +640,13 @@ class TestControl(ControlBase):
         self.assertEqual(self.r.command('EXISTS', 'stp:req:{ghost}:' + '0' * 64), 0)
 
     def test_11_doctor(self):
-        args = ['doctor']
-        for k, v in self.settings.items():
-            args += ['--' + k.replace('_', '-'), v]
+        args = ['doctor'] + adcs.setting_flags(self.settings)
         rc, out, err = run_control(args)
         self.assertEqual(rc, 0, out + err)
         self.assertIn('ok', out)
         self.assertNotIn('PROBLEM', out)
         self.assertNotIn(self.emu.password, out + err)
-        bad = os.path.join(self.tmp, 'wrong-password')
-        fd = os.open(bad, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, 'w') as f:
-            f.write('not-' + self.emu.password + '\n')
+        bad = adcs.secret_file(os.path.join(self.tmp, 'wrong-password'), 'not-' + self.emu.password)
         i = args.index('--password-file')
         args[i + 1] = bad
         rc, out, err = run_control(args)

@@ -84,56 +84,18 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'certsrv'))
 
-from cryptography import x509                                        # noqa: E402
-from cryptography.hazmat.primitives import hashes, serialization    # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec            # noqa: E402
-from cryptography.x509.oid import NameOID                           # noqa: E402
-
+import adcs_fixture as adcs                                          # noqa: E402
 import stampede_fixture as fx                                        # noqa: E402
 import test_control as tc                                            # noqa: E402
-from test_control import HOST, audit_entries, s, wait_for           # noqa: E402
+from adcs_fixture import FIX, HOST, wait_for                         # noqa: E402
+from test_control import audit_entries, s                           # noqa: E402
 
-USER = 'EMU\\svc-stampede'
+USER = adcs.QUALIFIED_USER
 BOUND = 20.0
 STAMPEDECTL = os.environ.get('STAMPEDECTL') or os.path.join(fx.BUILD_ROOT, 'ra', 'stampedectl')
 SILENT_DNS = '127.83.0.1'     # a loopback address for a DNS server that never answers
-
-# a distinctive piece of each class's fix (control/ctl_diag.c)
-FIX = {
-    'dns': 'check the host name in certsrv_url and this host\'s DNS servers',
-    'connect': 'check that IIS listens on that host and port',
-    'tls-untrusted': 'put the root CA (and intermediates) that issued the IIS certificate into ca_bundle',
-    'tls-self-signed': 'replace the self-signed IIS certificate',
-    'tls-name': 'use a host name in certsrv_url that the IIS certificate covers',
-    'tls-clock': 'check the clock (NTP) of this host and of IIS',
-    'timeout-connect': 'or raise connect_timeout_ms',
-    'timeout-login': 'or raise login_timeout_ms',
-    'timeout-submit': 'the CA may have taken the request: look for it on the CA before resubmitting',
-    'auth': 'check user (DOMAIN\\user or user@domain) and password_file',
-    'auth-scheme': 'set auth to a scheme the server offers',
-    'https-required': 'use an https:// certsrv_url',
-    'redirect': 'set certsrv_url to the final https://host/certsrv address',
-    'http': 'check IIS and the CertSrv application (event log, application pool)',
-    'template': 'set template to the template\'s name (cn, not its display name)',
-    'permission': 'grant the service account Read and Enroll on the template',
-    'bad-csr': 'check the device\'s CSR (encoding, signature, subject, key size)',
-    'denied': 'ask the CA administrator why the request was denied',
-    'ca-down': 'start Active Directory Certificate Services on the CA',
-    'unknown-id': 'the CA does not know this request id',
-}
-
-
-def make_csr(cn, bad_signature=False):
-    key = ec.generate_private_key(ec.SECP256R1())
-    der = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-           .sign(key, hashes.SHA256())).public_bytes(serialization.Encoding.DER)
-    if bad_signature:       # well-formed DER, signature of other bytes: the CA must refuse it
-        der = der[:-8] + bytes(b ^ 0x5A for b in der[-8:])
-        x509.load_der_x509_csr(der)
-    return key, der
-
 
 def silent_dns(workdir):
     """(socket, resolv.conf path) for a DNS server on SILENT_DNS:53 that reads
@@ -190,11 +152,8 @@ class FailureBase(tc.ControlBase):
         try:
             cls.redis = fx.RedisServer(cls.tmp).start()
             cls.r = cls.redis.client
-            cls.emu = tc.Emulator(cls.tmp, args=cls.emu_args).start()
-            cls.pwfile = os.path.join(cls.tmp, 'upstream-password')
-            fd = os.open(cls.pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, 'w') as f:
-                f.write(cls.emu.password + '\n')
+            cls.emu = adcs.Emulator(cls.tmp, args=cls.emu_args).start()
+            cls.pwfile = adcs.secret_file(os.path.join(cls.tmp, 'upstream-password'), cls.emu.password)
         except BaseException:
             cls.cleanup()
             raise
@@ -211,10 +170,7 @@ class FailureBase(tc.ControlBase):
 
     def configure(self, emu=None, **opts):
         """Emulator settings (kept by reset), restored after the test."""
-        emu = emu or self.emu
-        old = emu.state()['cfg']
-        emu.control('configure', **opts)
-        self.addCleanup(emu.control, 'configure', **{k: old[k] for k in opts})
+        (emu or self.emu).configure(self, **opts)
 
     def start_control(self, emu=None, final=False, resolv_conf=None, **over):
         """Starts stampede-control against `emu` with the test's settings;
@@ -311,9 +267,7 @@ class TestWorkLoopFailures(FailureBase):
         sk.settimeout(0)
         self.assertTrue(sk.recv(512), 'the query reached the silent server')
         # stampedectl doctor, with the same resolver: its DNS check names it too
-        pw = os.path.join(self.tmp, 'pw-doctor')
-        with open(os.open(pw, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 'w') as f:
-            f.write(self.emu.password + '\n')
+        pw = adcs.secret_file(os.path.join(self.tmp, 'pw-doctor'), self.emu.password)
         cp = fx.run(['unshare', '-m', 'sh', '-c', 'mount --bind "$0" /etc/resolv.conf && exec "$@"', conf,
                      STAMPEDECTL, 'doctor', '--certsrv-url', url, '--auth', 'ntlm', '--user', USER,
                      '--password-file', pw, '--template', 'WebServer'], check=False, timeout=60,
@@ -363,9 +317,7 @@ class TestWorkLoopFailures(FailureBase):
         wait_for(lambda: self.posts_of(csr) == 1, 10, 'the CA took the slow POST')  # committed
 
     def test_bad_credentials_ntlm(self):
-        bad = os.path.join(self.tmp, 'wrong-password-ntlm')
-        with open(os.open(bad, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 'w') as f:
-            f.write('not-' + self.emu.password + '\n')
+        bad = adcs.secret_file(os.path.join(self.tmp, 'wrong-password-ntlm'), 'not-' + self.emu.password)
         self.start_control(password_file=bad)
         _, csr, key, rid = self.enroll('badpw-ntlm')
         self.check_failure(key, rid, 'auth', ['authentication failed as %s with ntlm' % USER,
@@ -374,9 +326,7 @@ class TestWorkLoopFailures(FailureBase):
         self.assertEqual(self.posts_of(csr), 0)
 
     def test_bad_credentials_basic(self):
-        bad = os.path.join(self.tmp, 'wrong-password-basic')
-        with open(os.open(bad, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 'w') as f:
-            f.write('not-' + self.emu.password + '\n')
+        bad = adcs.secret_file(os.path.join(self.tmp, 'wrong-password-basic'), 'not-' + self.emu.password)
         self.start_control(password_file=bad, auth='basic')
         _, csr, key, rid = self.enroll('badpw-basic')
         self.check_failure(key, rid, 'auth', ['authentication failed as %s with basic' % USER,
@@ -441,7 +391,7 @@ class TestWorkLoopFailures(FailureBase):
         self.start_control(final=True)
         self.wait_chain()
         seq = self.last_seq()
-        _, csr, key, rid = self.enroll_p10('badsig-1', make_csr('badsig-1', bad_signature=True)[1])
+        _, csr, key, rid = self.enroll_p10('badsig-1', adcs.ec_csr('badsig-1', bad_signature=True)[1])
         _, junk, key2, rid2 = self.enroll_p10('junk-1', b'\x30\x03\x02\x01\x00' + os.urandom(64))
         self.check_failure(key, rid, 'bad-csr', ['the CA could not parse or accept the CSR', 'Error Parsing Request',
                                                  '0x80090006'], 'done', final=True)
@@ -498,7 +448,7 @@ class TestTlsProfiles(FailureBase):
         for profile, diag, words in self.EXPECT:
             with self.subTest(profile=profile):
                 self.r.command('FLUSHALL')
-                emu = tc.Emulator(self.tmp, name='emu-' + profile, args=['--tls-profile', profile]).start()
+                emu = adcs.Emulator(self.tmp, name='emu-' + profile, args=['--tls-profile', profile]).start()
                 try:
                     ctl = self.start_control(emu=emu, consumer='f-tls-' + profile)
                     _, csr, key, rid = self.enroll('tls-' + profile)
@@ -516,7 +466,7 @@ class TestLongCause(FailureBase):
 
     def test_long_cause_keeps_the_fix(self):
         host = 'adcs-web01.enrollment.pki.corp.example.com'
-        emu = tc.Emulator(self.tmp, name='emu-long', args=['--tls-profile', 'leaf-only', '--host', host]).start()
+        emu = adcs.Emulator(self.tmp, name='emu-long', args=['--tls-profile', 'leaf-only', '--host', host]).start()
         try:
             bundle = os.path.join(self.tmp, 'etc', 'stampede', 'trust', 'enterprise-root-ca-bundle.pem')
             os.makedirs(os.path.dirname(bundle))
@@ -569,7 +519,7 @@ class TestScenarios(FailureBase):
     def test_unknown_id_on_poll(self):
         # the record holds a CA request id the CA does not know (another CA, or reinstalled)
         self.start_control(final=True)
-        _, csr = make_csr('ghost-id')
+        _, csr = adcs.ec_csr('ghost-id')
         key, rid, fields = tc.record_fields('ghost-id', csr, 'est', '')
         self.r.command('HSET', key, *fields)
         self.r.command('HSET', key, 'ca_req_id', '99999', 'ca_state', 'submitted', 'submits', '1')

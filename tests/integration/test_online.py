@@ -30,6 +30,7 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'certsrv'))
 
 from cryptography import x509                                        # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization    # noqa: E402
@@ -37,19 +38,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding   # noqa: E402
 from cryptography.hazmat.primitives.serialization import pkcs7      # noqa: E402
 from cryptography.x509.oid import NameOID                           # noqa: E402
 
+import adcs_fixture as adcs                                          # noqa: E402
 import stampede_fixture as fx                                        # noqa: E402
 import test_control as tc                                            # noqa: E402
 
 BOUND = 30.0
 STAMPEDECTL = os.environ.get('STAMPEDECTL') or os.path.join(fx.BUILD_ROOT, 'ra', 'stampedectl')
-
-
-def csr_for(cn):
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-           .sign(key, hashes.SHA256()))
-    return key, csr.public_bytes(serialization.Encoding.DER)
 
 
 def p7_certs(body):
@@ -78,23 +72,20 @@ class OnlineBase(unittest.TestCase):
             emu_args = ['--template', 'Manual:manual'] + list(cls.extra_emulator)
             if cls.trust_capf:  # the CA takes requests the CAPF signs (docs/redis-schema.md)
                 emu_args += ['--ra-cert', cls.d.ca_path]
-            cls.emu = tc.Emulator(cls.tmp, args=emu_args).start()
+            cls.emu = adcs.Emulator(cls.tmp, args=emu_args).start()
             cls.fwd = tc.Forwarder(cls.emu.port).up()
-            cls.pwfile = os.path.join(cls.tmp, 'upstream-password')
-            fd = os.open(cls.pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, 'w') as f:
-                f.write(cls.emu.password + '\n')
+            cls.pwfile = adcs.secret_file(os.path.join(cls.tmp, 'upstream-password'), cls.emu.password)
             cls.settings = dict(
-                data_dir=cls.d.data_dir, certsrv_url='https://%s:%d/certsrv' % (tc.HOST, cls.fwd.port),
-                resolve='%s:%d:127.0.0.1' % (tc.HOST, cls.fwd.port), ca_bundle=cls.emu.ready['tls_root'],
-                auth='ntlm', user='EMU\\svc-stampede', password_file=cls.pwfile, template='WebServer',
+                data_dir=cls.d.data_dir, certsrv_url='https://%s:%d/certsrv' % (adcs.HOST, cls.fwd.port),
+                resolve='%s:%d:127.0.0.1' % (adcs.HOST, cls.fwd.port), ca_bundle=cls.emu.ready['tls_root'],
+                auth='ntlm', user=adcs.QUALIFIED_USER, password_file=cls.pwfile, template='WebServer',
                 pool_size=2, connect_timeout_ms=1000, login_timeout_ms=3000, submit_timeout_ms=5000,
                 fetch_timeout_ms=3000, retry_min_ms=200, retry_max_ms=1000, poll_pending_s=1,
                 claim_idle_ms=2000, chain_refresh_s=2, lease_s=15)
             cls.ctl = tc.Control(cls.tmp, cls.settings).start()
             cls.r = fx.RedisClient(os.path.join(cls.d.data_dir, 'redis.sock'))
-            tc.wait_for(lambda: cls.r.command('HGET', 'stp:ca:upstream', 'chain'), BOUND,
-                        'upstream chain published')
+            adcs.wait_for(lambda: cls.r.command('HGET', 'stp:ca:upstream', 'chain'), BOUND,
+                          'upstream chain published')
         except BaseException:
             cls.cleanup()
             raise
@@ -162,7 +153,7 @@ class OnlineBase(unittest.TestCase):
 class TestOnlineEst(OnlineBase):
 
     def test_01_enroll_same_response(self):
-        key, der = csr_for('online-est-1')
+        key, der = adcs.ec_csr('online-est-1')
         seq = len(self.emu.log())
         t0 = time.monotonic()
         r = fx.py_enroll(self.d, der, password=self.d.password, timeout=BOUND)
@@ -185,7 +176,7 @@ class TestOnlineEst(OnlineBase):
         print('online EST enrollment answered in %.2f s' % (time.monotonic() - t0))
 
     def test_02_same_csr_again_same_certificate(self):
-        key, der = csr_for('online-est-2')
+        key, der = adcs.ec_csr('online-est-2')
         a = fx.py_enroll(self.d, der, password=self.d.password, timeout=BOUND)
         b = fx.py_enroll(self.d, der, password=self.d.password, timeout=BOUND)
         self.assertEqual((a.status, b.status), (200, 200))
@@ -195,7 +186,7 @@ class TestOnlineEst(OnlineBase):
         """A manual template: the CA holds the request; the client gets 202 +
         Retry-After, and after the officer approves, its retry of the same
         CSR gets the certificate."""
-        key, der = csr_for('online-est-3')
+        key, der = adcs.ec_csr('online-est-3')
         self.restart_control('Manual', 'control-manual')
         try:
             t0 = time.monotonic()
@@ -203,11 +194,11 @@ class TestOnlineEst(OnlineBase):
             self.assertEqual(r.status, 202, r.body)
             self.assertEqual(r.header('Retry-After'), '2')
             self.assertGreaterEqual(time.monotonic() - t0, self.wait_ms / 1000 - 0.5)
-            _, rec = tc.wait_for(lambda: (lambda kr: kr if kr[1].get('ca_state') == b'approval' else None)(
+            _, rec = adcs.wait_for(lambda: (lambda kr: kr if kr[1].get('ca_state') == b'approval' else None)(
                 self.record('est', der)), BOUND, 'record waits for approval')
             rid = int(rec['ca_req_id'])
             self.emu.control('approve', id=rid)
-            tc.wait_for(lambda: self.record('est', der)[1].get('state') == b'issued', BOUND, 'issued after approval')
+            adcs.wait_for(lambda: self.record('est', der)[1].get('state') == b'issued', BOUND, 'issued after approval')
             r2 = fx.py_enroll(self.d, der, password=self.d.password, timeout=BOUND)
             self.assertEqual(r2.status, 200, r2.body)
             self.assert_from_upstream(p7_certs(r2.body)[0], key.public_key())
@@ -215,7 +206,7 @@ class TestOnlineEst(OnlineBase):
             self.restart_control('WebServer', 'control-2')
 
     def test_04_denied_by_the_ca(self):
-        key, der = csr_for('online-est-4')
+        key, der = adcs.ec_csr('online-est-4')
         self.restart_control('NoSuchTemplate', 'control-badtpl')
         try:
             r = fx.py_enroll(self.d, der, password=self.d.password, timeout=BOUND)
@@ -233,18 +224,18 @@ class TestOnlineEst(OnlineBase):
         """The emulator unreachable: the enrollment gets 202, the record stays
         pending naming the cause; when it is back the retry gets the
         certificate."""
-        key, der = csr_for('online-est-5')
+        key, der = adcs.ec_csr('online-est-5')
         self.fwd.down()
         try:
             r = fx.py_enroll(self.d, der, password=self.d.password, timeout=BOUND)
             self.assertEqual(r.status, 202, r.body)
-            _, rec = tc.wait_for(lambda: (lambda kr: kr if kr[1].get('reason') else None)(
+            _, rec = adcs.wait_for(lambda: (lambda kr: kr if kr[1].get('reason') else None)(
                 self.record('est', der)), BOUND, 'pending with a reason')
             self.assertEqual(rec['state'], b'pending')
             self.assertRegex(rec['reason'].decode(), 'connect|refused|reach')
         finally:
             self.fwd.up()
-        tc.wait_for(lambda: self.record('est', der)[1].get('state') == b'issued', BOUND, 'issued once back')
+        adcs.wait_for(lambda: self.record('est', der)[1].get('state') == b'issued', BOUND, 'issued once back')
         r2 = fx.py_enroll(self.d, der, password=self.d.password, timeout=BOUND)
         self.assertEqual(r2.status, 200, r2.body)
         self.assert_from_upstream(p7_certs(r2.body)[0], key.public_key())
@@ -254,7 +245,7 @@ class TestOnlineEst(OnlineBase):
         cp = fx.run([STAMPEDECTL, '--data-dir', self.d.data_dir, 'device', 'add', name, '--op', 'install',
                      '--auth', 'null'])
         self.assertEqual(cp.returncode, 0, cp.stderr)
-        key, der = csr_for(name)
+        key, der = adcs.ec_csr(name)
         r = fx.py_enroll(self.d, der, user=name, password='', timeout=BOUND)
         self.assertEqual(r.status, 200, r.body)
         cert = p7_certs(r.body)[0]
@@ -264,23 +255,15 @@ class TestOnlineEst(OnlineBase):
         self.assertIn('%x' % cert.serial_number, show.replace(':', '').lower())
 
     def test_07_doctor(self):
-        args = []
-        for k, v in self.settings.items():
-            args += ['--' + k.replace('_', '-'), str(v)]
-        cp = fx.run([STAMPEDECTL] + ['doctor'] + args, check=False, env=dict(os.environ,
-                    STAMPEDE_CONTROL=tc.STAMPEDE_CONTROL))
+        cp = fx.run([STAMPEDECTL, 'doctor'] + adcs.setting_flags(self.settings), check=False,
+                    env=dict(os.environ, STAMPEDE_CONTROL=tc.STAMPEDE_CONTROL))
         out = cp.stdout.decode()
         self.assertEqual(cp.returncode, 0, out + cp.stderr.decode())
         self.assertNotIn('PROBLEM', out)
         self.assertGreaterEqual(len([ln for ln in out.splitlines() if ln.startswith('ok')]), 5, out)
-        bad = dict(self.settings, password_file=os.path.join(self.tmp, 'wrong-password'))
-        with open(bad['password_file'], 'w') as f:
-            f.write('not-the-password\n')
-        os.chmod(bad['password_file'], 0o600)
-        args = []
-        for k, v in bad.items():
-            args += ['--' + k.replace('_', '-'), str(v)]
-        cp = fx.run([STAMPEDECTL, 'doctor'] + args, check=False,
+        bad = dict(self.settings, password_file=adcs.secret_file(os.path.join(self.tmp, 'wrong-password'),
+                                                                 'not-the-password'))
+        cp = fx.run([STAMPEDECTL, 'doctor'] + adcs.setting_flags(bad), check=False,
                     env=dict(os.environ, STAMPEDE_CONTROL=tc.STAMPEDE_CONTROL))
         out = cp.stdout.decode()
         self.assertEqual(cp.returncode, 1, out)
@@ -300,20 +283,20 @@ class TestOnlineEst(OnlineBase):
             return {c.fingerprint(hashes.SHA256()) for c in p7_certs(r.body)}
         published = {c.fingerprint(hashes.SHA256())
                      for c in p7_certs(base64.b64encode(self.r.command('HGET', 'stp:ca:upstream', 'chain')))}
-        got = tc.wait_for(lambda: (lambda g: g if g == published else None)(cacert_subjects()), BOUND,
-                          '/cacerts = the published upstream chain')
+        got = adcs.wait_for(lambda: (lambda g: g if g == published else None)(cacert_subjects()), BOUND,
+                            '/cacerts = the published upstream chain')
         with open(self.d.ca_path, 'rb') as f:
             local = x509.load_pem_x509_certificate(f.read())
         self.assertNotIn(local.fingerprint(hashes.SHA256()), got)
         before = int(self.r.command('HGET', 'stp:ca:upstream', 'renewal'))
         self.emu.control('roll-ca')
-        tc.wait_for(lambda: int(self.r.command('HGET', 'stp:ca:upstream', 'renewal')) == before + 1, BOUND,
-                    'rollover published')
-        both = tc.wait_for(lambda: (lambda g: g if published < g else None)(cacert_subjects()), BOUND,
-                           '/cacerts holds the new and the previous chain')
+        adcs.wait_for(lambda: int(self.r.command('HGET', 'stp:ca:upstream', 'renewal')) == before + 1, BOUND,
+                      'rollover published')
+        both = adcs.wait_for(lambda: (lambda g: g if published < g else None)(cacert_subjects()), BOUND,
+                             '/cacerts holds the new and the previous chain')
         self.assertGreater(len(both), len(published))
         # and a new enrollment is signed by the new CA, which /cacerts now has
-        key, der = csr_for('online-est-8')
+        key, der = adcs.ec_csr('online-est-8')
         r = fx.py_enroll(self.d, der, password=self.d.password, timeout=BOUND)
         self.assertEqual(r.status, 200, r.body)
         self.assert_from_upstream(p7_certs(r.body)[0], key.public_key())
