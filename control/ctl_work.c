@@ -177,7 +177,7 @@ static const char ctl_lua[] =
     "  if id ~= '' then redis.call('ZREM', open, id) end\n"
     "  redis.call('ZREM', wait, key)\n"
     "  audit_add('issue', 'online CA request ' .. text(rid, 10), serial)\n"
-    "  if protocol == 'est' and redis.call('EXISTS', dev) == 1 then\n"
+    "  if protocol == 'est' and redis.call('HGET', dev, 'op') == 'install' then\n"
     "    redis.call('HSET', dev, 'op', 'none', 'status', 'success', 'reason', '', 'lsc_serial', serial,\n"
     "      'lsc_not_after', na, 'updated', now)\n"
     "  end\n"
@@ -622,6 +622,15 @@ static void wk_poll(ctl_wk_t *w, uint32_t req_id) {
         wk_wait(w, "retry", res->diag, res->cause);
         return;
     default:
+        /* An answer we could not read (a proxy's page, a cut body, a key that
+         * does not match) is not the CA's refusal: the request may be issued,
+         * and dropping it would make a retry POST a duplicate. A GET is safe
+         * to repeat, so it waits with back-off like a transport failure. */
+        if (res->diag == CTL_D_PAGE) {
+            COUNT(w->rt, retried, 1);
+            wk_wait(w, "retry", res->diag, res->cause);
+            return;
+        }
         wk_failed(w, res);
     }
 }

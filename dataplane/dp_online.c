@@ -112,7 +112,7 @@ static void on_fetched(dp_redis_req_t *req, redisReply *rep) {
         DP_INFO("EST denied by the upstream CA peer=%s identity=%s status=403: %s", e->peer.addr, e->identity,
                 rec.reason);
         online_answer(s, b);
-    } else if (b->online.expired) {
+    } else if (b->online.expired || c->draining) { /* SIGTERM during the read: 202 now */
         online_accepted(s, b);
     } else { /* still pending: wait on */
         s->state = DP_S_ONLINE;
@@ -166,9 +166,11 @@ static void on_notice(dp_redis_t *r, const char *payload, size_t len) {
     online_take(c, payload, len);
 }
 
+/* on_subscribed: notices may have been lost while the subscription was
+ * down, so every parked record is read once, as soon as the registry
+ * connection can take the reads (it may come back after the subscriber). */
 static void on_subscribed(dp_redis_t *r) {
-    dp_core_t *c = r->core;
-    if (c->online.waiting) online_take(c, NULL, 0); /* notices may have been lost meanwhile */
+    r->core->online.reread = true;
 }
 
 int dp_online_init(dp_core_t *c) {
@@ -291,7 +293,12 @@ void dp_online_cacerts(dp_core_t *c, est_reply_t *r) {
 }
 
 int dp_online_service(dp_core_t *c, int max_ms) {
-    if (!c->online.on) return max_ms;
+    dp_online_t *o = &c->online;
+    if (!o->on) return max_ms;
+    if (o->reread && dp_redis_usable(&c->redis)) {
+        o->reread = false;
+        if (o->waiting) online_take(c, NULL, 0);
+    }
     online_chain_poll(c);
     return dp_redis_service(&c->online.sub, max_ms);
 }

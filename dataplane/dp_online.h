@@ -42,6 +42,7 @@ typedef struct {
 /* dp_online_t: one per core (inside dp_core_t). */
 typedef struct {
     bool on;                  /* ca_mode online */
+    bool reread;              /* subscribed again: read every parked record once */
     /* /cacerts: the upstream CA's chain as stampede-control published it in
      * stp:ca:upstream (current + previous during a rollover), read by this
      * core every few seconds; base64 certs-only PKCS#7, malloc'd on change */

@@ -185,6 +185,9 @@ static void redis_connect(dp_redis_t *r) {
     }
     r->ac = ac;
     ac->data = r;
+    /* TCP keepalive (15 s): a half-open connection is noticed even when
+     * nothing is sent on it, as on the subscriber (unix sockets: n/a) */
+    if (a->kind == RA_REDIS_TCP) redisEnableKeepAlive(&ac->c);
     r->fd = ac->c.fd;
     r->events = 0;
     ac->ev.data = r;

@@ -18,7 +18,10 @@
  * Reply: per request {outcome, reason, cert, serial, not_after, was_open},
  * outcome "error" with the message if that request's commands failed.
  * Outcome "pending" (online mode) is not audited: stampede-control audits
- * the CA's answer. */
+ * the CA's answer. A pending record is never deleted or rewritten here (the
+ * upstream CA may hold it under its ca_req_id): an attempt that is not an
+ * online acceptance (a policy refusal now, or local mode) is refused with
+ * its reason and the record is left as it is. */
 static const char ra_req_lua[] =
     "local now, n = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
     "local function record(k, dk, a)\n"
@@ -32,10 +35,14 @@ static const char ra_req_lua[] =
     "      return {'existing', '', p[4], p[2], na, 0}\n"
     "    end\n"
     "    redis.call('RENAME', k, k .. ':' .. p[2])\n"
-    "  elseif p[1] == 'pending' and ARGV[a+13] == '1' and ARGV[a+6] == '1' then\n"
-    "    redis.call('HSET', k, 'notify', ARGV[a+14], 'last_seen', ARGV[1], 'last_peer', ARGV[a+4])\n"
-    "    redis.call('HINCRBY', k, 'attempts', 1)\n"
-    "    return {'pending', '', '', '', 0, 1}\n"
+    "  elseif p[1] == 'pending' then\n"
+    "    if ARGV[a+13] == '1' and ARGV[a+6] == '1' then\n"
+    "      redis.call('HSET', k, 'notify', ARGV[a+14], 'last_seen', ARGV[1], 'last_peer', ARGV[a+4])\n"
+    "      redis.call('HINCRBY', k, 'attempts', 1)\n"
+    "      return {'pending', '', '', '', 0, 1}\n"
+    "    end\n"
+    "    local why = ARGV[a+7] ~= '' and ARGV[a+7] or 'request pending at the upstream CA'\n"
+    "    return {'refused', why, '', '', 0, 1}\n"
     "  elseif p[1] then\n"
     "    was_open, received, attempts = 1, p[5] or ARGV[1], tonumber(p[6]) or 0\n"
     "    redis.call('DEL', k)\n"

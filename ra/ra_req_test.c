@@ -483,6 +483,26 @@ static void test_online_pending(void **state) {
     assert_field_str(key, "notify", "stp:done:test:1");
     assert_field_int(key, "attempts", 2);
 
+    /* the CA holds it (ca_req_id); a retry that policy now refuses, or one
+     * in local mode, is refused and the record left alone */
+    freeReplyObject(redisCommand(rc, "HSET %s ca_req_id 61100", key));
+    new_req(&r, "online1", csr, sizeof(csr), now + 4);
+    set_reject(&r, "deadline passed");
+    r.online = true;
+    freeReplyObject(run_script(&r, &res));
+    assert_int_equal(res.outcome, RA_REQ_OUT_REFUSED);
+    assert_string_equal(res.reason, "deadline passed");
+    new_req(&r, "online1", csr, sizeof(csr), now + 5);
+    set_issue(&r, cert_a1, sizeof(cert_a1), "0e01", now + 86400); /* local mode */
+    freeReplyObject(run_script(&r, &res));
+    assert_int_equal(res.outcome, RA_REQ_OUT_REFUSED);
+    assert_string_equal(res.reason, "request pending at the upstream CA");
+    assert_field_str(key, "state", "pending");
+    assert_field_str(key, "mode", "online");
+    assert_field_str(key, "ca_req_id", "61100");
+    assert_field_int(key, "attempts", 2);
+    assert_int_equal(stream_len(), before + 1);
+
     /* stampede-control stored the certificate: a retry gets it (existing) */
     const char *hset[] = {"HSET", key, "state", "issued", "cert", (const char *)cert_a3, "serial", "0d01",
                           "not_after", "9999999999"};
