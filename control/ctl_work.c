@@ -101,7 +101,7 @@ static const char ctl_lua[] =
     "  return bad('keys')\n"
     "end\n"
     "local f = redis.call('HMGET', key, 'mode', 'state', 'ca_state', 'ca_req_id', 'id', 'identity',\n"
-    "  'protocol', 'peer', 'notify', 'submits', 'unknown_submits', 'retries')\n"
+    "  'protocol', 'peer', 'notify', 'submits', 'unknown_submits', 'retries', 'submit_turn')\n"
     "local mode, state, ca_state, req_id = f[1], f[2], f[3] or '', f[4] or ''\n"
     "local id, identity, protocol, peer, notify = f[5] or '', f[6] or '', f[7] or '', f[8] or '', f[9] or ''\n"
     "local pending = mode == 'online' and state == 'pending'\n"
@@ -141,6 +141,9 @@ static const char ctl_lua[] =
     "elseif verb == 'SUBMIT' then\n"
     "  if not pending then return gone() end\n"
     "  if req_id ~= '' then lease(); return {'poll', req_id} end\n"
+    "  if ca_state == 'submitting' and ARGV[6] ~= '' and f[13] == ARGV[6] then\n"
+    "    lease(); return {'post', tostring(num(f[10]))}\n"  /* our own call again: its reply was lost */
+    "  end\n"
     "  local verdict = 'post'\n"
     "  if ca_state == 'submitting' then\n"
     "    local unk = num(f[11]) + 1\n"
@@ -156,7 +159,7 @@ static const char ctl_lua[] =
     "  end\n"
     "  local n = num(f[10]) + 1\n"
     "  redis.call('HSET', key, 'ca_state', 'submitting', 'submits', tostring(n), 'upstream_url', ARGV[4],\n"
-    "    'updated', now)\n"
+    "    'submit_turn', ARGV[6] or '', 'updated', now)\n"
     "  lease()\n"
     "  return {verdict, tostring(n)}\n"
     "elseif verb == 'ACKID' then\n"
@@ -451,6 +454,7 @@ typedef struct {
     int64_t next_claim;      /* monotonic ms */
     char claim_cursor[64];
     int64_t next_due;        /* wall ms when the wait set's next member is due; 0 = none */
+    uint64_t turns;          /* SUBMIT calls made (their turn tokens) */
     ctl_job_t job;
     ctl_up_t res;
 } ctl_wk_t;
@@ -716,10 +720,13 @@ static void wk_drive(ctl_wk_t *w) {
         wk_poll(w, j->req_id);
         return;
     }
-    char lease[24];
+    char lease[24], turn[CTL_CONSUMER_MAX + 48];
     snprintf(lease, sizeof(lease), "%llu", (unsigned long long)w->cfg->lease_s * 1000);
-    const char *args[] = {lease, w->cfg->certsrv_url, j->csr_sha};
-    redisReply *rep = wk_record_eval(w, "SUBMIT", 3, args, NULL);
+    /* names this SUBMIT call: if its reply is lost and the call is sent again,
+     * the script knows no POST happened in between (not an unknown outcome) */
+    snprintf(turn, sizeof(turn), "%s:%llu", w->consumer, (unsigned long long)++w->turns);
+    const char *args[] = {lease, w->cfg->certsrv_url, j->csr_sha, turn};
+    redisReply *rep = wk_record_eval(w, "SUBMIT", 4, args, NULL);
     if (!rep) return;
     uint32_t rid;
     if (rep_is(rep, 0, "poll") && rep_u32(rep, 1, &rid)) {
