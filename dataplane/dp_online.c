@@ -319,6 +319,10 @@ void dp_online_park(dp_sess_t *s, dp_buf_t *b) {
     s->state = DP_S_ONLINE;
     online_insert(&c->online, b);
     dp_timer_arm(s, DP_T_ONLINE);
+    if (e->online_reread) { /* a retry: the CA may have answered before this session parked */
+        online_remove(&c->online, b);
+        if (!online_fetch(c, b)) online_insert(&c->online, b);
+    }
 }
 
 void dp_online_wait(dp_sess_t *s, dp_buf_t *b) {

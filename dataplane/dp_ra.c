@@ -106,6 +106,7 @@ static void ra_outcome(dp_core_t *c, est_enroll_t *e, const ra_req_result_t *res
         break;
     case RA_REQ_OUT_PENDING: /* online mode: the core waits for the upstream CA (dp_online.c) */
         e->online_wait = true;
+        e->online_reread = res->was_open;
         break;
     default:
         break;

@@ -584,8 +584,9 @@ static void sess_drive_inner(dp_sess_t *s) {
         case DP_S_READ: more = s->proto == DP_PROTO_CAPF ? dp_capf_read(s) : sess_read(s); break;
         case DP_S_WRITE: more = s->proto == DP_PROTO_CAPF ? dp_capf_write(s) : sess_send(s); break;
         case DP_S_LINGER: sess_linger_read(s); return;
-        case DP_S_ONLINE: /* EST: nothing to read until the CA answers; a close shows when we write */
+        case DP_S_ONLINE:
             if (s->proto == DP_PROTO_CAPF) dp_capf_parked_io(s); /* CAPF: a phone that leaves is recorded now */
+            else if (s->conn.rx_hup) sess_close(s, false); /* EST client gone: free its buffer now */
             return;
         case DP_S_JOB:
         case DP_S_CLOSED: return;

@@ -91,6 +91,8 @@ typedef struct {
      * the core records it pending and, if the record says so, waits. */
     bool online_accept;
     bool online_wait;           /* core: the record is pending at the upstream CA */
+    bool online_reread;         /* core: it was pending before: read it once after parking
+                                   (its answer may have come before this session parked) */
     uint8_t basic_buf[512];     /* decoded Basic credentials */
 } est_enroll_t;
 
