@@ -404,11 +404,7 @@ static const char *rep_word(const redisReply *rep) {
 
 /* rep_copy copies element i (a string) as printable text into out[cap]. */
 static void rep_copy(const redisReply *rep, size_t i, char *out, size_t cap) {
-    const redisReply *e = rep_elem(rep, i, REDIS_REPLY_STRING);
-    size_t n = 0;
-    if (e)
-        for (; n < e->len && n + 1 < cap; n++) out[n] = e->str[n] >= 0x20 && e->str[n] < 0x7f ? e->str[n] : '?';
-    out[n] = 0;
+    ra_redis_text(out, cap, rep_elem(rep, i, REDIS_REPLY_STRING));
 }
 
 /* rep_u32 parses element i as a decimal of 1..10 digits. */

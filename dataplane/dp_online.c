@@ -14,6 +14,7 @@
 #include "crypto/cx_b64.h"
 #include "crypto/cx_cert.h"
 #include "ra/ra_req.h"
+#include "ra/ra_redis.h"
 
 #include <openssl/pkcs7.h>
 #include <openssl/sha.h>
@@ -62,19 +63,12 @@ static void online_accepted(dp_sess_t *s, dp_buf_t *b) {
     online_answer(s, b);
 }
 
-void dp_online_text(char *out, size_t cap, const redisReply *e) {
-    size_t n = 0;
-    if (e->type == REDIS_REPLY_STRING)
-        for (; n < e->len && n + 1 < cap; n++) out[n] = e->str[n] >= 0x20 && e->str[n] < 0x7f ? e->str[n] : '?';
-    out[n] = 0;
-}
-
 void dp_online_rec_read(const redisReply *rep, dp_online_rec_t *out) {
     memset(out, 0, sizeof(*out));
     if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 5) return;
-    dp_online_text(out->state, sizeof(out->state), rep->element[0]);
-    dp_online_text(out->reason, sizeof(out->reason), rep->element[1]);
-    dp_online_text(out->serial, sizeof(out->serial), rep->element[3]);
+    ra_redis_text(out->state, sizeof(out->state), rep->element[0]);
+    ra_redis_text(out->reason, sizeof(out->reason), rep->element[1]);
+    ra_redis_text(out->serial, sizeof(out->serial), rep->element[3]);
     const redisReply *cert = rep->element[2];
     if (!strcmp(out->state, "issued") && cert->type == REDIS_REPLY_STRING && cert->len) {
         out->cert = (const uint8_t *)cert->str;

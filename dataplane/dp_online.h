@@ -119,11 +119,6 @@ typedef struct {
  * when the read failed: everything empty). This function can't fail. */
 void dp_online_rec_read(const redisReply *rep, dp_online_rec_t *out);
 
-/* dp_online_text copies reply element `e` (a string; anything else gives
- * "") into out[cap] as printable text (other bytes become '?'), cut to
- * cap - 1 bytes. This function can't fail. */
-void dp_online_text(char *out, size_t cap, const redisReply *e);
-
 /* dp_capf_online_fetched (dp_capf.c) continues a parked CAPF session after
  * a read of its record: `rep` is HMGET state reason cert serial not_after
  * (untrusted shape), or NULL if the read failed; b->online.expired says the

@@ -381,12 +381,7 @@ static bool ra_capf_token_valid(const char *t) {
 /* ra_capf_text copies `in` (NULL = "") into out[cap], cut to cap - 1 bytes,
  * non-printable bytes replaced by '?'. */
 static void ra_capf_text(char *out, size_t cap, const char *in) {
-    size_t n = 0;
-    for (; in && in[n] && n < cap - 1; n++) {
-        unsigned char ch = (unsigned char)in[n];
-        out[n] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
-    }
-    out[n] = '\0';
+    ra_printable(out, cap, in ? in : "", in ? strnlen(in, cap - 1) : 0);
 }
 
 static void ra_capf_arg(ra_capf_cmd_t *c, const void *p, size_t len) {

@@ -3,6 +3,7 @@
 #include "ra/ra_redis.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,4 +147,16 @@ ra_err_t ra_redis_connect(redisContext **out, const ra_redis_addr_t *a, int time
     }
     *out = c;
     return RA_OK;
+}
+
+void ra_printable(char *out, size_t cap, const void *p, size_t n) {
+    const unsigned char *in = p;
+    size_t w = 0;
+    for (; w < n && w + 1 < cap; w++) out[w] = in[w] >= 0x20 && in[w] < 0x7f ? (char)in[w] : '?';
+    out[w] = '\0';
+}
+
+void ra_redis_text(char *out, size_t cap, const redisReply *e) {
+    bool text = e && (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS);
+    ra_printable(out, cap, text ? e->str : "", text ? e->len : 0);
 }

@@ -49,6 +49,16 @@ void ra_redis_addr_str(const ra_redis_addr_t *a, char *buf, size_t buf_len);
 ra_err_t ra_redis_connect(redisContext **out, const ra_redis_addr_t *a, int timeout_ms,
                           char *why, size_t why_len);
 
+/* ra_printable copies the `n` untrusted bytes `p` into out[cap] as text for
+ * a log line or a message: bytes outside printable ASCII become '?', cut to
+ * cap - 1 bytes, always NUL-terminated (cap >= 1). This function can't fail.
+ * Thread: any. */
+void ra_printable(char *out, size_t cap, const void *p, size_t n);
+
+/* ra_redis_text is ra_printable of reply element `e` if it is a string or
+ * status reply; any other type (or NULL) gives "". */
+void ra_redis_text(char *out, size_t cap, const redisReply *e);
+
 /* ra_redis_reply_err turns a NULL or error reply into RA_E_REDIS /
  * RA_E_REDIS_CONNECT with a cause in `why`; RA_OK for any other reply.
  * Does not free `r`. */

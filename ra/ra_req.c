@@ -1,6 +1,7 @@
 /* ra_req: the request record script, its command and its reply (see
  * ra_req.h). */
 #include "ra/ra_req.h"
+#include "ra/ra_redis.h"
 
 #include <openssl/sha.h>
 #include <stdio.h>
@@ -261,11 +262,7 @@ ra_err_t ra_req_record_cmd(ra_req_cmd_t *cmd, const char *sha, const ra_req_reco
 /* ra_copy_str copies a string reply element into a bounded buffer. */
 static bool ra_copy_str(char *out, size_t cap, const redisReply *e) {
     if (e->type != REDIS_REPLY_STRING && e->type != REDIS_REPLY_STATUS) return false;
-    size_t n = e->len < cap - 1 ? e->len : cap - 1;
-    memcpy(out, e->str, n);
-    out[n] = 0;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)out[i] < 0x20 || (unsigned char)out[i] > 0x7e) out[i] = '?';
+    ra_redis_text(out, cap, e);
     return true;
 }
 

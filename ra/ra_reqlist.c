@@ -40,16 +40,6 @@ typedef struct {
     size_t idx[RA_REQLIST_BATCH];
 } ra_batch_t;
 
-/* ra_text copies untrusted bytes for display: non-printable as '?',
- * clipped to out[cap] with a NUL. */
-static void ra_text(char *out, size_t cap, const void *p, size_t n) {
-    CBS in;
-    uint8_t c;
-    size_t w = 0;
-    CBS_init(&in, p, n);
-    while (w + 1 < cap && CBS_get_u8(&in, &c)) out[w++] = c >= 0x20 && c < 0x7f ? (char)c : '?';
-    out[w] = '\0';
-}
 
 /* ra_cbs_skip_str consumes the literal `s` at the front of `cbs`. */
 static int ra_cbs_skip_str(CBS *cbs, const char *s) {
@@ -82,19 +72,19 @@ ra_err_t ra_reqlist_parse_key(ra_reqlist_entry_t *out, const char *key, size_t k
     out->kind = RA_REQLIST_RECORD;
     if (CBS_len(&k) > 0) { /* archived: ":SERIAL" */
         if (!ra_cbs_skip_str(&k, ":") || CBS_len(&k) > RA_REQ_SERIAL_MAX || !ra_cbs_all_hex(&k, 0)) goto bad;
-        ra_text(out->serial, sizeof(out->serial), CBS_data(&k), CBS_len(&k));
+        ra_printable(out->serial, sizeof(out->serial), CBS_data(&k), CBS_len(&k));
         out->kind = RA_REQLIST_ARCHIVED;
     }
-    ra_text(out->identity, sizeof(out->identity), CBS_data(&ident), CBS_len(&ident));
-    ra_text(out->hash, sizeof(out->hash), CBS_data(&hash), CBS_len(&hash));
+    ra_printable(out->identity, sizeof(out->identity), CBS_data(&ident), CBS_len(&ident));
+    ra_printable(out->hash, sizeof(out->hash), CBS_data(&hash), CBS_len(&hash));
     snprintf(out->id, sizeof(out->id), "%s:%s", out->identity, out->hash);
-    ra_text(out->key, sizeof(out->key), key, key_len);
+    ra_printable(out->key, sizeof(out->key), key, key_len);
     return RA_OK;
 bad:
     memset(out, 0, sizeof(*out));
     out->kind = RA_REQLIST_BAD_RECORD;
-    ra_text(out->key, sizeof(out->key), key, key_len);
-    ra_text(out->id, sizeof(out->id), key, key_len);
+    ra_printable(out->key, sizeof(out->key), key, key_len);
+    ra_printable(out->id, sizeof(out->id), key, key_len);
     snprintf(out->why, sizeof(out->why), "not a request key (stp:req:{IDENTITY}:SHA256HEX[:SERIAL])");
     return RA_E_BAD_NAME;
 }
@@ -123,7 +113,7 @@ static int ra_field_is(const redisReply *v, const char *s) {
 void ra_reqlist_decode(ra_reqlist_entry_t *out, const redisReply *r) {
     char err[120];
     if (r && r->type == REDIS_REPLY_ERROR) {
-        ra_text(err, sizeof(err), r->str, r->len);
+        ra_printable(err, sizeof(err), r->str, r->len);
         snprintf(out->why, sizeof(out->why), "unreadable: %s", err);
         out->kind = RA_REQLIST_BAD_RECORD;
         return;
@@ -153,7 +143,7 @@ void ra_reqlist_decode(ra_reqlist_entry_t *out, const redisReply *r) {
                 {F_SERIAL, out->serial, sizeof(out->serial)}};
     for (size_t i = 0; i < sizeof(text) / sizeof(text[0]); i++)
         if (v[text[i].f]->type == REDIS_REPLY_STRING)
-            ra_text(text[i].dst, text[i].cap, v[text[i].f]->str, v[text[i].f]->len);
+            ra_printable(text[i].dst, text[i].cap, v[text[i].f]->str, v[text[i].f]->len);
     if (!ra_decode_num(out, v[F_RECEIVED], F_RECEIVED, &out->received) ||
         !ra_decode_num(out, v[F_UPDATED], F_UPDATED, &out->updated) ||
         !ra_decode_num(out, v[F_ATTEMPTS], F_ATTEMPTS, &out->attempts))
@@ -254,7 +244,7 @@ static void ra_open_entry(ra_reqlist_entry_t *e, const redisReply *m) {
         return;
     memset(e, 0, sizeof(*e));
     e->kind = RA_REQLIST_MISSING;
-    ra_text(e->id, sizeof(e->id), m->str, m->len);
+    ra_printable(e->id, sizeof(e->id), m->str, m->len);
     snprintf(e->reason, sizeof(e->reason), "not a request id");
 }
 
