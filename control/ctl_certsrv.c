@@ -82,7 +82,7 @@ const char *ctl_up_kind_str(ctl_up_kind_t k) {
     return (unsigned)k < CTL_UP__COUNT ? ctl_up_kind_names[k] : "invalid";
 }
 
-static const char *ctl_auth_name(ctl_auth_t a) {
+const char *ctl_auth_name(ctl_auth_t a) {
     switch (a) {
     case CTL_AUTH_BASIC: return "basic";
     case CTL_AUTH_NTLM: return "ntlm";
@@ -125,7 +125,7 @@ const char *ctl_auth_schemes_str(unsigned long bits, char *buf, size_t len) {
     return buf;
 }
 
-static bool ctl_str_set(const char *s) { return s != NULL && s[0] != '\0'; }
+bool ctl_str_set(const char *s) { return s != NULL && s[0] != '\0'; }
 
 static const char *ctl_user_str(const ctl_config_t *cfg) {
     return cfg->auth_kind == CTL_AUTH_NONE || !ctl_str_set(cfg->user) ? "(anonymous)" : cfg->user;
@@ -264,29 +264,35 @@ out:
 }
 
 /* ctl_conn_parse_resolve splits cfg->resolve (HOST:PORT:ADDR[,...]) into a list. */
+bool ctl_resolve_next(const char **cursor, const char **entry, size_t *len) {
+    const char *s = *cursor;
+    while (*s == ',' || *s == ' ' || *s == '\t')
+        s++;
+    size_t n = strcspn(s, ",");
+    *entry = s;
+    *cursor = s + n;
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        n--;
+    *len = n;
+    return n > 0;
+}
+
 static bool ctl_conn_parse_resolve(ctl_conn_t *c) {
-    const char *s = c->cfg->resolve;
+    const char *s = c->cfg->resolve, *e;
+    size_t n;
     if (!ctl_str_set(s))
         return true;
-    while (*s) {
-        while (*s == ',' || *s == ' ' || *s == '\t')
-            s++;
-        size_t n = strcspn(s, ",");
-        while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
-            n--;
-        if (n > 0) {
-            char entry[300];
-            if (n >= sizeof(entry)) {
-                snprintf(c->cfg_err, sizeof(c->cfg_err), "resolve entry too long");
-                return true;
-            }
-            snprintf(entry, sizeof(entry), "%.*s", (int)n, s);
-            struct curl_slist *l = curl_slist_append(c->resolve, entry);
-            if (l == NULL)
-                return false;
-            c->resolve = l;
+    while (ctl_resolve_next(&s, &e, &n)) {
+        char entry[300];
+        if (n >= sizeof(entry)) {
+            snprintf(c->cfg_err, sizeof(c->cfg_err), "resolve entry too long");
+            return true;
         }
-        s += strcspn(s, ",");
+        snprintf(entry, sizeof(entry), "%.*s", (int)n, e);
+        struct curl_slist *l = curl_slist_append(c->resolve, entry);
+        if (l == NULL)
+            return false;
+        c->resolve = l;
     }
     return true;
 }

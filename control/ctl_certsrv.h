@@ -143,4 +143,17 @@ int ctl_doctor(const ctl_config_t *cfg, FILE *out);
 
 const char *ctl_up_kind_str(ctl_up_kind_t k);
 
+/* ctl_auth_name: "basic", "ntlm", "negotiate", "none" ("unknown" for a
+ * value outside ctl_auth_t). */
+const char *ctl_auth_name(ctl_auth_t a);
+
+/* ctl_str_set: the setting `s` is given (not NULL, not empty). */
+bool ctl_str_set(const char *s);
+
+/* ctl_resolve_next walks the `resolve` setting (HOST:PORT:ADDR entries
+ * separated by commas, blanks around them ignored): from *cursor it sets
+ * *entry and *len to the next entry without its trailing blanks and moves
+ * *cursor past it. Returns false (and *len 0) when there is none left. */
+bool ctl_resolve_next(const char **cursor, const char **entry, size_t *len);
+
 #endif

@@ -51,8 +51,6 @@ typedef struct {
     int n_addrs;
 } ctl_doc_t;
 
-static bool ctl_doc_set(const char *s) { return s != NULL && s[0] != '\0'; }
-
 static void ctl_doc_ok(ctl_doc_t *d, const char *check, const char *detail) {
     fprintf(d->out, "ok    %s: %s\n", check, detail);
 }
@@ -79,23 +77,13 @@ static void ctl_doc_problem_res(ctl_doc_t *d, const char *check, const ctl_up_t 
 
 /* ---- configuration */
 
-static const char *ctl_doc_auth_name(ctl_auth_t a) {
-    switch (a) {
-    case CTL_AUTH_BASIC: return "basic";
-    case CTL_AUTH_NTLM: return "ntlm";
-    case CTL_AUTH_NEGOTIATE: return "negotiate";
-    case CTL_AUTH_NONE: return "none";
-    }
-    return NULL;
-}
-
 /* ctl_doc_url splits certsrv_url; false with `why` if unusable. */
 static bool ctl_doc_url(ctl_doc_t *d, char *why, size_t why_len) {
     const char *url = d->cfg->certsrv_url;
     char *scheme = NULL, *host = NULL, *port = NULL, *user = NULL;
     bool ok = false;
     CURLU *u = curl_url();
-    if (!ctl_doc_set(url)) {
+    if (!ctl_str_set(url)) {
         snprintf(why, why_len, "certsrv_url is not set");
     } else if (u == NULL || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
                curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
@@ -128,19 +116,14 @@ static bool ctl_doc_url(ctl_doc_t *d, char *why, size_t why_len) {
 
 /* ctl_doc_pin finds the resolve entry for host:port; false if an entry is malformed. */
 static bool ctl_doc_pin(ctl_doc_t *d, char *why, size_t why_len) {
-    const char *s = d->cfg->resolve;
+    const char *s = d->cfg->resolve, *span;
+    size_t n;
     d->pinned[0] = '\0';
-    if (!ctl_doc_set(s))
+    if (!ctl_str_set(s))
         return true;
-    while (*s) {
-        while (*s == ',' || *s == ' ' || *s == '\t')
-            s++;
-        size_t n = strcspn(s, ",");
+    while (ctl_resolve_next(&s, &span, &n)) {
         char e[300];
-        if (n == 0)
-            break;
-        snprintf(e, sizeof(e), "%.*s", (int)(n < sizeof(e) ? n : sizeof(e) - 1), s);
-        s += n;
+        snprintf(e, sizeof(e), "%.*s", (int)(n < sizeof(e) ? n : sizeof(e) - 1), span);
         char *entry = e[0] == '+' ? e + 1 : e;
         char *c1 = strchr(entry, ':');
         char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
@@ -167,7 +150,7 @@ static bool ctl_doc_pin(ctl_doc_t *d, char *why, size_t why_len) {
 static bool ctl_doc_config(ctl_doc_t *d) {
     const ctl_config_t *cfg = d->cfg;
     char why[400];
-    const char *an = ctl_doc_auth_name(cfg->auth_kind);
+    const char *an = ctl_auth_name(cfg->auth_kind);
     ctl_diag_t diag = CTL_D_CONFIG;
     why[0] = '\0';
     if (!ctl_doc_url(d, why, sizeof(why))) {
@@ -182,20 +165,21 @@ static bool ctl_doc_config(ctl_doc_t *d) {
         diag = CTL_D_HTTPS_REQUIRED;
     } else if (!pin_ok) {
         snprintf(why, sizeof(why), "%s", pin_why);
-    } else if (an == NULL || (ctl_doc_set(cfg->auth) && strcasecmp(cfg->auth, an) != 0)) {
+    } else if ((unsigned)cfg->auth_kind > CTL_AUTH_NONE ||
+               (ctl_str_set(cfg->auth) && strcasecmp(cfg->auth, an) != 0)) {
         snprintf(why, sizeof(why), "auth \"%.40s\" is not basic, ntlm, negotiate or none",
                  cfg->auth ? cfg->auth : "");
-    } else if (cfg->auth_kind != CTL_AUTH_NONE && !ctl_doc_set(cfg->user)) {
+    } else if (cfg->auth_kind != CTL_AUTH_NONE && !ctl_str_set(cfg->user)) {
         snprintf(why, sizeof(why), "user is not set (auth %s)", an);
-    } else if (cfg->auth_kind != CTL_AUTH_NONE && !ctl_doc_set(cfg->password)) {
+    } else if (cfg->auth_kind != CTL_AUTH_NONE && !ctl_str_set(cfg->password)) {
         snprintf(why, sizeof(why), "no password (password_file %.200s missing, unreadable or empty)",
-                 ctl_doc_set(cfg->password_file) ? cfg->password_file : "not set");
-    } else if (!ctl_doc_set(cfg->template_name)) {
+                 ctl_str_set(cfg->password_file) ? cfg->password_file : "not set");
+    } else if (!ctl_str_set(cfg->template_name)) {
         snprintf(why, sizeof(why), "template is not set");
-    } else if (ctl_doc_set(cfg->ca_bundle) && access(cfg->ca_bundle, R_OK) != 0) {
+    } else if (ctl_str_set(cfg->ca_bundle) && access(cfg->ca_bundle, R_OK) != 0) {
         snprintf(why, sizeof(why), "ca_bundle %.200s is not readable: %s", cfg->ca_bundle,
                  strerror(errno));
-    } else if (ctl_doc_set(cfg->user_agent) &&
+    } else if (ctl_str_set(cfg->user_agent) &&
                (strstr(cfg->user_agent, "Mozilla") == NULL || strstr(cfg->user_agent, "MSIE") ||
                 strstr(cfg->user_agent, "Trident"))) {
         snprintf(why, sizeof(why), "user_agent must contain Mozilla and neither MSIE nor Trident");
@@ -208,7 +192,7 @@ static bool ctl_doc_config(ctl_doc_t *d) {
     snprintf(ok, sizeof(ok), "%.200s, auth %s%s%.100s, template %.100s, trust %.150s", cfg->certsrv_url,
              an, cfg->auth_kind == CTL_AUTH_NONE ? "" : " as ",
              cfg->auth_kind == CTL_AUTH_NONE ? "" : cfg->user, cfg->template_name,
-             ctl_doc_set(cfg->ca_bundle) ? cfg->ca_bundle : "system store");
+             ctl_str_set(cfg->ca_bundle) ? cfg->ca_bundle : "system store");
     ctl_doc_ok(d, "config", ok);
     return true;
 }
@@ -336,7 +320,7 @@ static bool ctl_doc_tls(ctl_doc_t *d, unsigned long *offered) {
         char line[400];
         snprintf(line, sizeof(line), "IIS certificate verified for %s against %s (HTTP %ld without "
                  "credentials)", d->host,
-                 ctl_doc_set(d->cfg->ca_bundle) ? d->cfg->ca_bundle : "the system store",
+                 ctl_str_set(d->cfg->ca_bundle) ? d->cfg->ca_bundle : "the system store",
                  res->http_status);
         ctl_doc_ok(d, "tls", line);
     }
@@ -367,7 +351,7 @@ static ctl_conn_t *ctl_doc_auth(ctl_doc_t *d, unsigned long offered, ctl_config_
     if (res->kind == CTL_UP_ISSUED) {
         snprintf(line, sizeof(line), "logged in as %s with %s in %u request(s); server offers %s",
                  cfg->auth_kind == CTL_AUTH_NONE ? "(anonymous)" : cfg->user,
-                 ctl_doc_auth_name(cfg->auth_kind), res->requests, schemes);
+                 ctl_auth_name(cfg->auth_kind), res->requests, schemes);
         ctl_doc_ok(d, "auth", line);
         free(res);
         return c;
@@ -387,7 +371,7 @@ static ctl_conn_t *ctl_doc_auth(ctl_doc_t *d, unsigned long offered, ctl_config_
         snprintf(line, sizeof(line), "%s login as %s refused with HTTP 401 while Basic with the same "
                  "credentials works: the server may require Extended Protection (channel binding), "
                  "which libcurl's %s does not send; server offers %s (checks below use Basic)",
-                 ctl_doc_auth_name(cfg->auth_kind), cfg->user,
+                 ctl_auth_name(cfg->auth_kind), cfg->user,
                  cfg->auth_kind == CTL_AUTH_NTLM ? "NTLM" : "Negotiate", schemes);
         ctl_doc_problem(d, "auth", line, CTL_D_EPA);
         free(bres);
@@ -397,7 +381,7 @@ static ctl_conn_t *ctl_doc_auth(ctl_doc_t *d, unsigned long offered, ctl_config_
     }
     snprintf(line, sizeof(line), "authentication failed as %s with %s and with basic (HTTP 401): "
              "wrong user or password; server offers %s", cfg->user,
-             ctl_doc_auth_name(cfg->auth_kind), schemes);
+             ctl_auth_name(cfg->auth_kind), schemes);
     ctl_doc_problem(d, "auth", line, CTL_D_AUTH);
     free(bres);
     ctl_conn_free(b);
@@ -540,7 +524,7 @@ static void ctl_doc_template(ctl_doc_t *d, ctl_conn_t *c) {
         d->problems++;
         return;
     }
-    const char *want = ctl_doc_set(cfg->template_name) ? cfg->template_name : "";
+    const char *want = ctl_str_set(cfg->template_name) ? cfg->template_name : "";
     if (ctl_certsrv_get(c, "certrqxt.asp", &body, &len, res) != CTL_UP_ISSUED) {
         ctl_doc_problem_res(d, "template", res);
     } else if (!ctl_doc_templates(body, len, want, &r) || (r.options == 0)) {
