@@ -43,6 +43,8 @@ NET_TIMEOUT = 30.0        # any one socket operation
 
 _live = set()             # Popen objects still running, killed at exit
 KEEP = os.environ.get('STAMPEDE_IT_KEEP') == '1'   # keep temp dirs (debugging)
+# kernel (default) or dpdk: stampeded's --transport for every Daemon (dpdk_fixture.py).
+TRANSPORT = os.environ.get('STAMPEDE_TRANSPORT') or 'kernel'
 
 
 def rmtree(path):
@@ -100,12 +102,24 @@ class Daemon:
     unless `port` is given. Use as a context manager or call start()/stop()
     and always kill() in a finally. A subclass for another program sets
     PROG (its name in messages) and READY (the text of its ready line) and
-    overrides command()."""
+    overrides command().
+
+    `transport` (default $STAMPEDE_TRANSPORT, else kernel): with 'dpdk' a
+    stampeded (not a subclass for another program) serves on a tap
+    interface of its own (dpdk_fixture.TapNet, in `tap`; SkipTest if this
+    machine cannot); clients then connect to `host` and the daemon sees them
+    as `peer_host` (both 127.0.0.1 with kernel)."""
     PROG = 'stampeded'
     READY = READY_LINE
 
     def __init__(self, workdir, args=(), data_dir=None, port=None, name='stampeded',
-                 listen_flag=True):
+                 listen_flag=True, transport=None):
+        self.transport = transport or TRANSPORT
+        self.tap = None
+        self._tap_err = ''
+        if self.transport == 'dpdk' and self.PROG == 'stampeded':
+            import dpdk_fixture
+            self.tap = dpdk_fixture.TapNet()
         self.workdir = workdir
         self.args = [str(a) for a in args]
         self.data_dir = data_dir or os.path.join(workdir, name + '-data')
@@ -128,14 +142,26 @@ class Daemon:
         with open(os.path.join(self.data_dir, 'est-initial-password')) as f:
             return f.read().strip()
 
+    @property
+    def host(self):
+        """The address clients connect to."""
+        return self.tap.host if self.tap else '127.0.0.1'
+
+    @property
+    def peer_host(self):
+        """The address the daemon sees clients come from (its log's peer=)."""
+        return self.tap.peer if self.tap else '127.0.0.1'
+
     def url(self, op):
-        return 'https://127.0.0.1:%d%s%s' % (self.port, EST, op)
+        return 'https://%s:%d%s%s' % (self.host, self.port, EST, op)
 
     def command(self):
         cmd = [STAMPEDED, '--data-dir', self.data_dir]
         if self.listen_flag:
             cmd += ['--est-listen', '127.0.0.1:%d' % self.port,
                     '--capf-listen', '127.0.0.1:%d' % self.capf_port]
+        if self.tap:
+            cmd += self.tap.args(self.args)
         return cmd + self.args
 
     def start(self, ready_timeout=READY_TIMEOUT):
@@ -144,14 +170,24 @@ class Daemon:
         self._runs += 1
         self.stderr_path = os.path.join(self.workdir, '%s-%d.stderr' % (self.name, self._runs))
         self.returncode = None
+        if self.tap:
+            self.tap.before_start()
         with open(self.stderr_path, 'wb') as err:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=err,
                                          cwd=self.workdir)
         _live.add(self.proc)
+        if self.tap:
+            self.tap.started(self.proc.pid)
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if self.READY in self.stderr():
+                if self.tap:
+                    try:
+                        self.tap.configure()
+                    except BaseException:
+                        self.kill()
+                        raise
                 return self
             if self.proc.poll() is not None:
                 self._reap()
@@ -185,6 +221,8 @@ class Daemon:
         if self.proc is not None:
             self.returncode = self.proc.returncode
             _live.discard(self.proc)
+            if self.tap:
+                self._tap_err = self.tap.after_exit()
 
     def signal(self, sig):
         if self.running():
@@ -211,6 +249,8 @@ class Daemon:
             self.proc.send_signal(signal.SIGTERM)
         rc = self.wait(timeout)
         self.assert_clean()
+        if self._tap_err:
+            raise AssertionError(self._tap_err)
         if rc != 0:
             raise AssertionError('%s exited %s after SIGTERM (expected 0):\n%s' % (
                 self.PROG, rc, self.stderr()[-4000:]))
@@ -471,7 +511,7 @@ def curl(d, op, data=None, method=None, headers=(), user=None, password=None, ce
     try:
         hdr = os.path.join(work, 'h')
         body = os.path.join(work, 'b')
-        url = 'https://127.0.0.1:%d%s' % (d.port, path) if path else d.url(op)
+        url = 'https://%s:%d%s' % (d.host, d.port, path) if path else d.url(op)
         args = ['curl', '-sS', '--max-time', str(int(timeout)), '--cacert', cacert or d.ca_path,
                 '-D', hdr, '-o', body, '-w', '%{http_code}']
         if method:
@@ -524,7 +564,7 @@ def client_context(d, cert=None, key=None, cafile=None):
 
 
 def https_conn(d, ctx=None, timeout=NET_TIMEOUT):
-    return http.client.HTTPSConnection('127.0.0.1', d.port, context=ctx or client_context(d),
+    return http.client.HTTPSConnection(d.host, d.port, context=ctx or client_context(d),
                                        timeout=timeout)
 
 
@@ -557,7 +597,7 @@ def py_enroll(d, csr_der, password=None, user='est', ctx=None, op='simpleenroll'
 # ---------------------------------------------------------------- raw sockets
 
 def tcp_connect(d, timeout=NET_TIMEOUT):
-    return socket.create_connection(('127.0.0.1', d.port), timeout=timeout)
+    return socket.create_connection((d.host, d.port), timeout=timeout)
 
 
 def tls_connect(d, ctx=None, timeout=NET_TIMEOUT):

@@ -222,7 +222,7 @@ class CapfCase(fx.SharedDaemonTestCase):
         openssl pkcs7 -print_certs), written to a file; cached per class."""
         cls = type(self)
         if cls._ca_pem is None:
-            url = 'https://127.0.0.1:%d%scacerts' % (self.d.port, fx.EST)
+            url = 'https://%s:%d%scacerts' % (self.d.host, self.d.port, fx.EST)
             cp = fx.run(['curl', '-sSk', '--max-time', '30', url])
             certs = fx.p7_to_pem(cp.stdout, cls.class_tmp, 'cacerts')
             self.assertEqual(len(certs), 1, 'EST /cacerts: expected one CA certificate')
@@ -236,7 +236,7 @@ class CapfCase(fx.SharedDaemonTestCase):
 
     def client(self, version=3, **kw):
         kw.setdefault('timeout', CLIENT_TIMEOUT)
-        c = cc.CapfClient('127.0.0.1', self.d.capf_port, version, **kw)
+        c = cc.CapfClient(self.d.host, self.d.capf_port, version, **kw)
         self.addCleanup(c.close)
         return c
 
@@ -245,7 +245,7 @@ class CapfCase(fx.SharedDaemonTestCase):
         logs."""
         c = self.client(version, **kw)
         c.connect()
-        c.peer = '127.0.0.1:%d' % c.sock.getsockname()[1]
+        c.peer = '%s:%d' % (self.d.peer_host, c.sock.getsockname()[1])
         self.assertEqual(c.received[0], hello_bytes(c.session_id), 'F3: hello bytes')
         return c
 
@@ -635,7 +635,7 @@ class TestCapfPositive(CapfCase):
         n = 300
 
         def hello(_):
-            c = cc.CapfClient('127.0.0.1', self.d.capf_port, 3, timeout=CLIENT_TIMEOUT)
+            c = cc.CapfClient(self.d.host, self.d.capf_port, 3, timeout=CLIENT_TIMEOUT)
             try:
                 c.connect()
                 return c.session_id, c.received[0]

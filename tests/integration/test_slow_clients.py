@@ -53,7 +53,7 @@ class TestSlowClients(fx.SharedDaemonTestCase):
         out on writable events; every response arrives, whole and in order."""
         get = fx.raw_request('GET', fx.EST + 'cacerts')
         last = fx.raw_request('GET', fx.EST + 'cacerts', ['Connection: close'])
-        raw = socket.create_connection(('127.0.0.1', self.d.port), timeout=BOUND)
+        raw = socket.create_connection((self.d.host, self.d.port), timeout=BOUND)
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
         s = fx.client_context(self.d).wrap_socket(raw, server_hostname='127.0.0.1')
         try:
