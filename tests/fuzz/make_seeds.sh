@@ -143,3 +143,19 @@ EOF
 printf '<p>Num&#233;ro&nbsp;: &#x41;&amp;&lt;&gt;&quot;&apos; &#12345678901; <!-- c --> <style>x</style></p>' > "$p/entities"
 printf '\x30\x07\x02\x01\x05\x04\x02\x41\x42' > "$p/der"
 { printf -- '-----BEGIN CERTIFICATE-----\r\n'; base64 < "$p/der" | crlf; printf -- '-----END CERTIFICATE-----\r\n'; } > "$p/pem"
+
+# RX gate (dataplane/dp_rxgate.h): 8 bytes of clock (ms), then an Ethernet
+# frame for fuzz_rxgate's gate (02:00:00:00:00:01, 192.0.2.10/24) from
+# 198.51.100.1.
+r="$d/fuzz_rxgate"
+mkdir -p "$r"
+clk="00 00 00 00 00 0f 42 40"
+hexbytes "$clk ff ff ff ff ff ff 02 11 22 33 44 55 08 06
+          00 01 08 00 06 04 00 01 02 11 22 33 44 55 c6 33 64 01 00 00 00 00 00 00 c0 00 02 0a" \
+  > "$r/arp_request"
+hexbytes "$clk 02 00 00 00 00 01 02 11 22 33 44 55 08 00
+          45 00 00 28 12 34 40 00 40 06 00 00 c6 33 64 01 c0 00 02 0a
+          9c 40 01 bb 00 00 00 01 00 00 00 00 50 02 ff ff 00 00 00 00" > "$r/tcp_syn"
+hexbytes "$clk 02 00 00 00 00 01 02 11 22 33 44 55 08 00
+          45 00 00 1c 12 34 00 00 40 01 00 00 c6 33 64 01 c0 00 02 0a
+          08 00 f7 fd 00 01 00 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00" > "$r/icmp_echo"
