@@ -76,6 +76,15 @@ static const ra_conf_setting_t dp_settings[] = {
     S(retry_after, RA_CONF_UINT, "1", 1, 3600, "Retry-After seconds sent with 503"),
     S(close_linger_ms, RA_CONF_UINT, "2000", 0, 60000, "after the last response of a connection, wait this long for the client to close first (it then keeps TIME_WAIT); 0 = close at once"),
     S(so_sndbuf, RA_CONF_UINT, "0", 0, 16777216, "socket send buffer per connection, bytes (SO_SNDBUF); 0 = kernel default and autotuning"),
+    S(transport, RA_CONF_STR, "kernel", 0, 0, "how EST and CAPF connections are carried: kernel = Linux sockets (epoll); dpdk = kernel bypass: DPDK polls an Ethernet port and lwIP is the TCP/IP stack (ARP, ICMP echo, TCP), one RX/TX queue pair per polling core. Redis and logs stay on kernel sockets. In dpdk mode the listeners use the ports of est_listen and capf_listen on dpdk_addr"),
+    S(dpdk_eal, RA_CONF_STR, "-l 0 --no-huge --no-pci -m 512 --no-shconf --no-telemetry --vdev=net_tap0,iface=stp0", 0, 0, "dpdk: EAL arguments, space separated (no quoting). The default needs no hugepages and makes a tap interface stp0 (for trials and tests). A NIC: e.g. '-l 0 -a 0000:3b:00.0' with hugepages and the port bound to vfio-pci. --file-prefix=stampeded-PID and --log-level=warning are added unless given"),
+    S(dpdk_port, RA_CONF_UINT, "0", 0, 1023, "dpdk: port id served (0 = the first device EAL found)"),
+    S(dpdk_addr, RA_CONF_STR, "", 0, 0, "dpdk: the appliance's IPv4 address and prefix on that port, e.g. 10.77.0.2/24 (required with transport = dpdk)"),
+    S(dpdk_gateway, RA_CONF_STR, "", 0, 0, "dpdk: IPv4 default gateway (empty = only on-link clients)"),
+    S(dpdk_mbufs, RA_CONF_UINT, "16383", 1024, 4194304, "dpdk: mbuf pool size (2.3 KiB each): the RX rings (dpdk_rx_desc x cores), TX in flight, and received data connections have not read yet. Below a quarter free, received frames are copied so connections stop pinning mbufs"),
+    S(dpdk_rx_desc, RA_CONF_UINT, "1024", 64, 16384, "dpdk: RX ring descriptors per queue"),
+    S(dpdk_spin_us, RA_CONF_UINT, "200", 0, 1000000, "dpdk: a polling core busy-polls this long after its last frame, then sleeps until a frame (net_tap wakes it) or for at most 1 ms; 0 = sleep at once when idle"),
+    S(dpdk_syn_rate, RA_CONF_UINT, "1000", 0, 10000000, "dpdk: new TCP connections (SYNs) per second accepted from one source address before lwIP sees them (lwIP has no SYN cookies: each SYN costs a connection slot); 0 = no limit"),
     S(log_level, RA_CONF_STR, "info", 0, 0, "error, warn, info or debug"),
 };
 #undef S

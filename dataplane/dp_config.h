@@ -80,6 +80,15 @@ typedef struct {
     char *capf_mic_ca;
     bool capf_accept_expired_mic;
     char *log_level;
+    char *transport;
+    char *dpdk_eal;
+    unsigned dpdk_port;
+    char *dpdk_addr;
+    char *dpdk_gateway;
+    unsigned dpdk_mbufs;
+    unsigned dpdk_rx_desc;
+    unsigned dpdk_spin_us;
+    unsigned dpdk_syn_rate;
 } dp_config_t;
 
 typedef enum {

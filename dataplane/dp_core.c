@@ -5,8 +5,10 @@
  * Thread: polling core only, except dp_core_init/start/cleanup (startup). */
 #include "dataplane/dp_core.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/epoll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,10 +191,34 @@ void dp_core_on_completions(dp_core_t *c) {
     }
 }
 
+int dp_core_epoll_init(dp_core_t *c, char *why, size_t why_len) {
+    c->epfd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.ptr = &c->event_poll_type};
+    if (c->epfd < 0 || epoll_ctl(c->epfd, EPOLL_CTL_ADD, cx_pool_core_fd(c->rt->pool, c->id), &ev)) {
+        snprintf(why, why_len, "epoll: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+bool dp_core_on_poll(dp_core_t *c, void *ptr, uint32_t e) {
+    uint8_t type = *(uint8_t *)ptr;
+    if (type == DP_POLL_EVENT) dp_core_on_completions(c);
+    else if (type == DP_POLL_REDIS) /* the registry connection or the online-mode subscriber */
+        dp_redis_on_io(ptr, e & (EPOLLIN | EPOLLHUP | EPOLLERR), e & EPOLLOUT);
+    else return false;
+    return true;
+}
+
 int dp_core_service(dp_core_t *c, int max_wait_ms) {
     cx_pool_kick(c->rt->pool, c->id); /* one doorbell for the whole batch */
     dp_log_flush();
     c->now_ms = dp_now_ms();
+    int req = uatomic_read(&c->rt->stats_req);
+    if (req != c->stats_seen) { /* SIGUSR1 */
+        c->stats_seen = req;
+        dp_core_log_stats(c, "counters");
+    }
     if (!c->draining && uatomic_read(&c->rt->stop)) {
         c->draining = true;
         c->rt->transport->stop_listening(c);
@@ -225,6 +251,21 @@ bool dp_core_should_exit(dp_core_t *c) {
                            (c->now_ms >= c->rt->stop_deadline_ms + 2000));
 }
 
+void dp_core_log_stats(dp_core_t *c, const char *what) {
+    DP_INFO("%s: accepted=%llu closed=%llu handshakes=%llu handshake_failures=%llu requests=%llu "
+            "enrolled=%llu denied=%llu shed=%llu timeouts=%llu bad_requests=%llu reissued=%llu "
+            "unrecorded=%llu redis_commands=%llu redis_writes=%llu redis_reads=%llu redis_connects=%llu",
+            what, (unsigned long long)c->stats.accepted, (unsigned long long)c->stats.closed,
+            (unsigned long long)c->stats.handshakes, (unsigned long long)c->stats.hs_failed,
+            (unsigned long long)c->stats.requests, (unsigned long long)c->stats.enrolled,
+            (unsigned long long)c->stats.denied, (unsigned long long)c->stats.shed,
+            (unsigned long long)c->stats.timeouts, (unsigned long long)c->stats.bad_requests,
+            (unsigned long long)c->stats.reissued, (unsigned long long)c->stats.unrecorded,
+            (unsigned long long)c->redis.stats.commands, (unsigned long long)c->redis.stats.writes,
+            (unsigned long long)c->redis.stats.reads, (unsigned long long)c->redis.stats.connects);
+    if (c->rt->transport->log_stats) c->rt->transport->log_stats(c);
+}
+
 /* ---- thread ---- */
 
 static void *dp_core_main(void *arg) {
@@ -246,17 +287,7 @@ static void *dp_core_main(void *arg) {
     dp_online_cleanup(c);
     dp_log_flush();
     dp_log_set_buffered(false);
-    DP_INFO("stopped: accepted=%llu closed=%llu handshakes=%llu handshake_failures=%llu requests=%llu "
-            "enrolled=%llu denied=%llu shed=%llu timeouts=%llu bad_requests=%llu reissued=%llu "
-            "unrecorded=%llu redis_commands=%llu redis_writes=%llu redis_reads=%llu redis_connects=%llu",
-            (unsigned long long)c->stats.accepted, (unsigned long long)c->stats.closed,
-            (unsigned long long)c->stats.handshakes, (unsigned long long)c->stats.hs_failed,
-            (unsigned long long)c->stats.requests, (unsigned long long)c->stats.enrolled,
-            (unsigned long long)c->stats.denied, (unsigned long long)c->stats.shed,
-            (unsigned long long)c->stats.timeouts, (unsigned long long)c->stats.bad_requests,
-            (unsigned long long)c->stats.reissued, (unsigned long long)c->stats.unrecorded,
-            (unsigned long long)c->redis.stats.commands, (unsigned long long)c->redis.stats.writes,
-            (unsigned long long)c->redis.stats.reads, (unsigned long long)c->redis.stats.connects);
+    dp_core_log_stats(c, "stopped");
     return NULL;
 }
 

@@ -149,7 +149,8 @@ struct dp_sess {
 /* Size of the per-core read-ahead buffer (one TLS record and a bit). */
 #define DP_RX_CAP 18432
 
-enum { DP_POLL_LISTENER = 1, DP_POLL_EVENT, DP_POLL_SESS, DP_POLL_REDIS };
+enum { DP_POLL_LISTENER = 1, DP_POLL_EVENT, DP_POLL_SESS, DP_POLL_REDIS,
+       DP_POLL_XPORT /* a transport's own wake-up fd: only ends the wait */ };
 
 typedef struct {
     uint8_t poll_type;        /* DP_POLL_LISTENER */
@@ -180,6 +181,7 @@ struct dp_core {
     dp_redis_req_t capf_orphan; /* FAILs sent for sessions that closed meanwhile */
     uint8_t event_poll_type;  /* DP_POLL_EVENT (completion eventfd) */
     bool draining;
+    int stats_seen;           /* last rt->stats_req this core logged for */
     struct cds_list_head timers[DP_T__COUNT];
     int64_t timeout_ms[DP_T__COUNT];
     int64_t now_ms;
@@ -239,6 +241,17 @@ void dp_ra_flush(dp_core_t *core);
 /* dp_ra_sweep runs the device deadline sweep when due (core 0 only). */
 void dp_ra_sweep(dp_core_t *core);
 void dp_ra_cleanup(dp_core_t *core);
+/* dp_core_epoll_init creates the core's epoll instance with its completion
+ * eventfd in it. Startup only (a transport's setup). Returns 0 or -1 with
+ * the cause in `why`. */
+int dp_core_epoll_init(dp_core_t *core, char *why, size_t why_len);
+/* dp_core_on_poll handles a readiness event of the fds every transport
+ * shares (completion eventfd, Redis connections). Returns false if `ptr`
+ * is none of them (the transport's own). */
+bool dp_core_on_poll(dp_core_t *core, void *ptr, uint32_t events);
+/* dp_core_log_stats logs the core's counters (and the transport's), with
+ * `what` ("stopped", "counters") leading the line. */
+void dp_core_log_stats(dp_core_t *core, const char *what);
 /* dp_core_should_exit says the core has drained after a stop request. */
 bool dp_core_should_exit(dp_core_t *core);
 

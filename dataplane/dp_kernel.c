@@ -110,15 +110,8 @@ static int dp_kernel_listen(dp_runtime_t *rt, const char *spec, size_t off, char
 }
 
 static int dp_kernel_setup(dp_runtime_t *rt, char *why, size_t why_len) {
-    for (unsigned i = 0; i < rt->num_cores; i++) {
-        dp_core_t *c = &rt->cores[i];
-        c->epfd = epoll_create1(EPOLL_CLOEXEC);
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.ptr = &c->event_poll_type};
-        if (c->epfd < 0 || epoll_ctl(c->epfd, EPOLL_CTL_ADD, cx_pool_core_fd(rt->pool, c->id), &ev)) {
-            snprintf(why, why_len, "epoll: %s", strerror(errno));
-            return -1;
-        }
-    }
+    for (unsigned i = 0; i < rt->num_cores; i++)
+        if (dp_core_epoll_init(&rt->cores[i], why, why_len)) return -1;
     if (dp_kernel_listen(rt, rt->cfg.est_listen, offsetof(dp_core_t, est_listener), why, why_len)) return -1;
     if (rt->cfg.capf_listen[0] &&
         dp_kernel_listen(rt, rt->cfg.capf_listen, offsetof(dp_core_t, capf_listener), why, why_len))
@@ -189,10 +182,7 @@ static void dp_kernel_run(dp_core_t *c) {
             uint8_t type = *(uint8_t *)evs[i].data.ptr;
             uint32_t e = evs[i].events;
             if (type == DP_POLL_LISTENER) dp_kernel_accept(c, evs[i].data.ptr);
-            else if (type == DP_POLL_EVENT) dp_core_on_completions(c);
-            else if (type == DP_POLL_REDIS) /* the registry connection or the online-mode subscriber */
-                dp_redis_on_io(evs[i].data.ptr, e & (EPOLLIN | EPOLLHUP | EPOLLERR), e & EPOLLOUT);
-            else {
+            else if (!dp_core_on_poll(c, evs[i].data.ptr, e)) {
                 dp_sess_t *s = evs[i].data.ptr;
                 if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s->conn.rx_dry = false;
                 /* data and FIN can arrive under one edge: the EOF then only

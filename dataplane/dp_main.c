@@ -312,6 +312,7 @@ static void dp_wait_signals(dp_runtime_t *rt, const sigset_t *set) {
             return;
         }
         if (sig == SIGHUP) DP_INFO("SIGHUP: configuration reload is not supported yet; restart to apply changes");
+        if (sig == SIGUSR1) uatomic_inc(&rt->stats_req); /* every core logs its counters */
     }
 }
 
@@ -338,13 +339,20 @@ int main(int argc, char **argv) {
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     rt.num_cores = rt.cfg.cores ? rt.cfg.cores : (unsigned)(ncpu > 0 ? ncpu : 1);
     unsigned signers = rt.cfg.signers ? rt.cfg.signers : (unsigned)(ncpu > 0 ? ncpu : 1);
-    rt.transport = &dp_kernel_transport;
+    if (!strcmp(rt.cfg.transport, "kernel")) rt.transport = &dp_kernel_transport;
+    else if (!strcmp(rt.cfg.transport, "dpdk")) rt.transport = &dp_dpdk_transport;
+    else {
+        fprintf(stderr, "stampeded: transport: '%s' is not kernel or dpdk\n", rt.cfg.transport);
+        return 2;
+    }
+    snprintf(rt.est_where, sizeof(rt.est_where), "%s", rt.cfg.est_listen);
 
     if (dp_data_dir(rt.cfg.data_dir, why, sizeof(why))) return dp_fail("data directory", why);
     if (dp_crypto(&rt, why, sizeof(why))) return dp_fail("CA", why);
@@ -369,7 +377,7 @@ int main(int argc, char **argv) {
         return dp_fail("cores", "out of memory");
     for (unsigned i = 0; i < rt.num_cores; i++)
         if (dp_core_init(&rt.cores[i], &rt, i)) return dp_fail("cores", "out of memory");
-    if (rt.transport->setup(&rt, why, sizeof(why))) return dp_fail("listen", why);
+    if (rt.transport->setup(&rt, why, sizeof(why))) return dp_fail("transport", why);
     /* Last step that can fail before threads start: a failed start never
      * leaves a redis-server behind. */
     if (!rt.est.registry) {
@@ -401,7 +409,7 @@ int main(int argc, char **argv) {
         DP_WARN("Redis not reachable yet: enrollments get 503 + Retry-After until it is");
     dp_pidfile(&rt, true);
     DP_INFO("stampeded %s: EST on https://%s/.well-known/est/ transport=%s cores=%u signers=%u users=%zu ca=%s/ca.crt",
-            STAMPEDE_VERSION, rt.cfg.est_listen, rt.transport->name, rt.num_cores, signers,
+            STAMPEDE_VERSION, rt.est_where, rt.transport->name, rt.num_cores, signers,
             ra_users_count(rt.est.users), rt.cfg.data_dir);
     if (rt.cfg.capf_listen[0])
         DP_INFO("CAPF on %s (TLS; session ids from %08x; node %s)", rt.cfg.capf_listen, rt.capf_id_base,
@@ -409,6 +417,7 @@ int main(int argc, char **argv) {
 
     dp_wait_signals(&rt, &set);
     for (unsigned i = 0; i < rt.num_cores; i++) pthread_join(rt.cores[i].thread, NULL);
+    if (rt.transport->cleanup) rt.transport->cleanup(&rt);
     cx_pool_free(rt.pool);
     dp_redis_child_stop(&rt.redis);
     for (unsigned i = 0; i < rt.num_cores; i++) {

@@ -37,11 +37,14 @@ struct dp_runtime {
     char capf_node[96];         /* "host:boot" prefix of session tokens (device locks) */
     uint32_t capf_id_base;      /* random start of CAPF session ids */
     const dp_transport_ops_t *transport;
+    void *xport;                /* the transport's own state (dp_lwip.c), or NULL */
+    char est_where[64];         /* where EST listens, for the ready line */
     unsigned num_cores;
     dp_core_t *cores;
     dp_redis_child_t redis;  /* embedded Redis (main thread only) */
     ra_redis_addr_t redis_addr; /* where the cores connect (unless registry off) */
     int stop;                /* atomic: 1 after SIGTERM/SIGINT */
+    int stats_req;           /* atomic: bumped by SIGUSR1; each core then logs its counters */
     int redis_cores_up;      /* atomic: cores whose Redis connection came up once */
     int64_t stop_deadline_ms;/* drain deadline (monotonic ms), set with stop */
 };

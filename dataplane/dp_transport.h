@@ -1,7 +1,8 @@
 /* dp_transport: the table a transport fills so that engines (TLS, HTTP/EST,
  * later CAPF) move bytes without knowing what carries them. The kernel
  * transport (dp_kernel.c: epoll + non-blocking sockets) is the default; a
- * DPDK + lwIP transport fills the same table. Chosen once at startup.
+ * DPDK + lwIP transport (dp_lwip.c + dp_dpdk.c) fills the same table.
+ * Chosen once at startup (setting `transport`).
  * Thread: the ops run on the polling core that owns the connection. */
 #ifndef DP_TRANSPORT_H
 #define DP_TRANSPORT_H
@@ -47,8 +48,15 @@ typedef struct {
     void (*close)(dp_core_t *core, dp_conn_t *c);
     /* stop_listening closes `core`'s listeners (drain on SIGTERM). */
     void (*stop_listening)(dp_core_t *core);
+    /* log_stats logs the transport's counters of `core` (SIGUSR1, exit);
+     * NULL if it has none of its own. Polling core only. */
+    void (*log_stats)(dp_core_t *core);
+    /* cleanup releases what setup made, after every core has stopped.
+     * Exit only (main thread). */
+    void (*cleanup)(dp_runtime_t *rt);
 } dp_transport_ops_t;
 
 extern const dp_transport_ops_t dp_kernel_transport;
+extern const dp_transport_ops_t dp_dpdk_transport;
 
 #endif

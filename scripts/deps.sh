@@ -4,9 +4,9 @@
 set -euo pipefail
 pkgs=(meson ninja-build pkg-config gcc android-libboringssl-dev liburcu-dev libinih-dev
       libcrypt-dev libhiredis-dev redis-server curl openssl python3 python3-cryptography procps
-      libcurl4-openssl-dev libssl-dev)
+      libcurl4-openssl-dev libssl-dev libdpdk-dev liblwip-dev)
 if [[ "${1:-}" == "--test" ]]; then
-  pkgs+=(libcmocka-dev clang-14 libclang-rt-14-dev)
+  pkgs+=(libcmocka-dev clang-14 libclang-rt-14-dev iproute2 iputils-ping)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -67,7 +67,7 @@ if [[ -f "$fuzzdir/build.ninja" ]] && ninja -C "$fuzzdir" >"$fuzzdir.build.log" 
   trap 'rm -rf "$seeds"' EXIT
   tests/fuzz/make_seeds.sh "$seeds" >/dev/null 2>&1 || true
   for f in fuzz_csr fuzz_b64 fuzz_http fuzz_device fuzz_capf_msg fuzz_capf_spki fuzz_capf_certauth \
-      fuzz_ctl_page; do
+      fuzz_ctl_page fuzz_rxgate; do
     mkdir -p "$seeds/$f"
     if "$fuzzdir/tests/fuzz/$f" -runs="${FUZZ_RUNS:-30000}" -max_len=8192 -max_total_time=120 \
         "$seeds/$f" >"$fuzzdir/$f.log" 2>&1; then
