@@ -83,7 +83,7 @@ static const ra_conf_setting_t dp_settings[] = {
     S(dpdk_gateway, RA_CONF_STR, "", 0, 0, "dpdk: IPv4 default gateway (empty = only on-link clients)"),
     S(dpdk_mbufs, RA_CONF_UINT, "16383", 1024, 4194304, "dpdk: mbuf pool size (2.3 KiB each): the RX rings (dpdk_rx_desc x cores), TX in flight, and received data connections have not read yet. Below a quarter free, received frames are copied so connections stop pinning mbufs"),
     S(dpdk_rx_desc, RA_CONF_UINT, "1024", 64, 16384, "dpdk: RX ring descriptors per queue"),
-    S(dpdk_spin_us, RA_CONF_UINT, "200", 0, 1000000, "dpdk: a polling core busy-polls this long after its last frame, then sleeps until a frame (net_tap wakes it) or for at most 1 ms; 0 = sleep at once when idle"),
+    S(dpdk_spin_us, RA_CONF_UINT, "0", 0, 1000000, "dpdk: a polling core busy-polls this long after its last frame before it sleeps until a frame (net_tap wakes it), a completion or at most 1 ms (drivers without a wake-up fd). 0 = sleep at once when idle: best when cores, signers and clients share few CPUs; on dedicated cores 100-200 saves the wake-up latency"),
     S(dpdk_syn_rate, RA_CONF_UINT, "1000", 0, 10000000, "dpdk: new TCP connections (SYNs) per second accepted from one source address before lwIP sees them (lwIP has no SYN cookies: each SYN costs a connection slot); 0 = no limit"),
     S(log_level, RA_CONF_STR, "info", 0, 0, "error, warn, info or debug"),
 };

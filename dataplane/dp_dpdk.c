@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 #include <rte_mempool.h>
 
 #define DP_DPDK_MAX_ARGS 64
+#define DP_DPDK_RX_BURST_MAX 64
 #define DP_DPDK_TX_BURST 32
 #define DP_DPDK_TX_DESC 1024
 #define DP_DPDK_MAX_QUEUES 64
@@ -41,6 +43,7 @@ struct dp_dpdk {
     struct rte_mempool *pool;
     unsigned pool_size;
     char driver[32];
+    bool tap;            /* net_tap: reads only after its SIGIO trigger moved */
     struct rte_ether_addr mac;
     char runtime_dir[256];
     char eal_words[2048], eal_prefix[64]; /* EAL keeps pointers into its argv */
@@ -167,7 +170,8 @@ dp_dpdk_t *dp_dpdk_open(const dp_dpdk_conf_t *conf, char *why, size_t why_len) {
     d->pool_size = conf->mbufs;
     /* net_tap wakes a sleeping core through its queue fd; other drivers are
      * polled (the core naps at most 1 ms when idle). */
-    bool rx_intr = !strcmp(d->driver, "net_tap");
+    d->tap = !strcmp(d->driver, "net_tap");
+    bool rx_intr = d->tap;
     if (dp_dpdk_port_start(d, conf, rx_intr, why, why_len)) goto fail;
     rte_eth_macaddr_get(d->port, &d->mac);
     for (unsigned i = 0; i < d->nq; i++) {
@@ -219,8 +223,8 @@ int dp_dpdk_thread_init(dp_dpdk_t *d) {
 }
 
 unsigned dp_dpdk_rx(dp_dpdk_t *d, unsigned q, dp_dpdk_pkt_t *pkts, unsigned max) {
-    struct rte_mbuf *ms[64];
-    if (max > 64) max = 64;
+    struct rte_mbuf *ms[DP_DPDK_RX_BURST_MAX];
+    if (max > DP_DPDK_RX_BURST_MAX) max = DP_DPDK_RX_BURST_MAX;
     uint16_t n = rte_eth_rx_burst(d->port, (uint16_t)q, ms, (uint16_t)max);
     for (uint16_t i = 0; i < n; i++) {
         struct rte_mbuf *m = ms[i];
@@ -234,7 +238,7 @@ unsigned dp_dpdk_rx(dp_dpdk_t *d, unsigned q, dp_dpdk_pkt_t *pkts, unsigned max)
                                   .priv = rte_mbuf_to_priv(m)};
     }
     d->q[q].st.rx_packets += n;
-    if (n == max) d->q[q].st.rx_bursts_full++;
+    if (n == max) d->q[q].st.rx_bursts_full++; /* a backlog: more may be waiting */
     return n;
 }
 

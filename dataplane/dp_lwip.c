@@ -29,6 +29,7 @@
  * (lwIP here has no SYN cookies and no listen backlog).
  * Threads: setup/cleanup on the main thread; the rest on polling cores. */
 #include <errno.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -57,7 +58,7 @@
 #include "dataplane/dp_runtime.h"
 #include "dataplane/dp_rxgate.h"
 
-#define DP_LW_BURST 32
+#define DP_LW_BURST 64
 #define DP_LW_EPOLL_BATCH 64
 #define DP_LW_TIMER_MS 10      /* lwIP timer resolution (core 0) */
 #define DP_LW_LINK_MS 100      /* link state poll (core 0) */
@@ -420,6 +421,10 @@ static void dp_lw_run(dp_core_t *c) {
     dp_lwcore_t *lc = &t->cores[c->id];
     unsigned q = c->id;
     if (dp_dpdk_thread_init(t->dpdk)) DP_WARN("dpdk: cannot register core %u with EAL (no mempool cache)", q);
+    sigset_t io;
+    sigemptyset(&io);
+    sigaddset(&io, SIGIO);
+    pthread_sigmask(SIG_UNBLOCK, &io, NULL); /* net_tap's receive trigger: polling cores only (see setup) */
     dp_dpdk_pkt_t pkts[DP_LW_BURST];
     struct epoll_event evs[DP_LW_EPOLL_BATCH];
     int64_t busy_us = dp_lw_now_us();
@@ -714,6 +719,14 @@ static int dp_lw_setup_inner(dp_runtime_t *rt, char *why, size_t why_len) {
         CDS_INIT_LIST_HEAD(&lc->work);
         CDS_INIT_LIST_HEAD(&lc->dirty);
     }
+    /* net_tap learns of frames from SIGIO (its handler bumps a trigger that
+     * its receive function checks). Only polling cores take it: on the main
+     * thread it would break sigtimedwait for nothing, on a signer it would
+     * only interrupt signing. Threads started from here on inherit the mask. */
+    sigset_t io;
+    sigemptyset(&io);
+    sigaddset(&io, SIGIO);
+    pthread_sigmask(SIG_BLOCK, &io, NULL);
     dp_dpdk_conf_t dc = {.eal = cfg->dpdk_eal, .port = cfg->dpdk_port, .queues = t->ncores,
                          .mbufs = cfg->dpdk_mbufs, .rx_desc = cfg->dpdk_rx_desc};
     if (!(t->dpdk = dp_dpdk_open(&dc, why, why_len))) return -1;
