@@ -18,7 +18,9 @@
 # Needs root (tap), /dev/net/tun, iproute2.
 # Usage: benches/run-bench-dpdk.sh [BUILD_DIR]   (default build-release)
 #   COUNT (default 3000), RUNS (default 3), CONCURRENCY (default 64),
-#   CORES (default 2), SIGNERS (default 2), SPIN_US (dpdk_spin_us, default 0)
+#   CORES (default 2), SIGNERS (default 2), SPIN_US (dpdk_spin_us, default 0).
+# The DPDK daemon runs with dpdk_syn_rate 0: the bench is one source address
+# opening connections faster than the default per-source SYN limit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-release}
@@ -62,7 +64,7 @@ mkdir -m 700 "$work/kernel" "$work/dpdk"
 pids+=($!)
 "$build/dataplane/stampeded" --data-dir "$work/dpdk" --transport dpdk --est-listen "0.0.0.0:8443" --capf-listen "" \
   --dpdk-eal "-l 0 --no-huge --no-pci -m 512 --no-shconf --no-telemetry --vdev=net_tap0,iface=$iface" \
-  --dpdk-addr 10.79.0.2/24 --dpdk-spin-us "$spin" --cores "$cores" --signers "$signers" >"$work/dpdk.log" 2>&1 &
+  --dpdk-addr 10.79.0.2/24 --dpdk-spin-us "$spin" --dpdk-syn-rate 0 --cores "$cores" --signers "$signers" >"$work/dpdk.log" 2>&1 &
 pids+=($!)
 wait_pid_file "$work/kernel" && wait_pid_file "$work/dpdk" || { tail "$work"/*.log; exit 1; }
 dpid=$(cat "$work/dpdk/stampeded.pid")
