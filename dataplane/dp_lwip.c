@@ -318,6 +318,14 @@ static void dp_lw_recved(dp_lwcore_t *lc) {
             k->unrecved -= n;
         }
         k->unrecved = 0;
+        /* The engine read and did not answer (it waits for more, or for a
+         * signer): acknowledge now, not at lwIP's 250 ms delayed-ACK timer,
+         * or a client that waits for the ACK (Nagle) stalls. When it did
+         * answer, the answer carried the ACK and the flag is clear. */
+        if (k->pcb && (k->pcb->flags & TF_ACK_DELAY)) {
+            tcp_set_flags(k->pcb, TF_ACK_NOW);
+            tcp_output(k->pcb);
+        }
     }
 }
 
@@ -416,15 +424,21 @@ static void dp_lw_core0(dp_lw_t *t, int64_t now_ms) {
 
 /* ---- the polling loop ---- */
 
+/* dp_lw_rt_signals blocks or unblocks, on the calling thread, the real-time
+ * signals a driver may use (SIGRTMIN+1 up; glibc keeps the first ones). */
+static void dp_lw_rt_signals(int how) {
+    sigset_t rt;
+    sigemptyset(&rt);
+    for (int sig = SIGRTMIN + 1; sig <= SIGRTMAX; sig++) sigaddset(&rt, sig);
+    pthread_sigmask(how, &rt, NULL);
+}
+
 static void dp_lw_run(dp_core_t *c) {
     dp_lw_t *t = c->rt->xport;
     dp_lwcore_t *lc = &t->cores[c->id];
     unsigned q = c->id;
     if (dp_dpdk_thread_init(t->dpdk)) DP_WARN("dpdk: cannot register core %u with EAL (no mempool cache)", q);
-    sigset_t io;
-    sigemptyset(&io);
-    sigaddset(&io, SIGIO);
-    pthread_sigmask(SIG_UNBLOCK, &io, NULL); /* net_tap's receive trigger: polling cores only (see setup) */
+    dp_lw_rt_signals(SIG_UNBLOCK); /* net_tap's per-frame signal lands here (see setup) */
     dp_dpdk_pkt_t pkts[DP_LW_BURST];
     struct epoll_event evs[DP_LW_EPOLL_BATCH];
     int64_t busy_us = dp_lw_now_us();
@@ -719,16 +733,15 @@ static int dp_lw_setup_inner(dp_runtime_t *rt, char *why, size_t why_len) {
         CDS_INIT_LIST_HEAD(&lc->work);
         CDS_INIT_LIST_HEAD(&lc->dirty);
     }
-    /* net_tap learns of frames from SIGIO (its handler bumps a trigger that
-     * its receive function checks). Only polling cores take it: on the main
-     * thread it would break sigtimedwait for nothing, on a signer it would
-     * only interrupt signing. Threads started from here on inherit the mask. */
-    sigset_t io;
-    sigemptyset(&io);
-    sigaddset(&io, SIGIO);
-    pthread_sigmask(SIG_BLOCK, &io, NULL);
     dp_dpdk_conf_t dc = {.eal = cfg->dpdk_eal, .port = cfg->dpdk_port, .queues = t->ncores,
                          .mbufs = cfg->dpdk_mbufs, .rx_desc = cfg->dpdk_rx_desc};
+    /* net_tap (22.11) has the kernel send a real-time signal (the first free
+     * one after SIGRTMIN) for every frame it queues; the handler bumps the
+     * driver's receive trigger. Only polling cores take those signals (they
+     * unblock them in dp_lw_run): on the main thread each one would end its
+     * sigtimedwait, on a signer it would interrupt signing. Threads started
+     * from here on (EAL's, the signers) inherit the block. */
+    dp_lw_rt_signals(SIG_BLOCK);
     if (!(t->dpdk = dp_dpdk_open(&dc, why, why_len))) return -1;
     uint8_t mac[6];
     dp_dpdk_mac(t->dpdk, mac);
