@@ -2,7 +2,8 @@
 names): every libssl/libcrypto that `ldd` resolves lives in Debian's
 BoringSSL directory (/usr/lib/x86_64-linux-gnu/android) or the fast
 BoringSSL built into the build tree, no libssl.so.3/libcrypto.so.3 appears,
-and a running, enrolling daemon has none mapped either."""
+and a running, enrolling daemon has none mapped either, on the kernel
+transport and on the DPDK one."""
 import os
 import re
 import sys
@@ -39,7 +40,16 @@ class TestNoOpenSSL(fx.DaemonTestCase):
             self.assertNotIn(soname, out)
 
     def test_running_daemon_maps_no_openssl(self):
-        d = self.daemon()
+        self.check_maps(self.daemon())
+
+    def test_running_dpdk_daemon_maps_no_openssl(self):
+        """DPDK's shared build would load its crypto_openssl plugin at EAL
+        init; stampeded links DPDK statically with chosen drivers instead."""
+        import dpdk_fixture
+        dpdk_fixture.require()
+        self.check_maps(self.daemon(transport='dpdk'))
+
+    def check_maps(self, d):
         key = fx.gen_key(os.path.join(self.tmp, 'k.key'))
         csr = fx.make_csr(key, '/CN=maps', os.path.join(self.tmp, 'k.csr'))
         self.assertEqual(fx.curl_enroll(d, csr).status, 200)   # TLS, key offload, crypt(3), signing
