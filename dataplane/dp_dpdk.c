@@ -43,7 +43,7 @@ struct dp_dpdk {
     struct rte_mempool *pool;
     unsigned pool_size;
     char driver[32];
-    bool tap;            /* net_tap: reads only after its SIGIO trigger moved */
+    bool tap;            /* net_tap: its queue fds can wake a sleeping core */
     struct rte_ether_addr mac;
     char runtime_dir[256];
     char eal_words[2048], eal_prefix[64]; /* EAL keeps pointers into its argv */
@@ -229,6 +229,7 @@ unsigned dp_dpdk_rx(dp_dpdk_t *d, unsigned q, dp_dpdk_pkt_t *pkts, unsigned max)
     for (uint16_t i = 0; i < n; i++) {
         struct rte_mbuf *m = ms[i];
         if (m->nb_segs > 1) { /* never with a 2 KiB data room and MTU 1500 */
+            d->q[q].st.rx_multiseg++;
             rte_pktmbuf_free(m);
             ms[i] = NULL;
             pkts[i] = (dp_dpdk_pkt_t){0};
@@ -265,7 +266,7 @@ uint8_t *dp_dpdk_tx_alloc(dp_dpdk_t *d, unsigned q, size_t len, void **m) {
 }
 
 void dp_dpdk_tx_queue(dp_dpdk_t *d, unsigned q, void *m) {
-    d->q[q].st.tx_packets++;
+    d->q[q].st.tx_packets++; /* handed to the driver; tx_refused of them it did not take */
     rte_eth_tx_buffer(d->port, (uint16_t)q, d->q[q].txb, (struct rte_mbuf *)m);
 }
 

@@ -38,7 +38,7 @@ typedef struct {
 
 /* Per-queue counters; written only by the queue's user. */
 typedef struct {
-    uint64_t rx_packets, rx_bursts_full, tx_packets, tx_nombuf, tx_refused;
+    uint64_t rx_packets, rx_bursts_full, rx_multiseg, tx_packets, tx_nombuf, tx_refused;
 } dp_dpdk_qstats_t;
 
 /* Port-wide state and the driver's counters. */

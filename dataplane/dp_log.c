@@ -22,7 +22,7 @@ void dp_log_flush(void) {
     size_t off = 0;
     while (off < dp_log_buf_len) {
         ssize_t w = write(STDERR_FILENO, dp_log_buf + off, dp_log_buf_len - off);
-        if (w < 0 && errno == EINTR) continue; /* a signal (net_tap's SIGIO) before any byte */
+        if (w < 0 && errno == EINTR) continue; /* a signal (net_tap's per-frame one) before any byte */
         if (w <= 0) break;
         off += (size_t)w;
     }

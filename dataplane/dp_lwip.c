@@ -48,6 +48,7 @@
 #include <lwip/pbuf.h>
 #include <lwip/sys.h>
 #include <lwip/tcp.h>
+#include <lwip/priv/tcp_priv.h> /* tcp_active_pcbs: what lwIP still holds at exit */
 #include <lwip/tcpip.h>
 #include <lwip/timeouts.h>
 #include <netif/ethernet.h>
@@ -81,6 +82,7 @@ typedef struct dp_lwconn {
     unsigned ev;                  /* DP_LW_EV_* not yet taken */
     bool queued;                  /* on the owner's ready list */
     bool want_write;              /* a send found no room: report writable */
+    bool mem_blocked;             /* tcp_write said ERR_MEM: wait for an ACK (on_sent) */
     struct cds_list_head ready_link;
     struct dp_lwconn *next_free;
     /* set at accept, then read-only */
@@ -113,6 +115,8 @@ typedef struct {
     int sleeping;                 /* atomic: in epoll_wait with a timeout */
     struct cds_list_head work;    /* owner: taken from `ready`, to deliver */
     struct cds_list_head dirty;   /* owner: connections with unrecved bytes */
+    bool drained;                 /* owner: counted out of dp_lw_t.cores_running */
+    int64_t next_flush_check_ms;  /* owner: next look for data lwIP still holds */
     dp_lw_stats_t st;             /* lock (counted by whoever holds it for this core) */
 } __attribute__((aligned(64))) dp_lwcore_t;
 
@@ -136,6 +140,7 @@ struct dp_lw {
     uint64_t link_downs, link_ups;/* core 0 */
     int64_t next_timer_ms, next_link_ms; /* core 0 */
     unsigned spin_us;
+    int cores_running;            /* atomic: cores not yet drained (exit) */
     bool lwip_up;                 /* lwip_init ran and the core lock exists */
 };
 
@@ -226,6 +231,7 @@ static err_t dp_lw_on_recv(void *arg, struct tcp_pcb *pcb, struct pbuf *p, err_t
 static err_t dp_lw_on_sent(void *arg, struct tcp_pcb *pcb, u16_t len) {
     dp_lwconn_t *k = arg;
     (void)pcb, (void)len;
+    if (k) k->mem_blocked = false;
     if (k && k->want_write) {
         k->want_write = false;
         dp_lw_post(k, DP_LW_EV_WRITE);
@@ -276,8 +282,14 @@ static err_t dp_lw_on_accept(void *arg, struct tcp_pcb *pcb, err_t err) {
 
 /* ---- the owner side ---- */
 
+/* dp_lw_free_chain frees a chain we linked by hand, pbuf by pbuf (each was
+ * handed to us with its own reference). */
 static void dp_lw_free_chain(struct pbuf **head, struct pbuf **tail) {
-    if (*head) pbuf_free(*head); /* frees along ->next as references drop to 0 */
+    for (struct pbuf *p = *head, *next; p; p = next) {
+        next = p->next;
+        p->next = NULL;
+        pbuf_free(p);
+    }
     *head = *tail = NULL;
 }
 
@@ -378,9 +390,11 @@ static void dp_lw_input(dp_lw_t *t, dp_lwcore_t *lc, dp_dpdk_pkt_t *pkts, unsign
         struct pbuf *p;
         if (low) { /* the pool runs low: do not let connections hold mbufs */
             p = pbuf_alloc(PBUF_RAW, pk->len, PBUF_RAM);
-            if (p) pbuf_take(p, pk->data, pk->len);
+            if (p) {
+                pbuf_take(p, pk->data, pk->len);
+                lc->st.rx_copied++;
+            }
             dp_dpdk_pkt_free(pk->m);
-            lc->st.rx_copied++;
         } else {
             struct pbuf_custom *pc = pk->priv;
             pc->custom_free_function = dp_lw_rx_free;
@@ -430,7 +444,38 @@ static void dp_lw_rt_signals(int how) {
     sigset_t rt;
     sigemptyset(&rt);
     for (int sig = SIGRTMIN + 1; sig <= SIGRTMAX; sig++) sigaddset(&rt, sig);
+    /* When the real-time signal queue overflows (RLIMIT_SIGPENDING: frames
+     * while no core takes them), the kernel sends SIGIO instead, whose
+     * default action ends the process: keep it blocked everywhere. */
+    if (how == SIG_BLOCK) sigaddset(&rt, SIGIO);
     pthread_sigmask(how, &rt, NULL);
+}
+
+/* dp_lw_pending says lwIP still holds data it has not delivered (unsent or
+ * unacknowledged segments). Lock held. */
+static bool dp_lw_pending(void) {
+    for (struct tcp_pcb *p = tcp_active_pcbs; p; p = p->next)
+        if (p->unsent || p->unacked) return true;
+    return false;
+}
+
+/* dp_lw_may_exit: a core leaves only when every core has drained its
+ * sessions and lwIP has delivered what they wrote (a closed session's last
+ * bytes live on in lwIP, and core 0 runs the timers that retransmit them),
+ * or at the hard deadline (stop deadline + 2 s, as the kernel transport). */
+static bool dp_lw_may_exit(dp_lw_t *t, dp_lwcore_t *lc, dp_core_t *c) {
+    if (!dp_core_should_exit(c)) return false;
+    if (!lc->drained) {
+        lc->drained = true;
+        uatomic_dec(&t->cores_running);
+    }
+    if (c->now_ms >= c->rt->stop_deadline_ms + 2000) return true;
+    if (uatomic_read(&t->cores_running) > 0 || c->now_ms < lc->next_flush_check_ms) return false;
+    lc->next_flush_check_ms = c->now_ms + DP_LW_TIMER_MS;
+    dp_lw_lock(t, c->id);
+    bool pending = dp_lw_pending();
+    dp_lw_unlock();
+    return !pending;
 }
 
 static void dp_lw_run(dp_core_t *c) {
@@ -442,10 +487,10 @@ static void dp_lw_run(dp_core_t *c) {
     dp_dpdk_pkt_t pkts[DP_LW_BURST];
     struct epoll_event evs[DP_LW_EPOLL_BATCH];
     int64_t busy_us = dp_lw_now_us();
-    while (!dp_core_should_exit(c)) {
+    while (!dp_lw_may_exit(t, lc, c)) {
         int wait = dp_core_service(c, 100);
         unsigned n = dp_dpdk_rx(t->dpdk, q, pkts, DP_LW_BURST);
-        int64_t now_ms = dp_now_ms();
+        int64_t now_us = dp_lw_now_us(), now_ms = now_us / 1000;
         bool timers = q == 0 && (now_ms >= t->next_timer_ms || now_ms >= t->next_link_ms);
         if (n || timers || uatomic_read(&lc->ready_hint) || !cds_list_empty(&lc->dirty)) {
             dp_lw_lock(t, q);
@@ -459,11 +504,11 @@ static void dp_lw_run(dp_core_t *c) {
         c->now_ms = now_ms;
         dp_lw_deliver(c, lc);
         dp_dpdk_tx_flush(t->dpdk, q);
-        int64_t now_us = dp_lw_now_us();
-        if (n || work) busy_us = now_us;
-        /* Sleep only after spinning dpdk_spin_us with nothing to do. */
+        /* Sleep only when this iteration found nothing to do and the core
+         * has spun dpdk_spin_us since it last did. */
         int tmo = 0;
-        if (now_us - busy_us >= (int64_t)t->spin_us && cds_list_empty(&lc->dirty)) {
+        if (n || work) busy_us = now_us;
+        else if (now_us - busy_us >= (int64_t)t->spin_us && cds_list_empty(&lc->dirty)) {
             tmo = wait;
             if (q == 0) {
                 int64_t next = t->next_timer_ms < t->next_link_ms ? t->next_timer_ms : t->next_link_ms;
@@ -472,13 +517,14 @@ static void dp_lw_run(dp_core_t *c) {
             }
             if (lc->rx_fd < 0 && tmo > DP_LW_NOFD_NAP_MS) tmo = DP_LW_NOFD_NAP_MS;
         }
-        if (tmo > 0) {
+        bool armed = tmo > 0;
+        if (armed) {
             uatomic_set(&lc->sleeping, 1);
-            cmm_smp_mb();
+            cmm_smp_mb(); /* pairs with dp_lw_post: its store to ready_hint, then its read of sleeping */
             if (uatomic_read(&lc->ready_hint)) tmo = 0;
         }
         int ne = epoll_wait(c->epfd, evs, DP_LW_EPOLL_BATCH, tmo);
-        if (tmo > 0) uatomic_set(&lc->sleeping, 0);
+        if (armed) uatomic_set(&lc->sleeping, 0);
         if (ne < 0) {
             if (errno != EINTR) DP_ERR("epoll_wait: %s", strerror(errno));
             continue;
@@ -542,6 +588,7 @@ static ssize_t dp_lw_send(dp_conn_t *conn, const void *buf, size_t len) {
         return DP_IO_ERROR;
     }
     if (e != ERR_OK) n = 0;
+    k->mem_blocked = e == ERR_MEM; /* the segment queue is full although the buffer has room */
     tcp_output(k->pcb);
     if (n < len) k->want_write = true;
     dp_lw_unlock();
@@ -554,7 +601,9 @@ static void dp_lw_watch_write(dp_core_t *c, dp_conn_t *conn, void *owner) {
     if (!k) return;
     dp_lw_lock(k->t, k->owner);
     k->want_write = true;
-    if (!k->pcb || tcp_sndbuf(k->pcb) > 0) dp_lw_post(k, DP_LW_EV_WRITE); /* room now: say so at once */
+    /* Room now: say so at once. After ERR_MEM, room in bytes is not room:
+     * the next ACK (on_sent) reports it. */
+    if (!k->pcb || (tcp_sndbuf(k->pcb) > 0 && !k->mem_blocked)) dp_lw_post(k, DP_LW_EV_WRITE);
     dp_lw_unlock();
 }
 
@@ -608,16 +657,16 @@ static void dp_lw_log_stats(dp_core_t *c) {
     dp_lw_t *t = c->rt->xport;
     dp_lwcore_t *lc = &t->cores[c->id];
     const dp_dpdk_qstats_t *qs = dp_dpdk_qstats(t->dpdk, c->id);
-    DP_INFO("dpdk core%u: rx_packets=%llu rx_bursts_full=%llu tx_packets=%llu tx_nombuf=%llu tx_refused=%llu "
-            "not_ours=%llu unsupported=%llu malformed=%llu syn_limited=%llu rx_copied=%llu rx_dropped=%llu "
-            "accepted=%llu refused=%llu",
+    DP_INFO("dpdk core%u: rx_packets=%llu rx_bursts_full=%llu rx_multiseg=%llu tx_packets=%llu tx_nombuf=%llu "
+            "tx_refused=%llu not_ours=%llu unsupported=%llu malformed=%llu syn_limited=%llu rx_copied=%llu "
+            "rx_dropped=%llu accepted=%llu refused=%llu",
             c->id, (unsigned long long)qs->rx_packets, (unsigned long long)qs->rx_bursts_full,
-            (unsigned long long)qs->tx_packets, (unsigned long long)qs->tx_nombuf,
-            (unsigned long long)qs->tx_refused, (unsigned long long)lc->st.not_ours,
-            (unsigned long long)lc->st.unsupported, (unsigned long long)lc->st.malformed,
-            (unsigned long long)lc->st.syn_limited, (unsigned long long)lc->st.rx_copied,
-            (unsigned long long)lc->st.rx_dropped, (unsigned long long)lc->st.accepted,
-            (unsigned long long)lc->st.refused);
+            (unsigned long long)qs->rx_multiseg, (unsigned long long)qs->tx_packets,
+            (unsigned long long)qs->tx_nombuf, (unsigned long long)qs->tx_refused,
+            (unsigned long long)lc->st.not_ours, (unsigned long long)lc->st.unsupported,
+            (unsigned long long)lc->st.malformed, (unsigned long long)lc->st.syn_limited,
+            (unsigned long long)lc->st.rx_copied, (unsigned long long)lc->st.rx_dropped,
+            (unsigned long long)lc->st.accepted, (unsigned long long)lc->st.refused);
     if (c->id != 0) return;
     dp_dpdk_port_t ps;
     dp_dpdk_port_stats(t->dpdk, &ps);
@@ -712,6 +761,7 @@ static int dp_lw_setup_inner(dp_runtime_t *rt, char *why, size_t why_len) {
     }
     rt->xport = t;
     t->ncores = rt->num_cores;
+    t->cores_running = (int)rt->num_cores;
     t->spin_us = cfg->dpdk_spin_us;
     t->lst[0] = (dp_lw_listener_t){.proto = DP_PROTO_EST};
     t->lst[1] = (dp_lw_listener_t){.proto = DP_PROTO_CAPF};
@@ -807,6 +857,9 @@ static void dp_lw_cleanup(dp_runtime_t *rt) {
     if (!t) return;
     if (t->lwip_up) {
         dp_lw_lock(t, 0);
+        /* Connections still open at the hard deadline: reset them, so their
+         * peers do not wait on a stack that is going away. */
+        while (tcp_active_pcbs) tcp_abort(tcp_active_pcbs);
         for (unsigned i = 0; i < t->ncores; i++) { /* accepted, never delivered (stopping) */
             dp_lwcore_t *lc = &t->cores[i];
             dp_lw_take(lc);
@@ -828,6 +881,8 @@ static void dp_lw_cleanup(dp_runtime_t *rt) {
             free(k);
         }
         netif_set_down(&t->nif);
+        netif_remove(&t->nif); /* lwIP's lists must not point into freed memory */
+        dp_dpdk_tx_flush(t->dpdk, 0); /* the resets */
         dp_lw_unlock();
     }
     for (unsigned i = 0; t->cores && i < t->ncores; i++)
