@@ -141,14 +141,15 @@ profile() {
   perf report -i "$work/perf.$t" --no-children --sort dso,sym -g none --stdio --percent-limit 0 2>/dev/null |
     awk -v t="$t" -v cpu="$cpu" -v n="$count" -v f0="$f0" -v f1="$f1" -v mhz="$mhz" '
       /^#/ || NF < 4 { next }
-      { pct = $1; sub(/%/, "", pct); dso = $2; sym = $NF
+      { pct = $1; sub(/%/, "", pct); dso = $2; sym = $NF; total += pct
         if (dso ~ /libcrypto|libssl/) c["crypto (BoringSSL)"] += pct
         else if (dso ~ /liblwip/) c["lwIP"] += pct
-        else if (dso ~ /kallsyms/) c["kernel: " (t == "dpdk" ? "tap syscalls, SIGIO, client TCP run by tun, scheduling" : "TCP/IP, epoll, scheduling")] += pct
+        else if (dso ~ /kallsyms/) c["kernel: " (t == "dpdk" ? "tap syscalls, per-frame signals, client TCP run by tun, scheduling" : "TCP/IP, epoll, scheduling")] += pct
         else if (sym ~ /^(rte_|pmd_|tap_|eth_|dp_dpdk_|dp_lw_|dp_rxgate_|bucket_|common_ring_)/) c["DPDK user space (PMD, mempool, our glue)"] += pct
         else if (dso ~ /vdso/) c["clock_gettime (vDSO)"] += pct
         else c["rest (engines, Redis client, libc)"] += pct }
       END {
+        for (k in c) c[k] = c[k] * 100 / total # perf rounds each line: normalise to 100%
         for (k in c) printf "  %s %-58s %5.1f%%  %6.1f us/enrollment\n", t, k, c[k], c[k] * cpu / 100
         if (t != "dpdk") exit
         fr = (f1 - f0) / n
