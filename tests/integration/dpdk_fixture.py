@@ -70,6 +70,8 @@ def require():
     if _probe:
         print('SKIP: %s' % _probe, file=sys.stderr, flush=True)
         raise unittest.SkipTest(_probe)
+    if shutil.which('ping') is None:
+        raise AssertionError('the DPDK tests need ping (iputils-ping): it tells when lwIP answers')
 
 
 def _probe_tap():
