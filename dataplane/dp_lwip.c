@@ -840,6 +840,10 @@ static int dp_lw_setup_inner(dp_runtime_t *rt, char *why, size_t why_len) {
     dp_dpdk_describe(t->dpdk, desc, sizeof(desc));
     ip4addr_ntoa_r(&ip, a, sizeof(a));
     snprintf(rt->est_where, sizeof(rt->est_where), "%s:%u", a, t->lst[0].port);
+    if (cfg->capf_listen[0]) snprintf(rt->capf_where, sizeof(rt->capf_where), "%s:%u", a, t->lst[1].port);
+    if (cfg->so_sndbuf)
+        DP_WARN("so_sndbuf %u applies to the kernel transport only: lwIP's send buffer is fixed at 64 KiB",
+                cfg->so_sndbuf);
     DP_INFO("dpdk: %s; lwIP %s/%s gateway %s; link %s; EST port %u%s%.0u", desc, a, strchr(cfg->dpdk_addr, '/') + 1,
             cfg->dpdk_gateway[0] ? cfg->dpdk_gateway : "none", t->link_up ? "up" : "down", t->lst[0].port,
             cfg->capf_listen[0] ? ", CAPF port " : "", cfg->capf_listen[0] ? t->lst[1].port : 0);

@@ -353,6 +353,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     snprintf(rt.est_where, sizeof(rt.est_where), "%s", rt.cfg.est_listen);
+    snprintf(rt.capf_where, sizeof(rt.capf_where), "%s", rt.cfg.capf_listen);
 
     if (dp_data_dir(rt.cfg.data_dir, why, sizeof(why))) return dp_fail("data directory", why);
     if (dp_crypto(&rt, why, sizeof(why))) return dp_fail("CA", why);
@@ -412,7 +413,7 @@ int main(int argc, char **argv) {
             STAMPEDE_VERSION, rt.est_where, rt.transport->name, rt.num_cores, signers,
             ra_users_count(rt.est.users), rt.cfg.data_dir);
     if (rt.cfg.capf_listen[0])
-        DP_INFO("CAPF on %s (TLS; session ids from %08x; node %s)", rt.cfg.capf_listen, rt.capf_id_base,
+        DP_INFO("CAPF on %s (TLS; session ids from %08x; node %s)", rt.capf_where, rt.capf_id_base,
                 rt.capf_node);
 
     dp_wait_signals(&rt, &set);

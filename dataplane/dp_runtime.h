@@ -39,6 +39,7 @@ struct dp_runtime {
     const dp_transport_ops_t *transport;
     void *xport;                /* the transport's own state (dp_lwip.c), or NULL */
     char est_where[64];         /* where EST listens, for the ready line */
+    char capf_where[64];        /* where CAPF listens (empty: no CAPF) */
     unsigned num_cores;
     dp_core_t *cores;
     dp_redis_child_t redis;  /* embedded Redis (main thread only) */
