@@ -394,17 +394,22 @@ class TestDpdkMbufExhaustion(DpdkShared):
                 with lock:
                     outcomes[what] = outcomes.get(what, 0) + 1
         before = self.counters()
-        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(self.CLIENTS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(150)
-        self.assertFalse(any(t.is_alive() for t in threads), 'a client thread did not finish within its bounds')
-        self.assertTrue(self.d.running(), 'stampeded died under mbuf pressure:\n%s' % self.d.stderr()[-4000:])
-        self.recover()
-        after = self.counters()
-        tx_nombuf = self.delta(after, before, 'tx_nombuf')
-        rx_nombuf = self.delta(after, before, 'rx_nombuf', port=True)
+        # Whether a round runs the pool dry depends on timing (mbufs parked
+        # in the other core's mempool cache): up to 3 rounds until it did.
+        for _ in range(3):
+            threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(self.CLIENTS)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(150)
+            self.assertFalse(any(t.is_alive() for t in threads), 'a client thread did not finish within its bounds')
+            self.assertTrue(self.d.running(), 'stampeded died under mbuf pressure:\n%s' % self.d.stderr()[-4000:])
+            self.recover()
+            after = self.counters()
+            tx_nombuf = self.delta(after, before, 'tx_nombuf')
+            rx_nombuf = self.delta(after, before, 'rx_nombuf', port=True)
+            if tx_nombuf + rx_nombuf > 0:
+                break
         log('tiny pool (%d clients x %d connections x 2 requests, 15-16 KB bodies): outcomes %s; tx_nombuf +%d, '
             'port rx_nombuf +%d, rx_copied +%d, tx_refused +%d, kernel tap tx dropped %d'
             % (self.CLIENTS, self.ROUNDS, outcomes, tx_nombuf, rx_nombuf, self.delta(after, before, 'rx_copied'),
