@@ -95,13 +95,8 @@ def link_exists(name):
 
 
 def wait_for(pred, bound, step=0.05):
-    deadline = time.monotonic() + bound
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
+    import stampede_fixture  # imported here: stampede_fixture imports this module lazily
+    return stampede_fixture.wait_for(pred, bound, step)
 
 
 def _used_subnets():

@@ -54,6 +54,18 @@ def rmtree(path):
         shutil.rmtree(path, True)
 
 
+def wait_for(pred, bound, step=0.05):
+    """wait_for polls pred() until it is true or `bound` seconds passed;
+    returns its last value."""
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
 def _kill_leftovers():
     for p in list(_live):
         if p.poll() is None:
@@ -298,15 +310,16 @@ class DaemonTestCase(unittest.TestCase):
 
 
 class SharedDaemonTestCase(DaemonTestCase):
-    """SharedDaemonTestCase runs one daemon (flags in DAEMON_ARGS) for the
-    whole class; tearDownClass stops it and fails on a non-zero exit or a
-    sanitizer report."""
+    """SharedDaemonTestCase runs one daemon (flags in DAEMON_ARGS, transport
+    TRANSPORT: None = $STAMPEDE_TRANSPORT) for the whole class; tearDownClass
+    stops it and fails on a non-zero exit or a sanitizer report."""
     DAEMON_ARGS = ()
+    TRANSPORT = None
 
     @classmethod
     def setUpClass(cls):
         cls.class_tmp = tempfile.mkdtemp(prefix='stampede-it-cls-')
-        cls.d = Daemon(cls.class_tmp, cls.DAEMON_ARGS, name='shared')
+        cls.d = Daemon(cls.class_tmp, cls.DAEMON_ARGS, name='shared', transport=cls.TRANSPORT)
         try:
             cls.d.start()
         except BaseException:

@@ -56,16 +56,7 @@ BACKDATE = 300            # leaf_backdate default
 
 # ---------------------------------------------------------------- helpers
 
-def wait_for(pred, bound, step=0.05):
-    """wait_for polls pred() until it is true or `bound` seconds passed;
-    returns its last value."""
-    deadline = time.monotonic() + bound
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
+wait_for = fx.wait_for
 
 
 def hello_bytes(sid):

@@ -61,32 +61,16 @@ def dpdk_daemon(workdir, args=(), name='dpdk'):
     return fx.Daemon(workdir, args, name=name, transport='dpdk')
 
 
-class DpdkShared(unittest.TestCase):
+class DpdkShared(fx.SharedDaemonTestCase):
     """One DPDK daemon (DAEMON_ARGS) for the class; tearDownClass stops it
     and fails on a non-zero exit, a sanitizer report or a tap interface
-    that outlives it."""
-    DAEMON_ARGS = ()
+    that outlives it (Daemon.stop with the dpdk transport)."""
+    TRANSPORT = 'dpdk'
 
     @classmethod
     def setUpClass(cls):
-        cls.class_tmp = tempfile.mkdtemp(prefix='stampede-it-dpdk-')
-        try:
-            cls.d = dpdk_daemon(cls.class_tmp, cls.DAEMON_ARGS)
-            cls.d.start()
-        except BaseException:
-            if hasattr(cls, 'd'):
-                cls.d.kill()
-            fx.rmtree(cls.class_tmp)
-            raise
+        super().setUpClass()
         cls.csr_n = 0
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.d.stop()
-        finally:
-            cls.d.kill()
-            fx.rmtree(cls.class_tmp)
 
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix='t-', dir=self.class_tmp)

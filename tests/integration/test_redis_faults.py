@@ -38,12 +38,7 @@ def req_id(identity, csr_der):
 
 
 def wait_for(pred, bound, step=0.05):
-    deadline = time.monotonic() + bound
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return bool(pred())
+    return bool(fx.wait_for(pred, bound, step))
 
 
 class Outcome:
