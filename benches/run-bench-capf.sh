@@ -29,10 +29,7 @@ for exe in dataplane/stampeded benches/stampede-bench ra/stampedectl; do
   [[ -x $build/$exe ]] || { echo "run-bench-capf: $build/$exe missing (build first)" >&2; exit 2; }
 done
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-field() { grep -oE "(^| )$1=[0-9.]+" | cut -d= -f2; }
-# free_port: a loopback TCP port nothing listens on (the kernel's pick).
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/lib.sh
 
 data=$(mktemp -d /tmp/stampede-bench-capf.XXXXXX)
 pid=
@@ -41,12 +38,7 @@ cleanup() {
   if compgen -G "$data/bench-capf-keys-*.pem" >/dev/null; then
     mkdir -p "$cache" && chmod 700 "$cache" && cp -p "$data"/bench-capf-keys-*.pem "$cache"/ || true
   fi
-  if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  [[ -n $pid ]] && wait "$pid" 2>/dev/null || true
+  [[ -n $pid ]] && stop_pids 50 "$pid"
   rm -rf "$data" "$data".*
 }
 trap cleanup EXIT

@@ -36,19 +36,12 @@ for exe in dataplane/stampeded benches/stampede-bench; do
 done
 [[ -c /dev/net/tun ]] || { echo "run-bench-dpdk: no /dev/net/tun: cannot make a tap device" >&2; exit 2; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-field() { grep -oE "$1=[0-9.]+" | cut -d= -f2; }
+. benches/lib.sh
 
 work=$(mktemp -d /tmp/stampede-bench-dpdk.XXXXXX)
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
+  stop_pids 100 "${pids[@]}"
   ip link del "$iface" 2>/dev/null || true
   rm -rf "$work"
 }

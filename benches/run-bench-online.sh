@@ -28,19 +28,14 @@ for exe in dataplane/stampeded benches/stampede-bench control/stampede-control; 
   [[ -x $build/$exe ]] || { echo "run-bench-online: $build/$exe missing (build first)" >&2; exit 2; }
 done
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/lib.sh
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 counts() { curl -s "http://127.0.0.1:$cport/control/counts"; }
 
 work=$(mktemp -d /tmp/stampede-bench-online.XXXXXX)
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
+  stop_pids 50 "${pids[@]}"
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -25,9 +25,7 @@ conc=${CONC:-64}
 bench="$b/benches/stampede-bench"
 [[ -x $b/dataplane/stampeded && -x $bench ]] || { echo "no stampeded/stampede-bench in $b" >&2; exit 2; }
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print "na";
-  else print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-field() { grep -oE "(^| )$1=[0-9.]+" | cut -d= -f2; }
+. benches/lib.sh
 # bytes: the "N B in + M B out" of the bench's redis line; $1 = 1 (in) or 2 (out)
 bytes() { grep -oE '[0-9]+ B in \+ [0-9]+ B out' | awk -v k="$1" '{print k == 1 ? $1 : $5}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {print (a == "na" || b == "na" || b == 0) ? "na" : sprintf("%.3f", a / b)}'; }

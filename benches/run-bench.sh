@@ -18,8 +18,7 @@ ka_count=${KA_COUNT:-20000}
 runs=${RUNS:-3}
 port=${PORT:-18643}
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-field() { grep -oE "$1=[0-9.]+" | cut -d= -f2; }
+. benches/lib.sh
 
 for b in "${builds[@]}"; do
   data=$(mktemp -d /tmp/stampede-bench.XXXXXX)
