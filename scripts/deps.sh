@@ -6,7 +6,7 @@ pkgs=(meson ninja-build pkg-config gcc android-libboringssl-dev liburcu-dev libi
       libcrypt-dev libhiredis-dev redis-server curl openssl python3 python3-cryptography procps
       libcurl4-openssl-dev libssl-dev libdpdk-dev liblwip-dev)
 if [[ "${1:-}" == "--test" ]]; then
-  pkgs+=(libcmocka-dev clang-14 libclang-rt-14-dev iproute2 iputils-ping)
+  pkgs+=(libcmocka-dev clang-14 libclang-rt-14-dev iproute2 iputils-ping ethtool)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -19,7 +19,11 @@ is the kernel, .2 is lwIP):
 * the SYN limiter (--dpdk-syn-rate 5): 50 connects at once from one
   address, SYNs are dropped and counted, later connections get through;
 * exit: the counter lines are logged at SIGTERM, the tap interface and the
-  EAL runtime directory are gone; after SIGKILL a restart works.
+  EAL runtime directory are gone; after SIGKILL a restart works;
+* net_af_packet with two queue pairs on a veth pair into a network
+  namespace the test makes: 40 enrollments from the namespace, with frames
+  of one flow spread over both queues (skipped, saying so, if namespaces
+  cannot be made).
 
 Counters come from SIGUSR1 (dpdk_fixture.counters) and from the kernel's
 side of the interface (ip -s -j link). They are printed; assertions are on
@@ -28,6 +32,7 @@ socket and interface is cleaned up. Skips (with "SKIP: ..." printed) when
 this machine has no /dev/net/tun or no CAP_NET_ADMIN."""
 import os
 import select
+import shutil
 import signal
 import socket
 import ssl
@@ -502,6 +507,85 @@ class TestDpdkExit(unittest.TestCase):
         d.start()                                           # same data directory, interface and address
         self.assertEqual(fx.curl(d, 'cacerts').status, 200)
         d.stop()
+
+
+# ================================================================ net_af_packet, two queues, a namespace
+
+class TestDpdkAfPacket(fx.DaemonTestCase):
+    """net_af_packet with 2 queue pairs on a veth pair whose other end sits in
+    a network namespace this test makes (the clients run there). The
+    driver's PACKET_FANOUT rollover moves a busy flow's frames between the
+    two queues, so sessions are driven by a core other than the one that
+    received their frames (ready lists, cross-core wake-ups). veth hands
+    AF_PACKET partial checksums unless transmit offload is off on the peer
+    (docs/dpdk.md)."""
+    N = 40
+
+    def setUp(self):
+        super().setUp()
+        dk.require()
+        if not shutil.which('ethtool'):
+            raise AssertionError('the af_packet test needs ethtool (to turn veth checksum offload off)')
+        tag = '%d%d' % (os.getpid() % 10000, next(self._n))
+        self.ns, self.a, self.b = 'stpns' + tag, 'stpa' + tag, 'stpb' + tag
+        cp = fx.run(['ip', 'netns', 'add', self.ns], check=False)
+        if cp.returncode != 0:
+            why = 'cannot make a network namespace: ' + cp.stderr.decode(errors='replace').strip()
+            print('SKIP: ' + why, file=sys.stderr, flush=True)
+            raise unittest.SkipTest(why)
+        self.addCleanup(fx.run, ['ip', 'netns', 'del', self.ns], check=False)
+        fx.run(['ip', 'link', 'add', self.a, 'type', 'veth', 'peer', 'name', self.b])
+        self.addCleanup(fx.run, ['ip', 'link', 'del', self.a], check=False)  # takes its peer along
+        net = self.subnet()
+        self.host, self.peer = net + '.2', net + '.1'
+        for cmd in (['ip', 'link', 'set', self.b, 'netns', self.ns],
+                    ['ip', 'link', 'set', self.a, 'up'],
+                    ['ip', '-n', self.ns, 'link', 'set', 'lo', 'up'],
+                    ['ip', '-n', self.ns, 'addr', 'add', self.peer + '/24', 'dev', self.b],
+                    ['ip', '-n', self.ns, 'link', 'set', self.b, 'up'],
+                    ['ip', 'netns', 'exec', self.ns, 'ethtool', '-K', self.b, 'tx', 'off']):
+            fx.run(cmd)
+
+    _n = iter(range(1000))
+
+    def subnet(self):
+        used = fx.run(['ip', '-o', '-4', 'addr', 'show']).stdout.decode()
+        for i in range(100, 250):
+            net = '10.98.%d' % i
+            if (net + '.') not in used:
+                return net
+        raise AssertionError('no free 10.98.x.0/24 here')
+
+    def in_ns(self, args, timeout=fx.CMD_TIMEOUT):
+        return fx.run(['ip', 'netns', 'exec', self.ns] + args, timeout=timeout, check=False)
+
+    def test_enroll_across_two_queues(self):
+        d = self.daemon(['--transport', 'dpdk', '--cores', '2', '--dpdk-addr', self.host + '/24',
+                         '--tls-names', self.host,
+                         '--dpdk-eal', dk.EAL_BASE + ' --vdev=net_af_packet0,iface=%s,qpairs=2' % self.a],
+                        transport='kernel')
+        self.assertIn('net_af_packet, 2 queue pairs', d.stderr())
+        ok = fx.wait_for(lambda: self.in_ns(['ping', '-n', '-c', '1', '-W', '1', self.host], 10).returncode == 0,
+                         RECOVER_BOUND)
+        self.assertTrue(ok, 'lwIP does not answer ping over af_packet:\n%s' % d.stderr()[-3000:])
+        key = fx.gen_key(os.path.join(self.tmp, 'af.key'))
+
+        def enroll(i):
+            csr = fx.make_csr(key, '/CN=afpacket-%d' % i, os.path.join(self.tmp, 'af-%d.csr' % i))
+            body = fx.write(os.path.join(self.tmp, 'af-%d.b64' % i), fx.b64(csr))
+            cp = self.in_ns(['curl', '-sS', '--max-time', '30', '--cacert', d.ca_path, '-o', '/dev/null',
+                             '-w', '%{http_code}', '-u', 'est:' + d.password,
+                             '-H', 'Content-Type: application/pkcs10', '--data-binary', '@' + body,
+                             'https://%s:%d%ssimpleenroll' % (self.host, d.port, fx.EST)], 60)
+            return cp.stdout.decode().strip() or cp.stderr.decode(errors='replace').strip()
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(enroll, range(self.N)))
+        self.assertEqual(codes, ['200'] * self.N)
+        snap = []
+        fx.wait_for(lambda: snap.append(dk.counters(d)) or snap[-1].total('accepted') == self.N, 10, step=0.5)
+        log('af_packet, 2 queues: %d enrollments; %s' % (self.N, ' | '.join(snap[-1].lines)))
+        self.assertEqual(snap[-1].total('accepted'), self.N, snap[-1])
+        self.stop_ok(d)
 
 
 if __name__ == '__main__':
