@@ -26,7 +26,9 @@
  *    completion eventfd, Redis sockets, a wake-up eventfd (another core
  *    queued it work) and, with net_tap, its RX queue's fd.
  * Before lwIP, dp_rxgate drops frames not for us and limits SYNs per source
- * (lwIP here has no SYN cookies and no listen backlog).
+ * (lwIP here has no SYN cookies and no listen backlog). net_tap's per-frame
+ * real-time signal is taken by polling cores only. On SIGTERM no core leaves
+ * before every core has drained and lwIP has delivered what was written.
  * Threads: setup/cleanup on the main thread; the rest on polling cores. */
 #include <errno.h>
 #include <signal.h>
