@@ -231,7 +231,6 @@ unsigned dp_dpdk_rx(dp_dpdk_t *d, unsigned q, dp_dpdk_pkt_t *pkts, unsigned max)
         if (m->nb_segs > 1) { /* never with a 2 KiB data room and MTU 1500 */
             d->q[q].st.rx_multiseg++;
             rte_pktmbuf_free(m);
-            ms[i] = NULL;
             pkts[i] = (dp_dpdk_pkt_t){0};
             continue;
         }
@@ -270,10 +269,8 @@ void dp_dpdk_tx_queue(dp_dpdk_t *d, unsigned q, void *m) {
     rte_eth_tx_buffer(d->port, (uint16_t)q, d->q[q].txb, (struct rte_mbuf *)m);
 }
 
-bool dp_dpdk_tx_flush(dp_dpdk_t *d, unsigned q) {
-    if (!d->q[q].txb->length) return false;
-    rte_eth_tx_buffer_flush(d->port, (uint16_t)q, d->q[q].txb);
-    return true;
+void dp_dpdk_tx_flush(dp_dpdk_t *d, unsigned q) {
+    if (d->q[q].txb->length) rte_eth_tx_buffer_flush(d->port, (uint16_t)q, d->q[q].txb);
 }
 
 int dp_dpdk_rx_fd(const dp_dpdk_t *d, unsigned q) { return d->q[q].rx_fd; }

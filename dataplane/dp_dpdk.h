@@ -88,9 +88,8 @@ bool dp_dpdk_pool_low(const dp_dpdk_t *d);
  * sent at once; frames the driver refuses are freed and counted. */
 uint8_t *dp_dpdk_tx_alloc(dp_dpdk_t *d, unsigned q, size_t len, void **m);
 void dp_dpdk_tx_queue(dp_dpdk_t *d, unsigned q, void *m);
-/* dp_dpdk_tx_flush sends what queue `q` has buffered. Returns true if
- * something was sent or refused. */
-bool dp_dpdk_tx_flush(dp_dpdk_t *d, unsigned q);
+/* dp_dpdk_tx_flush sends what queue `q` has buffered. */
+void dp_dpdk_tx_flush(dp_dpdk_t *d, unsigned q);
 
 /* dp_dpdk_rx_fd returns an fd that polls readable while queue q has frames
  * (net_tap), or -1 if the driver has none. */

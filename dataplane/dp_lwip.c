@@ -99,8 +99,8 @@ typedef struct dp_lwconn {
     size_t unrecved;              /* read but the window not yet opened */
     unsigned pending;             /* events taken, not yet delivered */
     bool fin, err;
-    bool in_work, dirty;
-    struct cds_list_head work_link, dirty_link;
+    struct cds_list_head work_link;  /* on the core's work list unless empty (self-linked) */
+    struct cds_list_head dirty_link; /* on the core's dirty list unless empty (self-linked) */
 } dp_lwconn_t;
 
 typedef struct {
@@ -313,11 +313,19 @@ static void dp_lw_take(dp_lwcore_t *lc) {
         if (k->ev & DP_LW_EV_ERR) k->err = true;
         k->pending |= k->ev;
         k->ev = 0;
-        if (!k->in_work) {
-            k->in_work = true;
-            cds_list_add_tail(&k->work_link, &lc->work);
-        }
+        if (cds_list_empty(&k->work_link)) cds_list_add_tail(&k->work_link, &lc->work);
     }
+}
+
+/* dp_lw_open_window gives lwIP back the window of what the engine read
+ * (tcp_recved takes at most 0xffff at a time). Lock held. */
+static void dp_lw_open_window(dp_lwconn_t *k) {
+    while (k->pcb && k->unrecved) {
+        u16_t n = k->unrecved > 0xffff ? 0xffff : (u16_t)k->unrecved;
+        tcp_recved(k->pcb, n);
+        k->unrecved -= n;
+    }
+    k->unrecved = 0;
 }
 
 /* dp_lw_recved opens the windows by what the engines read. Lock held. */
@@ -325,13 +333,7 @@ static void dp_lw_recved(dp_lwcore_t *lc) {
     while (!cds_list_empty(&lc->dirty)) {
         dp_lwconn_t *k = cds_list_first_entry(&lc->dirty, dp_lwconn_t, dirty_link);
         cds_list_del_init(&k->dirty_link);
-        k->dirty = false;
-        while (k->pcb && k->unrecved) {
-            u16_t n = k->unrecved > 0xffff ? 0xffff : (u16_t)k->unrecved;
-            tcp_recved(k->pcb, n);
-            k->unrecved -= n;
-        }
-        k->unrecved = 0;
+        dp_lw_open_window(k);
         /* The engine read and did not answer (it waits for more, or for a
          * signer): acknowledge now, not at lwIP's 250 ms delayed-ACK timer,
          * or a client that waits for the ACK (Nagle) stalls. When it did
@@ -343,20 +345,19 @@ static void dp_lw_recved(dp_lwcore_t *lc) {
     }
 }
 
-static void dp_lw_close_conn(dp_core_t *c, dp_lwconn_t *k);
+static void dp_lw_close_conn(dp_lwconn_t *k);
 
 /* dp_lw_deliver drives the sessions of the work list. Lock not held. */
 static void dp_lw_deliver(dp_core_t *c, dp_lwcore_t *lc) {
     while (!cds_list_empty(&lc->work)) {
         dp_lwconn_t *k = cds_list_first_entry(&lc->work, dp_lwconn_t, work_link);
         cds_list_del_init(&k->work_link);
-        k->in_work = false;
         unsigned ev = k->pending;
         k->pending = 0;
         if (ev & DP_LW_EV_ACCEPT) {
             dp_sess_t *s = dp_core_accepted(c, (dp_conn_t){.fd = -1, .pcb = k}, k->peer, k->proto);
             if (!s) {
-                dp_lw_close_conn(c, k);
+                dp_lw_close_conn(k);
                 continue;
             }
             k->sess = s;
@@ -560,10 +561,7 @@ static ssize_t dp_lw_recv(dp_conn_t *conn, void *buf, size_t len) {
     }
     if (got) {
         k->unrecved += got;
-        if (!k->dirty) {
-            k->dirty = true;
-            cds_list_add_tail(&k->dirty_link, &k->t->cores[k->owner].dirty);
-        }
+        if (cds_list_empty(&k->dirty_link)) cds_list_add_tail(&k->dirty_link, &k->t->cores[k->owner].dirty);
         return (ssize_t)got;
     }
     if (k->err) return DP_IO_ERROR;
@@ -612,16 +610,14 @@ static void dp_lw_watch_write(dp_core_t *c, dp_conn_t *conn, void *owner) {
 /* dp_lw_close_conn ends a connection and recycles its object: the session
  * has gone (or never came). Unread data makes lwIP reset the connection,
  * as Linux does. Lock not held. */
-static void dp_lw_close_conn(dp_core_t *c, dp_lwconn_t *k) {
-    dp_lwcore_t *lc = &k->t->cores[k->owner];
-    (void)c;
+static void dp_lw_close_conn(dp_lwconn_t *k) {
     dp_lw_free_chain(&k->rx_head, &k->rx_tail);
-    if (k->in_work) cds_list_del(&k->work_link);
+    cds_list_del(&k->work_link); /* a no-op when not on the list (self-linked) */
     dp_lw_t *t = k->t;
     dp_lw_lock(t, k->owner);
-    if (k->dirty) cds_list_del(&k->dirty_link);
+    cds_list_del(&k->dirty_link);
     if (k->pcb) {
-        if (k->unrecved) tcp_recved(k->pcb, k->unrecved > 0xffff ? 0xffff : (u16_t)k->unrecved);
+        dp_lw_open_window(k);
         tcp_arg(k->pcb, NULL);
         tcp_recv(k->pcb, NULL);
         tcp_sent(k->pcb, NULL);
@@ -633,14 +629,14 @@ static void dp_lw_close_conn(dp_core_t *c, dp_lwconn_t *k) {
     if (k->queued) cds_list_del(&k->ready_link);
     k->next_free = t->free_conns;
     t->free_conns = k;
-    (void)lc;
     dp_lw_unlock();
 }
 
 static void dp_lw_close(dp_core_t *c, dp_conn_t *conn) {
+    (void)c;
     dp_lwconn_t *k = conn->pcb;
     conn->pcb = NULL;
-    if (k) dp_lw_close_conn(c, k);
+    if (k) dp_lw_close_conn(k);
 }
 
 static void dp_lw_stop_listening(dp_core_t *c) {
@@ -864,7 +860,8 @@ static void dp_lw_cleanup(dp_runtime_t *rt) {
     if (t->lwip_up) {
         dp_lw_lock(t, 0);
         /* Connections still open at the hard deadline: reset them, so their
-         * peers do not wait on a stack that is going away. */
+         * peers do not wait on a stack that is going away. Their err
+         * callbacks drop the pcbs and queue the connections to their cores. */
         while (tcp_active_pcbs) tcp_abort(tcp_active_pcbs);
         for (unsigned i = 0; i < t->ncores; i++) { /* accepted, never delivered (stopping) */
             dp_lwcore_t *lc = &t->cores[i];
@@ -873,11 +870,6 @@ static void dp_lw_cleanup(dp_runtime_t *rt) {
                 dp_lwconn_t *k = cds_list_first_entry(&lc->work, dp_lwconn_t, work_link);
                 cds_list_del(&k->work_link);
                 dp_lw_free_chain(&k->rx_head, &k->rx_tail);
-                if (k->pcb) {
-                    tcp_arg(k->pcb, NULL);
-                    tcp_err(k->pcb, NULL);
-                    tcp_abort(k->pcb);
-                }
                 free(k);
             }
         }
